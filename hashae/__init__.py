@@ -1,0 +1,50 @@
+"""hashae: semantic hashing of image collections.
+
+A deep autoencoder with a noise-forced binary bottleneck turns images into short binary codes;
+collections keep codes, paths and the model in one HDF5 file; FAISS binary indexes search them.
+
+Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
+
+    SemanticHasher, HasherConfig      the model (fit / encode / decode / save / load)
+    Collection                        an indexed image folder in one HDF5 file
+    HammingIndex                      exact and radius Hamming search over packed codes
+    cluster                           group packed codes: exact, radius or k-means
+    load_images, load_folder, scan    image decoding
+    pack, unpack, hamming             the packed-code bit layout (FAISS order)
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SemanticHasher": "hashae.hasher",
+    "HasherConfig": "hashae.config",
+    "Collection": "hashae.collection",
+    "HammingIndex": "hashae.index",
+    "cluster": "hashae.cluster",
+    "load_images": "hashae.images",
+    "load_folder": "hashae.images",
+    "load_image": "hashae.images",
+    "scan": "hashae.images",
+    "ImageError": "hashae.images",
+    "pack": "hashae.codes",
+    "unpack": "hashae.codes",
+    "hamming": "hashae.codes",
+    "hamming_matrix": "hashae.codes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hashae' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

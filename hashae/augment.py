@@ -1,0 +1,31 @@
+"""Batched image augmentations on tensors (no torchvision on CPU here): random resized crop,
+horizontal flip, brightness and contrast, all in one affine resampling per batch."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_views(x: torch.Tensor, min_scale: float = 0.6, max_shift: float = 1.0,
+                 flip: bool = True, jitter: float = 0.15) -> torch.Tensor:
+    """A randomly cropped (area ``min_scale``..1, stretched back to full size), flipped and
+    brightness/contrast-jittered copy of each image of a batch (n, c, h, w) in [0, 1]."""
+    n = x.shape[0]
+    dev, dt = x.device, x.dtype
+    # side of the crop as a fraction of the image; sqrt so the *area* is uniform in [min_scale, 1]
+    side = torch.sqrt(torch.empty(n, device=dev, dtype=dt).uniform_(min_scale, 1.0))
+    room = (1 - side) * max_shift
+    tx = (torch.rand(n, device=dev, dtype=dt) * 2 - 1) * room
+    ty = (torch.rand(n, device=dev, dtype=dt) * 2 - 1) * room
+    sx = side * (torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0).to(dt) if flip else 1.0)
+    theta = torch.zeros(n, 2, 3, device=dev, dtype=dt)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
+    theta[:, 1, 1], theta[:, 1, 2] = side, ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if jitter > 0:
+        gain = 1 + (torch.rand(n, 1, 1, 1, device=dev, dtype=dt) * 2 - 1) * jitter
+        bias = (torch.rand(n, 1, 1, 1, device=dev, dtype=dt) * 2 - 1) * jitter * 0.5
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * gain + mean + bias).clamp(0, 1)
+    return out

@@ -1,0 +1,171 @@
+"""The `hashae` command: a thin layer of click commands over hashae.Collection.
+
+Expected failures (bad store, missing folder, unreadable query image, busy store) end with a
+one-line ``Error: ...`` and exit status 1; anything else is a bug and shows its traceback.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+import sys
+
+import click
+
+
+def _friendly(fn):
+    """Turn the errors a user can fix into one-line messages."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .collection import StoreBusy
+        from .images import ImageError
+        from .store import StoreError
+        try:
+            return fn(*args, **kwargs)
+        except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError) as e:
+            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        except OSError as e:
+            raise click.ClickException(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+    return wrapper
+
+
+def _store_option(fn):
+    return click.option("--store", "store", type=click.Path(dir_okay=False),
+                        help="collection file (default: the only .h5 file in indexes/)")(fn)
+
+
+def _resolve_store(store: str | None) -> str:
+    if store:
+        return store
+    found = sorted(glob.glob(os.path.join("indexes", "*.h5")))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.ClickException("no collection in indexes/; build one with `hashae index FOLDER` or pass --store")
+    raise click.ClickException(f"{len(found)} collections in indexes/; choose one with --store")
+
+
+@click.group()
+@click.version_option(package_name="hashae")
+def main():
+    """Semantic hashing for image folders: index, find similar, group, find duplicates."""
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--store", type=click.Path(dir_okay=False), help="collection file (default: indexes/<folder name>.h5)")
+@click.option("--bits", type=int, help="code length for a new collection: 8..256, a multiple of 8 (default 64)")
+@click.option("--model", "model_store", type=click.Path(dir_okay=False),
+              help="reuse the model of another collection instead of training")
+@click.option("--epochs", type=int, help="fine-tuning epochs when training a new model")
+@click.option("--image-size", type=int, help="model input size in pixels when training (default 32)")
+@click.option("--arch", type=click.Choice(["mlp", "conv"]), help="architecture when training (default mlp)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
+@click.option("--workers", type=int, default=2, show_default=True, help="image-decoding processes (0: none)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_friendly
+def index(folder, store, bits, model_store, epochs, image_size, arch, seed, workers, quiet):
+    """Index the images under FOLDER (recursively) into a collection; re-runs are incremental."""
+    from .collection import Collection, default_store
+    from .config import HasherConfig
+    store = store or default_store(folder)
+    os.makedirs(os.path.dirname(os.path.abspath(store)), exist_ok=True)
+    model = Collection.open(model_store).model if model_store else None
+    config = None
+    if model is None:
+        overrides = {k: v for k, v in dict(epochs=epochs, image_size=image_size, arch=arch).items() if v is not None}
+        store_bits = Collection.open(store).bits if os.path.exists(store) else None
+        config = HasherConfig(bits=bits or store_bits or 64, seed=seed).replace(**overrides)
+    report = Collection(store).index(folder, bits=bits, model=model, config=config, workers=workers,
+                                     progress=False if quiet else None)
+    if report.trained:
+        click.echo(f"trained a {report_bits(store)}-bit model on {folder}", err=True)
+    for path, reason in report.skipped[:10]:
+        click.echo(f"skipped {path}: {reason}", err=True)
+    if len(report.skipped) > 10:
+        click.echo(f"... and {len(report.skipped) - 10} more skipped (see `hashae info --json`)", err=True)
+    click.echo(f"{store}: {report}")
+
+
+def report_bits(store: str) -> int:
+    from .collection import Collection
+    with Collection.open(store) as c:
+        return c.bits
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_store_option
+@click.option("-k", "k", type=int, default=None, help="hits per query (default 10; with --radius: all)")
+@click.option("--radius", type=int, help="all items within this Hamming distance instead of the k nearest")
+@click.option("--json", "as_json", is_flag=True, help="print JSON: [{query, hits: [{path, distance}]}]")
+@click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of each query and its hits")
+@_friendly
+def query(images, store, k, radius, as_json, sheet):
+    """Find the items most similar to each IMAGE."""
+    from .collection import Collection
+    if k is not None and k < 1:
+        raise click.ClickException("-k must be at least 1")
+    with Collection.open(_resolve_store(store)) as coll:
+        results = coll.query(list(images), k=k if (k or radius is not None) else 10, radius=radius)
+        if as_json:
+            click.echo(json.dumps(results))
+        else:
+            for r in results:
+                click.echo(f"{r['query']}: {len(r['hits'])} hits")
+                for h in r["hits"]:
+                    click.echo(f"  {h['distance']:4d}  {h['path']}")
+        if sheet:
+            from .sheet import contact_sheet
+            written = []
+            for n, r in enumerate(results):
+                out = sheet if len(results) == 1 else _numbered(sheet, n)
+                tiles = [(r["query"], "query")] + [(coll.item_path(h["path"]), f"d={h['distance']} {h['path']}")
+                                                    for h in r["hits"]]
+                written.append(contact_sheet(tiles, out))
+            click.echo(f"contact sheet: {', '.join(written)}", err=True)
+
+
+def _numbered(path: str, n: int) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}-{n}{ext or '.png'}"
+
+
+@main.command()
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_friendly
+def info(store, as_json):
+    """Describe a collection: items, skipped files, bits, model, file size."""
+    from .collection import Collection
+    with Collection.open(_resolve_store(store)) as coll:
+        data = coll.info()
+        if as_json:
+            data["skipped_files"] = [{"path": p, "reason": r} for p, r in coll.skipped]
+            click.echo(json.dumps(data, default=str))
+            return
+        model = data["model"] or {}
+        click.echo(f"collection  {data['path']}")
+        click.echo(f"folder      {data['folder']}")
+        click.echo(f"items       {data['items']}")
+        click.echo(f"skipped     {data['skipped']}")
+        click.echo(f"bits        {data['bits']}")
+        click.echo(f"model       {model.get('arch')} {model.get('image_size')}px x{model.get('channels')} "
+                   f"hidden={model.get('hidden')} binarizer={model.get('binarizer')} pretrain={model.get('pretrain')}")
+        click.echo(f"file size   {data['file_size']:,} bytes")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--per-class", type=int, default=40, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(folder, per_class, seed):
+    """Write the built-in labelled sample (synthetic shapes, one folder per class) to FOLDER."""
+    from .sample import CLASSES, make_sample
+    paths = make_sample(folder, per_class=per_class, seed=seed)
+    click.echo(f"wrote {len(paths)} images in {len(CLASSES)} classes to {folder}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""HasherConfig: every setting of a semantic hashing model, validated, and serialisable as JSON.
+
+The config travels with the weights (HDF5 attribute), so it is also untrusted input when a
+collection comes from someone else: ``validate`` bounds every size before anything is allocated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from dataclasses import dataclass, field
+
+from .codes import check_bits
+
+ARCHS = ("mlp", "conv")
+BINARIZERS = ("noise", "ste")
+PRETRAIN = ("dae", "none")
+CORRUPTIONS = ("mask", "gaussian", "none")
+SPARSITY = ("kl", "l1")
+
+# Bounds for configs read from files: generous for real use, small enough that a hostile file
+# cannot ask for gigabytes of weights.
+MAX_IMAGE_SIZE = 256
+MAX_WIDTH = 8192
+MAX_LAYERS = 8
+MAX_PARAMS = 200_000_000
+
+
+@dataclass
+class HasherConfig:
+    """Settings of a SemanticHasher; defaults are the ones chosen by bench/quality.py."""
+
+    bits: int = 64
+    image_size: int = 32
+    channels: int = 3
+    arch: str = "mlp"
+    # dense widths between the input (mlp) or the last conv stage (conv) and the code layer;
+    # None picks the arch's default
+    hidden: tuple | None = None
+    conv_channels: tuple = (32, 64, 128)
+    # binary bottleneck (Salakhutdinov & Hinton 2009): the decoder sees sigmoid(z + N(0, noise_std^2));
+    # the paper's variance 16 (std 4) forces |z| well past the noise, i.e. saturated, 0/1 codes
+    binarizer: str = "noise"
+    noise_std: float = 4.0
+    noise_anneal: float = 0.3  # fraction of fine-tuning over which the noise ramps up from 0
+    # greedy layer-wise denoising pretraining (Vincent et al. 2008)
+    pretrain: str = "dae"
+    pretrain_epochs: int = 2
+    corruption: str = "mask"
+    corruption_level: float = 0.2
+    # end-to-end fine-tuning
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # regularisers on the code-unit probabilities p = sigmoid(z)
+    sparsity: float = 0.0
+    sparsity_kind: str = "kl"
+    sparsity_target: float = 0.5
+    balance: float = 0.1
+    decorrelation: float = 0.1
+    augment: float = 1.0  # weight of augmentation consistency; 0 turns augmentation off
+    # bookkeeping
+    val_fraction: float = 0.1
+    patience: int = 4
+    max_train: int = 50_000
+    seed: int = 0
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)  # free-form notes kept with the model
+
+    @property
+    def dense_widths(self) -> tuple:
+        if self.hidden is not None:
+            return tuple(self.hidden)
+        return (1024, 512, 256) if self.arch == "mlp" else (512,)
+
+    @property
+    def input_shape(self) -> tuple:
+        return (self.channels, self.image_size, self.image_size)
+
+    def replace(self, **changes) -> "HasherConfig":
+        return dataclasses.replace(self, **changes).validate()
+
+    def validate(self) -> "HasherConfig":
+        """Check every field; raise ValueError naming the field and the allowed values."""
+        check_bits(self.bits)
+        _choice("arch", self.arch, ARCHS)
+        _choice("binarizer", self.binarizer, BINARIZERS)
+        _choice("pretrain", self.pretrain, PRETRAIN)
+        _choice("corruption", self.corruption, CORRUPTIONS)
+        _choice("sparsity_kind", self.sparsity_kind, SPARSITY)
+        _int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
+        _int("channels", self.channels, 1, 3)
+        if self.channels == 2:
+            raise ValueError("channels must be 1 (grey) or 3 (RGB), got 2")
+        if self.hidden is not None:
+            self.hidden = tuple(self.hidden)
+        self.conv_channels = tuple(self.conv_channels)
+        for name, widths in (("hidden", self.dense_widths), ("conv_channels", self.conv_channels)):
+            if len(widths) > MAX_LAYERS:
+                raise ValueError(f"{name} has {len(widths)} layers; at most {MAX_LAYERS}")
+            for w in widths:
+                _int(name, w, 1, MAX_WIDTH)
+        if self.arch == "conv":
+            if not self.conv_channels:
+                raise ValueError("arch='conv' needs at least one entry in conv_channels")
+            if self.image_size % (2 ** len(self.conv_channels)):
+                raise ValueError(
+                    f"image_size {self.image_size} must be divisible by 2**len(conv_channels) "
+                    f"= {2 ** len(self.conv_channels)} for arch='conv'"
+                )
+        for name in ("pretrain_epochs", "epochs", "patience"):
+            _int(name, getattr(self, name), 0, 100_000)
+        _int("batch_size", self.batch_size, 1, 1 << 16)
+        _int("max_train", self.max_train, 1, 1 << 31)
+        _int("seed", self.seed, 0, 2**63 - 1)
+        if self.threads is not None:
+            _int("threads", self.threads, 1, 4096)
+        for name in ("noise_std", "lr", "weight_decay", "sparsity", "balance", "decorrelation",
+                     "augment", "corruption_level"):
+            _float(name, getattr(self, name), 0.0, 1e6)
+        for name in ("noise_anneal", "sparsity_target", "val_fraction"):
+            _float(name, getattr(self, name), 0.0, 1.0)
+        if not 0 <= self.corruption_level < 1 and self.corruption == "mask":
+            raise ValueError("corruption_level for masking is a probability in [0, 1)")
+        if not isinstance(self.extra, dict):
+            raise ValueError("extra must be a dict")
+        if self.n_params() > MAX_PARAMS:
+            raise ValueError(f"this config has {self.n_params():,} weights; at most {MAX_PARAMS:,}")
+        return self
+
+    def n_params(self) -> int:
+        """Weights of the autoencoder (encoder and mirrored decoder), computed without building it."""
+        c, s = self.channels, self.image_size
+        total = 0
+        if self.arch == "conv":
+            for out in self.conv_channels:
+                total += 2 * (c * out * 16) + out + c
+                c, s = out, s // 2
+        dims = [c * s * s, *self.dense_widths, self.bits]
+        for a, b in zip(dims, dims[1:]):
+            total += 2 * a * b + a + b
+        return total
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "HasherConfig":
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"model config is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HasherConfig":
+        if not isinstance(data, dict):
+            raise ValueError("model config must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data).validate()
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def _int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def _float(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")

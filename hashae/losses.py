@@ -1,0 +1,55 @@
+"""Loss terms and input corruption from the autoencoder literature, as small pure functions.
+
+Every regulariser acts on code-unit probabilities ``p = sigmoid(z)`` of a batch, shape (n, bits).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per element."""
+    return F.mse_loss(recon, target)
+
+
+def corrupt(h: torch.Tensor, kind: str, level: float) -> torch.Tensor:
+    """Denoising-autoencoder input corruption (Vincent et al. 2008): masking sets a random
+    fraction ``level`` of inputs to zero; gaussian adds noise of ``level`` times the batch's std."""
+    if level <= 0 or kind == "none":
+        return h
+    if kind == "mask":
+        return h * (torch.rand_like(h) >= level)
+    return h + level * h.detach().std() * torch.randn_like(h)
+
+
+def sparsity_l1(p: torch.Tensor) -> torch.Tensor:
+    return p.mean()
+
+
+def sparsity_kl(p: torch.Tensor, target: float) -> torch.Tensor:
+    """KL(target || mean activation) per unit, summed over units then averaged (Ng's sparse AE)."""
+    q = p.mean(0).clamp(1e-6, 1 - 1e-6)
+    t = min(max(target, 1e-6), 1 - 1e-6)
+    return (t * torch.log(t / q) + (1 - t) * torch.log((1 - t) / (1 - q))).mean()
+
+
+def balance(p: torch.Tensor) -> torch.Tensor:
+    """Each bit should be on for about half of the data: mean squared deviation from 0.5."""
+    return ((p.mean(0) - 0.5) ** 2).mean() * 4
+
+
+def decorrelation(p: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal correlation between bits: correlated bits waste code length."""
+    c = p - p.mean(0)
+    c = c / (c.pow(2).mean(0) + 1e-4).sqrt()  # eps inside: sqrt'(0) is infinite
+    corr = (c.T @ c) / len(p)
+    off = corr - torch.diag(torch.diagonal(corr))
+    n = corr.shape[0]
+    return off.pow(2).sum() / max(1, n * (n - 1))
+
+
+def consistency(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Two augmented views of one image should get the same bits: squared difference of their
+    code probabilities, which is small only when both views fall on the same side, confidently."""
+    return (torch.sigmoid(z1) - torch.sigmoid(z2)).pow(2).mean() * 4

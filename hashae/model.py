@@ -1,0 +1,101 @@
+"""The autoencoder: a stack of stages, each an encoder layer with its mirrored decoder layer.
+
+Keeping each stage's encoder and decoder together is what makes greedy layer-wise pretraining
+(pretrain.py) and the unrolled end-to-end network the same object: stage k's decoder is the
+mirror of stage k's encoder, and the full decoder runs the stages' decoders in reverse.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .config import HasherConfig
+
+
+class Output(NamedTuple):
+    logits: torch.Tensor  # code-layer inputs z, (n, bits)
+    code: torch.Tensor  # what the decoder saw: noisy sigmoid / straight-through bits / hard bits
+    recon: torch.Tensor  # reconstruction in [0, 1], same shape as the input
+
+
+class Stage(nn.Module):
+    """One greedy layer: ``enc`` maps h_{k-1} -> h_k, ``dec`` maps h_k -> h_{k-1}."""
+
+    def __init__(self, enc: nn.Module, dec: nn.Module, is_code: bool = False):
+        super().__init__()
+        self.enc, self.dec, self.is_code = enc, dec, is_code
+
+
+def _dense(a: int, b: int, out_act: nn.Module, is_code: bool, unflatten=None) -> Stage:
+    enc = [nn.Linear(a, b)] if is_code else [nn.Linear(a, b), nn.ReLU()]
+    dec = [nn.Linear(b, a), out_act]
+    if unflatten is not None:  # first dense stage: images / conv maps in, vectors out
+        enc.insert(0, nn.Flatten())
+        dec.append(nn.Unflatten(1, unflatten))
+    return Stage(nn.Sequential(*enc), nn.Sequential(*dec), is_code)
+
+
+def build_stages(cfg: HasherConfig) -> nn.ModuleList:
+    """Encoder/decoder stages for ``cfg.arch``; the first decoder ends in a sigmoid (pixels in
+    [0, 1]), inner decoders in ReLU (they reconstruct ReLU activations)."""
+    stages, c, s = [], cfg.channels, cfg.image_size
+    if cfg.arch == "conv":
+        for out in cfg.conv_channels:
+            act = nn.Sigmoid() if not stages else nn.ReLU()
+            enc = nn.Sequential(nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU())
+            dec = nn.Sequential(nn.ConvTranspose2d(out, c, 4, stride=2, padding=1), act)
+            stages.append(Stage(enc, dec))
+            c, s = out, s // 2
+    dims = [c * s * s, *cfg.dense_widths, cfg.bits]
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        act = nn.Sigmoid() if not stages else nn.ReLU()
+        stages.append(_dense(a, b, act, is_code=i == len(dims) - 2, unflatten=(c, s, s) if i == 0 else None))
+    return nn.ModuleList(stages)
+
+
+def noisy_sigmoid(z: torch.Tensor, std: float) -> torch.Tensor:
+    """Semantic hashing's bottleneck: Gaussian noise on the code layer's input. To get any signal
+    through, the encoder must push |z| far beyond the noise, so the sigmoid saturates to 0/1."""
+    return torch.sigmoid(z + std * torch.randn_like(z)) if std > 0 else torch.sigmoid(z)
+
+
+def straight_through(z: torch.Tensor) -> torch.Tensor:
+    """Hard 0/1 bits forward, the sigmoid's gradient backward (the ablation's binarizer)."""
+    soft = torch.sigmoid(z)
+    return soft + ((z > 0).to(z.dtype) - soft).detach()
+
+
+class HashNet(nn.Module):
+    """Encoder -> code layer -> mirrored decoder, with per-pixel input centering."""
+
+    def __init__(self, cfg: HasherConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stages = build_stages(cfg)
+        # per-pixel mean of the training images, subtracted before the first layer
+        self.register_buffer("mean", torch.zeros(cfg.input_shape))
+
+    def logits(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """Run the encoder on images in [0, 1] (through stage ``upto - 1`` if given)."""
+        h = x - self.mean
+        for stage in self.stages[:upto]:
+            h = stage.enc(h)
+        return h
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        h = code
+        for stage in reversed(self.stages):
+            h = stage.dec(h)
+        return h
+
+    def forward(self, x: torch.Tensor, noise_std: float = 0.0) -> Output:
+        z = self.logits(x)
+        if not self.training:
+            code = (z > 0).to(z.dtype)
+        elif self.cfg.binarizer == "ste":
+            code = straight_through(z)
+        else:
+            code = noisy_sigmoid(z, noise_std)
+        return Output(z, code, self.decode(code))

@@ -1,0 +1,245 @@
+"""The collection file: one HDF5 file per indexed folder, layout version 1.
+
+::
+
+    /                 attrs  format = "hashae", format_version = 1, bits, folder (absolute, at
+                             index time), image_size, channels, generation (changes at every
+                             commit), created, updated, hashae_version
+    /codes            (N, bits/8) uint8     packed codes, FAISS bit order (hashae.codes)
+    /items/path       (N,) UTF-8 string     path of row i relative to the folder, '/'-separated
+    /items/size       (N,) int64            file size in bytes      } what incremental
+    /items/mtime      (N,) int64            modification time, ns   } indexing compares
+    /skipped/path     (M,) UTF-8 string     files that could not be indexed ...
+    /skipped/reason   (M,) UTF-8 string     ... and why
+    /model            group                 attrs format = "hashae-model", format_version,
+                                            config (JSON); /model/weights/<tensor> float32
+
+Datasets are chunked and resizable (maxshape None along rows), so other tools can append.
+Non-UTF-8 file names are stored as their raw bytes (read back with surrogateescape).
+
+A committed file is never modified in place: a run writes a complete new file beside it and
+renames it over the old one (atomic on POSIX), so a crash leaves either the old or the new
+store, never a torn one. Work in progress lives in a journal folder (see journal.py).
+
+Everything read from a file is validated (types, shapes, sizes) before use: collections are
+shared between people, and a file can be truncated, corrupted or hand-crafted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import h5py
+import numpy as np
+
+from .codes import check_bits
+
+FORMAT, FORMAT_VERSION = "hashae", 1
+CHUNK_ROWS = 8192
+STR = h5py.string_dtype("utf-8")
+MAX_ITEMS = 1 << 34  # a declared row count above this is a hostile or broken file
+
+
+class StoreError(ValueError):
+    """A collection file that is missing, not a hashae file, or inconsistent; one-line message."""
+
+
+def encode_path(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def decode_paths(ds: h5py.Dataset, sel=slice(None)) -> list:
+    return list(ds.asstr("utf-8", "surrogateescape")[sel]) if ds.shape[0] else []
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dataset(g: h5py.Group, name: str, data: np.ndarray, dtype) -> None:
+    """A chunked dataset, resizable along rows."""
+    shape = tuple(np.shape(data))
+    g.create_dataset(name, shape=shape, maxshape=(None,) + shape[1:], dtype=dtype,
+                     chunks=(max(1, min(CHUNK_ROWS, shape[0])),) + shape[1:], data=data if shape[0] else None)
+
+
+def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: list, sizes, mtimes,
+                skipped: list, model, attrs: dict | None = None, created: float | None = None) -> str:
+    """Write a complete store to ``path`` atomically (temporary file, fsync, rename); returns
+    the new generation id. ``model`` is a fitted SemanticHasher or None."""
+    check_bits(bits)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1, bits // 8)
+    if not (len(codes) == len(paths) == len(sizes) == len(mtimes)):
+        raise ValueError("codes, paths, sizes and mtimes must have one row per item")
+    generation = uuid.uuid4().hex
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+            now = time.time()
+            f.attrs.update({
+                "format": FORMAT, "format_version": FORMAT_VERSION, "bits": bits,
+                "folder": os.path.abspath(folder) if folder else "", "generation": generation,
+                "created": created or now, "updated": now,
+                "hashae_version": __import__("hashae").__version__,
+            })
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+            _dataset(f, "codes", codes, np.uint8)
+            items = f.create_group("items")
+            _dataset(items, "path", np.array([encode_path(p) for p in paths], dtype=object), STR)
+            _dataset(items, "size", np.asarray(sizes, np.int64), np.int64)
+            _dataset(items, "mtime", np.asarray(mtimes, np.int64), np.int64)
+            items["mtime"].attrs["unit"] = "ns since the epoch"
+            sk = f.create_group("skipped")
+            _dataset(sk, "path", np.array([encode_path(p) for p, _ in skipped], dtype=object), STR)
+            _dataset(sk, "reason", np.array([r.encode("utf-8", "replace") for _, r in skipped], dtype=object), STR)
+            if model is not None:
+                model.save(f.create_group("model"))
+                f.attrs["image_size"] = model.config.image_size
+                f.attrs["channels"] = model.config.channels
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_path(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return generation
+
+
+class StoreReader:
+    """Read-only, validated view of a collection file; datasets are read lazily."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if not os.path.exists(path):
+            raise StoreError(f"{path}: no such collection (build one with `hashae index FOLDER --store {path}`)")
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as e:
+            raise StoreError(f"{path}: not a readable HDF5 file ({_first_line(e)})") from None
+        try:
+            self._validate()
+        except StoreError:
+            self.file.close()
+            raise
+        except Exception as e:  # anything h5py raises on a damaged file
+            self.file.close()
+            raise StoreError(f"{path}: damaged collection file ({type(e).__name__}: {_first_line(e)})") from None
+
+    def _validate(self) -> None:
+        f, p = self.file, self.path
+        if f.attrs.get("format") != FORMAT:
+            raise StoreError(f"{p}: not a hashae collection (no format='hashae' attribute)")
+        version = f.attrs.get("format_version")
+        if not isinstance(version, (int, np.integer)) or version != FORMAT_VERSION:
+            raise StoreError(f"{p}: collection format version {version!r}; this hashae reads version {FORMAT_VERSION}")
+        bits = f.attrs.get("bits")
+        try:
+            self.bits = check_bits(bits)
+        except ValueError as e:
+            raise StoreError(f"{p}: {e}") from None
+        n = self._check(f, "codes", (None, self.bits // 8), "u1")
+        for name, dt in (("items/path", "O"), ("items/size", "i"), ("items/mtime", "i")):
+            if self._check(f, name, (None,), dt) != n:
+                raise StoreError(f"{p}: /{name} has a different number of rows than /codes")
+        m = self._check(f, "skipped/path", (None,), "O")
+        if self._check(f, "skipped/reason", (None,), "O") != m:
+            raise StoreError(f"{p}: /skipped/path and /skipped/reason differ in length")
+        self.n = n
+        self.folder = _text_attr(f, "folder")
+        self.generation = _text_attr(f, "generation")
+
+    def _check(self, f: h5py.File, name: str, shape: tuple, kind: str) -> int:
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            raise StoreError(f"{self.path}: /{name} is missing")
+        if len(ds.shape) != len(shape) or any(s is not None and a != s for a, s in zip(ds.shape, shape)):
+            raise StoreError(f"{self.path}: /{name} has shape {ds.shape}, expected {shape}")
+        ok = (h5py.check_string_dtype(ds.dtype) is not None) if kind == "O" else (
+            ds.dtype.kind in kind and (kind != "u1" or ds.dtype == np.uint8))
+        if not ok:
+            raise StoreError(f"{self.path}: /{name} has dtype {ds.dtype}")
+        if ds.shape[0] > MAX_ITEMS:
+            raise StoreError(f"{self.path}: /{name} declares {ds.shape[0]} rows")
+        return ds.shape[0]
+
+    # lazy accessors ------------------------------------------------------------------
+    def codes(self) -> np.ndarray:
+        return self.file["codes"][()] if self.n else np.empty((0, self.bits // 8), np.uint8)
+
+    def paths(self, ids=None) -> list:
+        ds = self.file["items/path"]
+        if ids is None:
+            return decode_paths(ds)
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return []
+        uniq, inverse = np.unique(ids, return_inverse=True)  # h5py wants increasing indices
+        if uniq[0] < 0 or uniq[-1] >= self.n:
+            raise IndexError(f"item ids out of range 0..{self.n - 1}")
+        vals = decode_paths(ds, uniq)
+        return [vals[i] for i in inverse]
+
+    def sizes(self) -> np.ndarray:
+        return self.file["items/size"][()].astype(np.int64)
+
+    def mtimes(self) -> np.ndarray:
+        return self.file["items/mtime"][()].astype(np.int64)
+
+    def skipped(self) -> list:
+        return list(zip(decode_paths(self.file["skipped/path"]), decode_paths(self.file["skipped/reason"])))
+
+    def has_model(self) -> bool:
+        return "model" in self.file
+
+    def model(self):
+        from .hasher import SemanticHasher
+        if not self.has_model():
+            raise StoreError(f"{self.path}: this collection has no model yet (run `hashae index` on it)")
+        try:
+            return SemanticHasher.load(self.file["model"])
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise StoreError(f"{self.path}: model is damaged or invalid ({_first_line(e)})") from None
+
+    def attrs(self) -> dict:
+        out = {}
+        for k, v in self.file.attrs.items():
+            out[k] = v.item() if isinstance(v, np.generic) else (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+        return out
+
+    def model_config(self) -> dict | None:
+        if not self.has_model():
+            return None
+        text = self.file["model"].attrs.get("config")
+        try:
+            return json.loads(text.decode() if isinstance(text, bytes) else text)
+        except (TypeError, ValueError, AttributeError):
+            return None
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _text_attr(f, name) -> str:
+    v = f.attrs.get(name, "")
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return v if isinstance(v, str) else ""
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else type(e).__name__
