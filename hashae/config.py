@@ -50,6 +50,9 @@ class HasherConfig:
     corruption_level: float = 0.2
     # end-to-end fine-tuning
     epochs: int = 15
+    # small folders give few steps per epoch: train for at least this many optimiser steps
+    # (pretraining: a quarter of it per stage)
+    min_steps: int = 400
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -77,6 +80,13 @@ class HasherConfig:
     @property
     def input_shape(self) -> tuple:
         return (self.channels, self.image_size, self.image_size)
+
+    def epochs_for(self, n_train: int, epochs: int, min_steps: int) -> int:
+        """``epochs``, raised so that training takes at least ``min_steps`` steps (0 stays 0)."""
+        if epochs == 0:
+            return 0
+        steps_per_epoch = max(1, -(-n_train // self.batch_size))
+        return max(epochs, -(-min_steps // steps_per_epoch))
 
     def replace(self, **changes) -> "HasherConfig":
         return dataclasses.replace(self, **changes).validate()
@@ -109,7 +119,7 @@ class HasherConfig:
                     f"image_size {self.image_size} must be divisible by 2**len(conv_channels) "
                     f"= {2 ** len(self.conv_channels)} for arch='conv'"
                 )
-        for name in ("pretrain_epochs", "epochs", "patience"):
+        for name in ("pretrain_epochs", "epochs", "patience", "min_steps"):
             _int(name, getattr(self, name), 0, 100_000)
         _int("batch_size", self.batch_size, 1, 1 << 16)
         _int("max_train", self.max_train, 1, 1 << 31)

@@ -12,7 +12,7 @@ from . import codes as codes_mod
 from . import losses
 from .augment import random_views
 from .config import HasherConfig
-from .model import HashNet, straight_through
+from .model import HashNet
 from .pretrain import _mean_over, pretrain_stages
 from .train import History, fit_loop
 
@@ -64,7 +64,8 @@ class SemanticHasher:
 
         fit_loop(net, net.parameters(), lambda i, f: self._finetune_loss(src.batch(i), f),
                  (lambda: _mean_over(val_idx, cfg.batch_size * 4, recon_loss)) if n_val else None,
-                 train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                 train_idx, epochs=cfg.epochs_for(len(train_idx), cfg.epochs, cfg.min_steps),
+                 batch_size=cfg.batch_size, lr=cfg.lr,
                  weight_decay=cfg.weight_decay, patience=cfg.patience, rng=rng,
                  history=self.history_, phase="fine-tune", progress=progress)
         self.fit_seconds_ = time.monotonic() - t0
@@ -76,9 +77,7 @@ class SemanticHasher:
         if cfg.augment > 0:  # two views of each image: reconstruct both, agree on bits
             x = torch.cat([random_views(x), random_views(x)])
         out = net(x, noise_std=cfg.noise_std * ramp)
-        # balance and decorrelation act on hard bits (gradient through the sigmoid): on
-        # probabilities both are minimised by z = 0, p = 0.5, which undoes the binary code
-        p = straight_through(out.logits)
+        p = torch.sigmoid(out.logits)
         terms = {"recon": losses.reconstruction(out.recon, x)}
         if cfg.augment > 0:
             z1, z2 = out.logits.chunk(2)

@@ -117,7 +117,7 @@ class HammingIndex:
         """The stored codes, (ntotal, bits/8) uint8, in id order."""
         if self.ntotal == 0:
             return np.empty((0, self.nbytes), np.uint8)
-        return faiss.rev_swig_ptr(self.flat.get_xb(), self.ntotal * self.nbytes).reshape(-1, self.nbytes).copy()
+        return faiss.vector_to_array(self.flat.xb).reshape(-1, self.nbytes)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the flat index in FAISS's own binary format (plain arrays; no code executes on load)."""

@@ -43,7 +43,12 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
         raise FileNotFoundError(f"{folder}: no such folder")
     folder = os.path.abspath(folder)
     store_model = old.model() if old is not None and old.has_model() else None
-    bits = _check_bits(old, store_model, model, config, bits)
+    journal = Journal(coll.path)
+    pending = journal.peek()
+    generation = old.generation if old is not None else ""
+    # an interrupted run's bit length, when nothing else decides it
+    fallback = pending.get("bits") if pending and pending.get("generation") == generation else None
+    bits = _check_bits(old, store_model, model, config, bits, fallback)
     if store_model is not None and model is not None:
         raise StoreError(f"{coll.path} already has its own model; --model only applies to a new collection")
 
@@ -60,8 +65,7 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
             keep[i] = e is not None and e.size == sizes[i] and e.mtime_ns == mtimes[i]
     kept = {p for p, k in zip(old_paths, keep) if k}
 
-    journal = Journal(coll.path)
-    meta = {"generation": old.generation if old is not None else "", "folder": folder, "bits": bits}
+    meta = {"generation": generation, "folder": folder, "bits": bits}
     jmodel, done, jfail = journal.resume(meta)
     done = {p: v for p, v in done.items() if p in current and (current[p].size, current[p].mtime_ns) == v[:2]}
     resumed = len(done)
@@ -110,7 +114,7 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
                        trained=trained, resumed=resumed)
 
 
-def _check_bits(old, store_model, model, config, bits):
+def _check_bits(old, store_model, model, config, bits, fallback):
     want = [("--bits", bits), ("the model's config", config.bits if config is not None else None),
             ("--model", model.config.bits if model is not None else None)]
     have = old.bits if old is not None else (store_model.config.bits if store_model else None)
@@ -121,7 +125,7 @@ def _check_bits(old, store_model, model, config, bits):
             raise StoreError(f"{old.path if old else 'store'} holds {have}-bit codes but {what} asks for {b} bits; "
                              "use another --store for a different code length")
         have = b
-    return have or 64
+    return have or (fallback if isinstance(fallback, int) else 64)
 
 
 def _train(folder, todo, cfg, auto_channels, workers, progress):

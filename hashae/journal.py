@@ -36,6 +36,15 @@ class Journal:
         os.replace(tmp, final)
         fsync_path(self.dir)
 
+    def peek(self) -> dict | None:
+        """The journal's meta.json, or None if there is no readable journal."""
+        try:
+            with open(os.path.join(self.dir, "meta.json")) as f:
+                meta = json.load(f)
+            return meta if isinstance(meta, dict) else None
+        except (OSError, ValueError):
+            return None
+
     def resume(self, meta: dict):
         """Open the journal if it continues ``meta``; returns (model or None, done, failures)
         with ``done`` mapping path -> (size, mtime_ns, code row) and ``failures`` path -> reason."""
@@ -43,12 +52,7 @@ class Journal:
         done, failures, model = {}, {}, None
         if not os.path.isdir(self.dir):
             return model, done, failures
-        try:
-            with open(os.path.join(self.dir, "meta.json")) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
-            old = None
-        if old != meta:
+        if self.peek() != meta:
             self.discard()
             return model, done, failures
         self.meta = meta

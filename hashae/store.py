@@ -1,25 +1,12 @@
 """The collection file: one HDF5 file per indexed folder, layout version 1.
 
-::
+The layout (datasets, attributes, types) is documented in README.md, "File layout"; this module
+is the only code that writes or reads it. Non-UTF-8 file names are stored as their raw bytes
+and read back with surrogateescape, so every POSIX name round-trips.
 
-    /                 attrs  format = "hashae", format_version = 1, bits, folder (absolute, at
-                             index time), image_size, channels, generation (changes at every
-                             commit), created, updated, hashae_version
-    /codes            (N, bits/8) uint8     packed codes, FAISS bit order (hashae.codes)
-    /items/path       (N,) UTF-8 string     path of row i relative to the folder, '/'-separated
-    /items/size       (N,) int64            file size in bytes      } what incremental
-    /items/mtime      (N,) int64            modification time, ns   } indexing compares
-    /skipped/path     (M,) UTF-8 string     files that could not be indexed ...
-    /skipped/reason   (M,) UTF-8 string     ... and why
-    /model            group                 attrs format = "hashae-model", format_version,
-                                            config (JSON); /model/weights/<tensor> float32
-
-Datasets are chunked and resizable (maxshape None along rows), so other tools can append.
-Non-UTF-8 file names are stored as their raw bytes (read back with surrogateescape).
-
-A committed file is never modified in place: a run writes a complete new file beside it and
-renames it over the old one (atomic on POSIX), so a crash leaves either the old or the new
-store, never a torn one. Work in progress lives in a journal folder (see journal.py).
+A committed file is never modified in place: ``write_store`` writes a complete new file beside
+it, fsyncs it and renames it over the old one (atomic on POSIX), so a crash leaves either the
+old or the new store, never a torn one. Work in progress lives in a journal (journal.py).
 
 Everything read from a file is validated (types, shapes, sizes) before use: collections are
 shared between people, and a file can be truncated, corrupted or hand-crafted.

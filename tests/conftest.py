@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny generated data, and one small trained collection reused by many tests."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from hashae import Collection, HasherConfig
+from hashae.sample import make_sample
+
+SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+# small and quick, but the real training path: pretraining + noisy fine-tuning
+SMALL = dict(image_size=16, hidden=(128, 64), epochs=12, pretrain_epochs=2, batch_size=32)
+
+
+def cluster_images(n_clusters=4, per_cluster=40, size=16, noise=0.08, seed=0):
+    """Grey images around ``n_clusters`` random prototypes: (images uint8 (n, size, size), labels)."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((n_clusters, size, size))
+    labels = np.repeat(np.arange(n_clusters), per_cluster)
+    x = protos[labels] + rng.normal(0, noise, (len(labels), size, size))
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8), labels
+
+
+def shared(name: str) -> str:
+    path = os.path.join(SHARED, name)
+    if not os.path.isdir(path):
+        pytest.skip(f"{path} not available (tests read real data from ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """The built-in sample, 6 classes x 12 images, generated once."""
+    d = tmp_path_factory.mktemp("sample") / "shapes"
+    make_sample(str(d), per_class=12, seed=1)
+    return d
+
+
+@pytest.fixture(scope="session")
+def trained_store(sample_dir, tmp_path_factory):
+    """A collection over the sample with a small trained model (read-only for tests)."""
+    store = tmp_path_factory.mktemp("stores") / "shapes.h5"
+    Collection(store).index(str(sample_dir), config=HasherConfig(bits=32, **SMALL), workers=0, progress=False)
+    return store
+
+
+@pytest.fixture
+def sample_copy(sample_dir, tmp_path):
+    """A private copy of the sample folder a test may modify."""
+    d = tmp_path / "shapes"
+    shutil.copytree(sample_dir, d)
+    return d

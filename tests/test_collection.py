@@ -1,0 +1,221 @@
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SMALL, shared
+from hashae import Collection, HasherConfig
+from hashae.images import image_extensions
+from hashae.store import StoreError
+
+
+def _index(store, folder, **kw):
+    kw.setdefault("workers", 0)
+    kw.setdefault("progress", False)
+    return Collection(store).index(str(folder), **kw)
+
+
+def _state(store):
+    with Collection.open(store) as c:
+        return c.paths(), c.codes
+
+
+def test_layout_is_the_documented_one(trained_store, sample_dir):
+    with h5py.File(trained_store) as f:
+        assert f.attrs["format"] == "hashae" and f.attrs["format_version"] == 1 and f.attrs["bits"] == 32
+        assert f.attrs["folder"] == os.path.abspath(sample_dir)
+        n = f["codes"].shape[0]
+        assert n == 72 and f["codes"].dtype == np.uint8 and f["codes"].shape[1] == 4
+        assert f["codes"].chunks is not None and f["codes"].maxshape == (None, 4)
+        for name in ("items/path", "items/size", "items/mtime"):
+            assert f[name].shape == (n,) and f[name].maxshape == (None,)
+        paths = [p.decode() for p in f["items/path"][()]]
+        assert paths == sorted(paths) and not any(os.path.isabs(p) for p in paths)
+        assert "skipped/path" in f and "skipped/reason" in f
+        assert f["model"].attrs["format"] == "hashae-model" and "weights" in f["model"]
+
+
+def test_query_finds_itself_and_an_altered_copy(trained_store, sample_dir, sample_copy, tmp_path):
+    # an altered copy (resized, re-encoded as JPEG) is indexed with the model of the first store
+    original = sample_copy / "circle" / "circle_003.png"
+    Image.open(original).convert("RGB").resize((48, 48)).save(sample_copy / "circle" / "copy.jpg", quality=70)
+    store = tmp_path / "copy.h5"
+    with Collection.open(trained_store) as base:
+        _index(store, sample_copy, model=base.model)
+    with Collection.open(store) as c:
+        [result] = c.query([str(original)], k=5)
+        hits = [h["path"] for h in result["hits"]]
+        assert hits[0] == "circle/circle_003.png" and result["hits"][0]["distance"] == 0
+        assert "circle/copy.jpg" in hits[:3], result
+
+
+def test_query_json_shape(trained_store, sample_dir):
+    with Collection.open(trained_store) as c:
+        out = c.query([str(sample_dir / "ring" / "ring_000.png"), str(sample_dir / "cross" / "cross_001.png")], k=4)
+    assert [r["query"] for r in out] == [str(sample_dir / "ring" / "ring_000.png"), str(sample_dir / "cross" / "cross_001.png")]
+    for r in out:
+        assert set(r) == {"query", "hits"} and len(r["hits"]) == 4
+        assert all(set(h) == {"path", "distance"} and isinstance(h["distance"], int) for h in r["hits"])
+        assert [h["distance"] for h in r["hits"]] == sorted(h["distance"] for h in r["hits"])
+
+
+def test_retrieval_prefers_the_same_class(trained_store, sample_dir):
+    with Collection.open(trained_store) as c:
+        codes, paths = c.codes, c.paths()
+        labels = np.array([p.split("/")[0] for p in paths])
+        d, i = c.search_codes(codes, 6)
+    same = (labels[i[:, 1:]] == labels[:, None]).mean()
+    assert same > 0.6, same  # chance is 1/6
+
+
+def test_radius_query(trained_store, sample_dir):
+    with Collection.open(trained_store) as c:
+        [r] = c.query([str(sample_dir / "square" / "square_002.png")], k=None, radius=3)
+    assert r["hits"][0] == {"path": "square/square_002.png", "distance": 0}
+    assert all(h["distance"] <= 3 for h in r["hits"])
+
+
+def test_second_run_changes_nothing(trained_store, tmp_path):
+    store = tmp_path / "s.h5"
+    shutil.copy(trained_store, store)
+    before = os.stat(store)
+    with Collection.open(store) as c:
+        generation = c.reader.generation
+    report = Collection(store).index(workers=0, progress=False)  # folder from the store
+    assert (report.indexed, report.removed) == (0, 0) and report.unchanged == 72
+    with Collection.open(store) as c:
+        assert c.reader.generation == generation
+    assert os.stat(store).st_mtime_ns == before.st_mtime_ns
+
+
+def test_deleted_and_changed_files(trained_store, sample_copy, tmp_path):
+    store = tmp_path / "s.h5"
+    with Collection.open(trained_store) as base:
+        _index(store, sample_copy, model=base.model)
+    os.remove(sample_copy / "ring" / "ring_001.png")
+    Image.new("RGB", (40, 40), "red").save(sample_copy / "ring" / "ring_002.png")
+    Image.new("RGB", (40, 40), "blue").save(sample_copy / "new.png")
+    report = _index(store, sample_copy)
+    assert (report.indexed, report.removed, report.unchanged) == (2, 1, 70)
+    paths, _ = _state(store)
+    assert "ring/ring_001.png" not in paths and "new.png" in paths and len(paths) == 72
+
+
+def _write_model(trained_store, path):
+    with Collection.open(trained_store) as c:
+        c.model.save(path)
+
+
+KILL_SCRIPT = """
+import sys
+from hashae import Collection, SemanticHasher
+model = SemanticHasher.load(sys.argv[3]) if sys.argv[3] != "-" else None
+Collection(sys.argv[1]).index(sys.argv[2], model=model, workers=0, progress=False, segment=int(sys.argv[4]))
+"""
+
+
+def _big_folder(sample_dir, dest, copies=6):
+    for k in range(copies):
+        shutil.copytree(sample_dir, dest / f"part{k}")
+    return dest
+
+
+def test_sigkill_mid_encode_resumes_to_the_same_items(trained_store, sample_dir, tmp_path):
+    folder = _big_folder(sample_dir, tmp_path / "photos")
+    model = tmp_path / "model.h5"
+    _write_model(trained_store, model)
+    fresh = tmp_path / "fresh.h5"
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(fresh), str(folder), str(model), "8"], check=True)
+
+    killed = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(killed), str(folder), str(model), "8"])
+    journal = f"{killed}.journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.isdir(journal) and sum(n.startswith("seg-") for n in os.listdir(journal)) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not os.path.exists(killed)  # nothing committed yet, and no torn file either
+
+    report = _index(killed, folder)  # the next run continues from the journal, model included
+    assert report.resumed >= 24
+    assert not os.path.exists(journal)
+    paths_a, codes_a = _state(fresh)
+    paths_b, codes_b = _state(killed)
+    assert paths_a == paths_b and len(paths_a) == 6 * 72
+    np.testing.assert_array_equal(codes_a, codes_b)
+
+
+def test_stale_journal_is_discarded(trained_store, sample_copy, tmp_path):
+    store = tmp_path / "s.h5"
+    os.makedirs(f"{store}.journal")
+    with open(f"{store}.journal/meta.json", "w") as f:
+        f.write('{"generation": "something else"}')
+    with Collection.open(trained_store) as base:
+        report = _index(store, sample_copy, model=base.model)
+    assert report.items == 72 and report.resumed == 0
+
+
+def test_robustness_and_photos_folders_index_without_fatal_errors(trained_store, tmp_path):
+    with Collection.open(trained_store) as base:
+        model = base.model
+    exts = image_extensions()
+    for name in ("robustness", "photos"):
+        folder = shared(name)
+        store = tmp_path / f"{name}.h5"
+        report = Collection(store).index(folder, model=model, workers=2, progress=False)
+        n_files = sum(os.path.splitext(f)[1].lower() in exts and not f.startswith(".")
+                      for _, _, files in os.walk(folder) for f in files)
+        assert report.items > 0 and len(report.skipped) > 0
+        assert report.items + len(report.skipped) == n_files  # every file accounted for, once
+        assert all(reason.strip() and "\n" not in reason for _, reason in report.skipped)
+        skipped = {p for p, _ in report.skipped}
+        if name == "photos":
+            assert "truncated.jpg" in skipped
+        else:
+            assert not any(p.startswith("decodable/") for p in skipped) or len(
+                [p for p in skipped if p.startswith("decodable/")]) < 10
+            assert any(p.startswith("broken_or_hostile/") for p in skipped)
+
+
+def test_grey_folder_gets_a_one_channel_model(tmp_path):
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(folder / f"{i}.png")
+    _index(tmp_path / "g.h5", folder, config=HasherConfig(bits=16, **dict(SMALL, epochs=2, pretrain_epochs=1)))
+    with Collection.open(tmp_path / "g.h5") as c:
+        assert c.model.config.channels == 1 and len(c) == 20
+
+
+def test_errors(trained_store, sample_dir, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        _index(tmp_path / "x.h5", tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        _index(tmp_path / "x.h5", empty)
+    not_hashae = tmp_path / "other.h5"
+    with h5py.File(not_hashae, "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(StoreError, match="not a hashae collection"):
+        _index(not_hashae, sample_dir)
+    text = tmp_path / "text.h5"
+    text.write_text("hello")
+    with pytest.raises(StoreError, match="not a readable HDF5"):
+        Collection.open(text)
+    copy = tmp_path / "c.h5"
+    shutil.copy(trained_store, copy)
+    with pytest.raises(StoreError, match="32-bit codes but --bits asks for 64"):
+        _index(copy, sample_dir, bits=64)

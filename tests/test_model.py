@@ -1,0 +1,132 @@
+import h5py
+import numpy as np
+import pytest
+
+from conftest import SMALL, cluster_images
+from hashae import HasherConfig, SemanticHasher
+from hashae.codes import hamming_matrix, unpack
+
+CFG = dict(SMALL, channels=1, bits=32, epochs=25, augment=0.0)
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    return cluster_images(n_clusters=4, per_cluster=40, size=16)
+
+
+@pytest.fixture(scope="module")
+def fitted(clusters):
+    images, _ = clusters
+    return SemanticHasher(**CFG).fit(images, progress=False)
+
+
+def test_same_cluster_codes_are_closer(fitted, clusters):
+    images, labels = clusters
+    d = hamming_matrix(fitted.encode(images), fitted.encode(images))
+    same = labels[:, None] == labels[None, :]
+    off_diag = ~np.eye(len(labels), dtype=bool)
+    within, between = d[same & off_diag].mean(), d[~same].mean()
+    # 32 bits for 4 clusters: the spare bits also describe within-cluster noise
+    assert within < 0.6 * between, (within, between)
+    # and retrieval works: every item's nearest other item is from its own cluster
+    np.fill_diagonal(d, 10**6)
+    assert (labels[d.argmin(1)] == labels).mean() > 0.95
+
+
+def test_encode_shape_and_dtype(fitted, clusters):
+    codes = fitted.encode(clusters[0][:7])
+    assert codes.shape == (7, 4) and codes.dtype == np.uint8
+
+
+def test_bits_are_reasonably_balanced(fitted, clusters):
+    rate = unpack(fitted.encode(clusters[0])).mean(0)
+    assert 0.2 < rate.mean() < 0.8
+    assert (np.abs(rate - 0.5) < 0.45).mean() > 0.75  # few dead (constant) bits
+
+
+def test_save_load_gives_identical_codes(fitted, clusters, tmp_path):
+    path = tmp_path / "model.h5"
+    fitted.save(path)
+    again = SemanticHasher.load(path)
+    assert again.config == fitted.config
+    np.testing.assert_array_equal(again.encode(clusters[0]), fitted.encode(clusters[0]))
+    with h5py.File(path) as f:  # weights are plain float datasets, config is JSON text
+        assert all(isinstance(v, h5py.Dataset) and v.dtype == np.float32 for v in f["weights"].values())
+        assert isinstance(f.attrs["config"], str)
+
+
+def test_same_seed_same_codes(clusters):
+    images, _ = clusters
+    cfg = dict(CFG, epochs=4, seed=7)
+    a = SemanticHasher(**cfg).fit(images, progress=False).encode(images)
+    b = SemanticHasher(**cfg).fit(images, progress=False).encode(images)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_decode_and_reconstruction_error(fitted, clusters):
+    images, _ = clusters
+    rec = fitted.decode(fitted.encode(images[:5]))
+    assert rec.shape == (5, 1, 16, 16) and 0 <= rec.min() and rec.max() <= 1
+    err = fitted.reconstruction_error(images)
+    assert err.shape == (len(images),) and np.isfinite(err).all()
+    noise = np.random.default_rng(0).integers(0, 256, images.shape, dtype=np.uint8)
+    assert err.mean() < fitted.reconstruction_error(noise).mean()
+
+
+def test_history_is_readable(fitted):
+    phases = {r["phase"] for r in fitted.history_.rows}
+    assert "fine-tune" in phases and any(p.startswith("pretrain") for p in phases)
+    assert all(np.isfinite(r["train_loss"]) for r in fitted.history_.rows)
+
+
+def test_input_layouts_agree(fitted, clusters):
+    images = clusters[0][:10]
+    a = fitted.encode(images)
+    np.testing.assert_array_equal(a, fitted.encode(images[:, None]))  # (n, 1, s, s)
+    np.testing.assert_array_equal(a, fitted.encode(images[..., None]))  # (n, s, s, 1)
+    np.testing.assert_array_equal(a, fitted.encode(images.astype(np.float32) / 255))
+
+
+@pytest.mark.parametrize("variant", [dict(arch="conv", conv_channels=(8, 16)), dict(pretrain="none"),
+                                     dict(binarizer="ste"), dict(augment=0.5, sparsity=0.1),
+                                     dict(corruption="gaussian")])
+def test_variants_train_and_separate_clusters(variant, clusters):
+    images, labels = clusters
+    m = SemanticHasher(**dict(CFG, epochs=15, **variant)).fit(images, progress=False)
+    d = hamming_matrix(m.encode(images), m.encode(images)).astype(float)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(1)] == labels).mean() > 0.9
+
+
+@pytest.mark.parametrize("bits", [0, 7, 12, 300, 512])
+def test_bad_bits_raise(bits):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        SemanticHasher(bits=bits)
+
+
+def test_wrong_image_shape_names_the_fix(fitted):
+    with pytest.raises(ValueError, match="image_size"):
+        fitted.encode(np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="image_size"):
+        SemanticHasher(**CFG).fit(np.zeros((10, 3, 16, 16), np.uint8))
+    with pytest.raises(ValueError, match="numeric"):
+        fitted.encode(np.zeros((3, 16, 16), dtype=object))
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(RuntimeError, match="fit"):
+        SemanticHasher().encode(np.zeros((1, 3, 32, 32), np.uint8))
+
+
+@pytest.mark.parametrize("change", [dict(arch="rnn"), dict(hidden=[10**6]), dict(image_size=4096),
+                                    dict(hidden=[64] * 20), dict(noise_std=-1), dict(channels=2)])
+def test_config_rejects_bad_values(change):
+    with pytest.raises(ValueError):
+        HasherConfig(**change).validate()
+
+
+def test_config_json_round_trip_and_unknown_fields():
+    cfg = HasherConfig(bits=16, hidden=(64, 32), arch="conv", conv_channels=(8,), image_size=16)
+    assert HasherConfig.from_json(cfg.to_json()) == cfg.validate()
+    with pytest.raises(ValueError, match="unknown"):
+        HasherConfig.from_dict({"bits": 16, "evil": 1})
