@@ -156,6 +156,60 @@ def info(store, as_json):
         click.echo(f"file size   {data['file_size']:,} bytes")
 
 
+def _emit_groups(coll, groups, as_json, sheets, title):
+    if as_json:
+        click.echo(json.dumps([{"cluster": n, "paths": g} for n, g in enumerate(groups)]))
+    else:
+        for n, g in enumerate(groups):
+            click.echo(f"#{n} ({len(g)} images)")
+            for p in g[:20]:
+                click.echo(f"  {p}")
+            if len(g) > 20:
+                click.echo(f"  ... and {len(g) - 20} more")
+    if sheets:
+        from .sheet import cluster_sheets
+        index = cluster_sheets(groups, coll.folder, coll.item_path, sheets, title=title)
+        click.echo(f"contact sheets: {index}", err=True)
+
+
+@main.command()
+@_store_option
+@click.option("--method", type=click.Choice(["exact", "radius", "kmeans"]), default="exact", show_default=True)
+@click.option("--radius", type=int, default=None, help="Hamming radius for --method radius (default bits // 32)")
+@click.option("-k", "k", type=int, default=None, help="clusters for --method kmeans (default sqrt(N / 2))")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...], every item once')
+@click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per cluster and index.html here")
+@_friendly
+def cluster(store, method, radius, k, seed, as_json, sheets):
+    """Group the items of a collection by their codes (largest group first)."""
+    from .collection import Collection
+    with Collection.open(_resolve_store(store)) as coll:
+        kwargs = {}
+        if method == "radius":
+            kwargs["radius"] = max(1, coll.bits // 32) if radius is None else radius
+        elif method == "kmeans":
+            kwargs.update(k=k or max(1, int(round((len(coll) / 2) ** 0.5))), seed=seed)
+        groups = coll.clusters(method, **kwargs)
+        _emit_groups(coll, groups, as_json, sheets, f"{method} clusters")
+
+
+@main.command()
+@_store_option
+@click.option("--radius", type=int, default=None, help="Hamming radius (default bits // 32, e.g. 2 at 64 bits)")
+@click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
+@click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
+@_friendly
+def duplicates(store, radius, as_json, sheets):
+    """Groups of near-duplicate images (two or more items within the radius)."""
+    from .collection import Collection
+    with Collection.open(_resolve_store(store)) as coll:
+        groups = coll.duplicates(radius)
+        _emit_groups(coll, groups, as_json, sheets, "near duplicates")
+        if not as_json:
+            click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
+
+
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--per-class", type=int, default=40, show_default=True)

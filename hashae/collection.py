@@ -213,6 +213,19 @@ class Collection:
             return hits
         return [Hit(rel, 0, row)] + hits[: (k - 1) if k else None]
 
+    # ------------------------------------------------------------------ grouping
+    def clusters(self, method: str = "exact", **kwargs) -> list:
+        """Groups of item paths, largest first (see hashae.cluster for methods and arguments)."""
+        from .cluster import cluster
+        labels = cluster(self.codes, method, **kwargs)
+        return groups_from_labels(labels, self.paths())
+
+    def duplicates(self, radius: int | None = None) -> list:
+        """Groups (size >= 2) of near-duplicate items: connected within Hamming distance
+        ``radius`` (default bits // 32, e.g. 2 at 64 bits), largest group first."""
+        r = max(1, self.bits // 32) if radius is None else radius
+        return [g for g in self.clusters("radius", radius=r) if len(g) >= 2]
+
     # ------------------------------------------------------------------ indexing
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,
               workers: int = 2, progress: bool | None = None, auto_channels: bool = True,
@@ -258,6 +271,15 @@ class StoreLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def groups_from_labels(labels: np.ndarray, paths: list) -> list:
+    """Lists of paths per label, in label order (labels from hashae.cluster: largest first)."""
+    if len(labels) == 0:
+        return []
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    return [[paths[i] for i in part] for part in np.split(order, bounds)]
 
 
 def _is_paths(images) -> bool:

@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hashae import Collection, cluster
+from hashae.cli import main
+from hashae.cluster import connected_components, relabel_by_size
+from hashae.codes import hamming_matrix, pack
+from hashae.metrics import adjusted_rand, nmi
+
+
+def _partition(labels):
+    return sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))
+
+
+def test_exact_groups_equal_identical_codes():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (7, 4), dtype=np.uint8)
+    pick = rng.integers(0, 7, 200)
+    labels = cluster(base[pick], "exact")
+    assert labels.dtype == np.int64 and len(labels) == 200
+    assert _partition(labels) == _partition(pick)
+    sizes = np.bincount(labels)
+    assert (np.diff(sizes) <= 0).all()  # label 0 is the largest group
+
+
+def _reference_components(codes, radius):
+    d = hamming_matrix(codes, codes) <= radius
+    labels = -np.ones(len(codes), int)
+    for start in range(len(codes)):
+        if labels[start] >= 0:
+            continue
+        stack, labels[start] = [start], start
+        while stack:
+            i = stack.pop()
+            for j in np.flatnonzero(d[i] & (labels < 0)):
+                labels[j] = start
+                stack.append(j)
+    return labels
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 4])
+def test_radius_components_match_brute_force(radius):
+    rng = np.random.default_rng(radius)
+    centres = rng.integers(0, 2, (12, 32))
+    flips = (rng.random((300, 32)) < 0.05).astype(int)
+    codes = pack(centres[rng.integers(0, 12, 300)] ^ flips)
+    assert _partition(cluster(codes, "radius", radius=radius)) == _partition(_reference_components(codes, radius))
+
+
+def test_connected_components_on_a_chain():
+    a, b = np.arange(0, 9), np.arange(1, 10)
+    assert (connected_components(12, a, b) == [0] * 10 + [10, 11]).all()
+
+
+def test_kmeans_is_deterministic_and_separates_clusters():
+    rng = np.random.default_rng(1)
+    centres = rng.integers(0, 2, (5, 64))
+    truth = np.repeat(np.arange(5), 60)
+    codes = pack(centres[truth] ^ (rng.random((300, 64)) < 0.08))
+    a = cluster(codes, "kmeans", k=5, seed=3)
+    b = cluster(codes, "kmeans", k=5, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert nmi(truth, a) > 0.95 and adjusted_rand(truth, a) > 0.9
+
+
+def test_relabel_by_size_orders_groups():
+    assert relabel_by_size(np.array([5, 9, 9, 7, 7, 7])).tolist() == [2, 1, 1, 0, 0, 0]
+
+
+def test_bad_arguments():
+    codes = np.zeros((3, 2), np.uint8)
+    with pytest.raises(ValueError, match="radius"):
+        cluster(codes, "radius")
+    with pytest.raises(ValueError, match="k >= 1"):
+        cluster(codes, "kmeans")
+    with pytest.raises(ValueError, match="method"):
+        cluster(codes, "dbscan")
+    assert cluster(np.zeros((0, 2), np.uint8), "exact").shape == (0,)
+
+
+def test_near_duplicates_are_found_as_a_group(trained_store, sample_copy, tmp_path):
+    # re-encoded and resized copies of three images: each copy must share a group with its original
+    originals = ["circle/circle_005.png", "stripes/stripes_002.png", "cross/cross_007.png"]
+    for n, rel in enumerate(originals):
+        with Image.open(sample_copy / rel) as im:
+            im.convert("RGB").resize((56, 56)).save(sample_copy / f"dup{n}.jpg", quality=80)
+    store = tmp_path / "d.h5"
+    with Collection.open(trained_store) as base:
+        Collection(store).index(str(sample_copy), model=base.model, workers=0, progress=False)
+    with Collection.open(store) as c:
+        groups = c.duplicates(radius=2)
+    assert all(len(g) >= 2 for g in groups)
+    for n, rel in enumerate(originals):
+        assert any(rel in g and f"dup{n}.jpg" in g for g in groups), (rel, groups)
+
+
+@pytest.mark.parametrize("args", [["--method", "exact"], ["--method", "radius", "--radius", "3"],
+                                  ["--method", "kmeans", "-k", "6"]])
+def test_cluster_json_covers_every_item_once(trained_store, tmp_path, args):
+    r = CliRunner().invoke(main, ["cluster", "--store", str(trained_store), "--json", *args,
+                                  "--sheets", str(tmp_path / "sheets")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [c["cluster"] for c in out] == list(range(len(out)))
+    paths = [p for c in out for p in c["paths"]]
+    with Collection.open(trained_store) as coll:
+        assert sorted(paths) == sorted(coll.paths()) and len(paths) == len(set(paths))
+    assert (tmp_path / "sheets" / "index.html").exists() and (tmp_path / "sheets" / "cluster-0000.png").exists()
+
+
+def test_duplicates_cli(trained_store):
+    r = CliRunner().invoke(main, ["duplicates", "--store", str(trained_store), "--radius", "4", "--json"])
+    assert r.exit_code == 0
+    groups = json.loads(r.stdout)
+    assert all(len(g["paths"]) >= 2 for g in groups)
