@@ -26,7 +26,8 @@ def _friendly(fn):
         except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError) as e:
             raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         except OSError as e:
-            raise click.ClickException(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+            msg = f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e))
+            raise click.ClickException(str(msg).splitlines()[0]) from None
     return wrapper
 
 

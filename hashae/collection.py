@@ -131,7 +131,7 @@ class Collection:
         r = self.reader
         a = r.attrs()
         return {
-            "path": self.path, "folder": r.folder, "items": r.n, "skipped": len(r.file["skipped/path"]),
+            "path": self.path, "folder": r.folder, "items": r.n, "skipped": r.n_skipped,
             "bits": r.bits, "format_version": a.get("format_version"),
             "created": a.get("created"), "updated": a.get("updated"),
             "file_size": os.path.getsize(self.path), "model": r.model_config(),

@@ -23,7 +23,7 @@ SPARSITY = ("kl", "l1")
 MAX_IMAGE_SIZE = 256
 MAX_WIDTH = 8192
 MAX_LAYERS = 8
-MAX_PARAMS = 200_000_000
+MAX_PARAMS = 50_000_000  # 200 MB of float32 weights
 
 
 @dataclass

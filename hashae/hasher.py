@@ -165,6 +165,7 @@ class SemanticHasher:
             raise ValueError(f"{source.file.filename}:{source.name} holds no hashae model")
         version = source.attrs.get("format_version")
         if version != MODEL_VERSION:
+            version = version.item() if isinstance(version, np.generic) else version
             raise ValueError(f"model format version {version!r} is not supported (this hashae reads {MODEL_VERSION})")
         cfg_text = source.attrs.get("config")
         if isinstance(cfg_text, bytes):

@@ -17,7 +17,7 @@ import shutil
 import h5py
 import numpy as np
 
-from .store import STR, decode_paths, encode_path, fsync_path
+from .store import STR, decode_paths, encode_path, fsync_path, write_guard
 
 SEGMENT = re.compile(r"^seg-(\d{6})\.h5$")
 
@@ -31,10 +31,11 @@ class Journal:
     def _write_atomic(self, name: str, writer) -> None:
         final = os.path.join(self.dir, name)
         tmp = final + ".tmp"
-        writer(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, final)
-        fsync_path(self.dir)
+        with write_guard(final):
+            writer(tmp)
+            fsync_path(tmp)
+            os.replace(tmp, final)
+            fsync_path(self.dir)
 
     def peek(self) -> dict | None:
         """The journal's meta.json, or None if there is no readable journal."""
@@ -82,7 +83,8 @@ class Journal:
         if self.meta == meta:
             return
         self.discard()
-        os.makedirs(self.dir)
+        with write_guard(self.dir):
+            os.makedirs(self.dir)
         self.meta = meta
 
         def write(tmp):

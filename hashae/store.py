@@ -27,10 +27,41 @@ FORMAT, FORMAT_VERSION = "hashae", 1
 CHUNK_ROWS = 8192
 STR = h5py.string_dtype("utf-8")
 MAX_ITEMS = 1 << 34  # a declared row count above this is a hostile or broken file
+# a dataset may declare far more rows than the file stores (unallocated chunks read as fill
+# values): refuse numeric data declaring over 64 MiB beyond 100x what is actually stored
+SPARSE_SLACK, SPARSE_RATIO = 64 << 20, 100
 
 
 class StoreError(ValueError):
     """A collection file that is missing, not a hashae file, or inconsistent; one-line message."""
+
+
+class StoreWriteError(OSError):
+    """Writing a store or journal failed (disk full, read-only location...); nothing committed
+    before it is affected."""
+
+
+def write_guard(path: str):
+    """Context manager turning any failure to write ``path`` into a one-line StoreWriteError."""
+    return _WriteGuard(path)
+
+
+class _WriteGuard:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None and issubclass(kind, (OSError, RuntimeError)) and not isinstance(exc, StoreWriteError):
+            reason = _first_line(exc)
+            for hint in ("File too large", "No space left", "Read-only", "Permission denied", "Disk quota"):
+                if hint.lower() in reason.lower():
+                    reason = hint
+            raise StoreWriteError(getattr(exc, "errno", None) or 0,
+                                  f"cannot write {self.path}: {reason}; the previous collection is unchanged") from None
+        return False
 
 
 def encode_path(path: str) -> bytes:
@@ -67,7 +98,7 @@ def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: 
     generation = uuid.uuid4().hex
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+        with write_guard(path), h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
             now = time.time()
             f.attrs.update({
                 "format": FORMAT, "format_version": FORMAT_VERSION, "bits": bits,
@@ -90,14 +121,30 @@ def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: 
                 model.save(f.create_group("model"))
                 f.attrs["image_size"] = model.config.image_size
                 f.attrs["channels"] = model.config.channels
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(os.path.dirname(os.path.abspath(path)))
+        with write_guard(path):
+            fsync_path(tmp)
+            os.replace(tmp, path)
+            fsync_path(os.path.dirname(os.path.abspath(path)))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return generation
+
+
+def _guarded(method):
+    """Damage found after opening (lazy reads of a corrupted file) is a StoreError too."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (StoreError, IndexError):
+            raise
+        except Exception as e:  # h5py raises OSError, RuntimeError, KeyError, ValueError... on bad bytes
+            raise StoreError(f"{self.path}: damaged collection file ({type(e).__name__}: {_first_line(e)})") from None
+    return wrapper
 
 
 class StoreReader:
@@ -126,7 +173,8 @@ class StoreReader:
             raise StoreError(f"{p}: not a hashae collection (no format='hashae' attribute)")
         version = f.attrs.get("format_version")
         if not isinstance(version, (int, np.integer)) or version != FORMAT_VERSION:
-            raise StoreError(f"{p}: collection format version {version!r}; this hashae reads version {FORMAT_VERSION}")
+            shown = version.item() if isinstance(version, np.generic) else version
+            raise StoreError(f"{p}: collection format version {shown!r}; this hashae reads version {FORMAT_VERSION}")
         bits = f.attrs.get("bits")
         try:
             self.bits = check_bits(bits)
@@ -139,7 +187,7 @@ class StoreReader:
         m = self._check(f, "skipped/path", (None,), "O")
         if self._check(f, "skipped/reason", (None,), "O") != m:
             raise StoreError(f"{p}: /skipped/path and /skipped/reason differ in length")
-        self.n = n
+        self.n, self.n_skipped = n, m
         self.folder = _text_attr(f, "folder")
         self.generation = _text_attr(f, "generation")
 
@@ -155,12 +203,19 @@ class StoreReader:
             raise StoreError(f"{self.path}: /{name} has dtype {ds.dtype}")
         if ds.shape[0] > MAX_ITEMS:
             raise StoreError(f"{self.path}: /{name} declares {ds.shape[0]} rows")
+        if kind != "O":
+            declared = ds.size * ds.dtype.itemsize
+            if declared > SPARSE_SLACK + SPARSE_RATIO * ds.id.get_storage_size():
+                raise StoreError(f"{self.path}: /{name} declares {ds.shape[0]} rows but the file holds "
+                                 f"{ds.id.get_storage_size()} bytes of it")
         return ds.shape[0]
 
     # lazy accessors ------------------------------------------------------------------
+    @_guarded
     def codes(self) -> np.ndarray:
         return self.file["codes"][()] if self.n else np.empty((0, self.bits // 8), np.uint8)
 
+    @_guarded
     def paths(self, ids=None) -> list:
         ds = self.file["items/path"]
         if ids is None:
@@ -174,18 +229,23 @@ class StoreReader:
         vals = decode_paths(ds, uniq)
         return [vals[i] for i in inverse]
 
+    @_guarded
     def sizes(self) -> np.ndarray:
         return self.file["items/size"][()].astype(np.int64)
 
+    @_guarded
     def mtimes(self) -> np.ndarray:
         return self.file["items/mtime"][()].astype(np.int64)
 
+    @_guarded
     def skipped(self) -> list:
         return list(zip(decode_paths(self.file["skipped/path"]), decode_paths(self.file["skipped/reason"])))
 
+    @_guarded
     def has_model(self) -> bool:
         return "model" in self.file
 
+    @_guarded
     def model(self):
         from .hasher import SemanticHasher
         if not self.has_model():
@@ -195,12 +255,14 @@ class StoreReader:
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise StoreError(f"{self.path}: model is damaged or invalid ({_first_line(e)})") from None
 
+    @_guarded
     def attrs(self) -> dict:
         out = {}
         for k, v in self.file.attrs.items():
             out[k] = v.item() if isinstance(v, np.generic) else (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
         return out
 
+    @_guarded
     def model_config(self) -> dict | None:
         if not self.has_model():
             return None
