@@ -32,7 +32,8 @@ QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2}
 ABLATIONS = {
     "no pretraining": {"pretrain": "none"},
     "straight-through (no noise)": {"binarizer": "ste"},
-    "no augmentation": {"augment": 0.0},
+    "with augmentation consistency 0.3": {"augment": 0.3},
+    "with balance+decorrelation 0.1": {"balance": 0.1, "decorrelation": 0.1},
 }
 
 

@@ -74,6 +74,23 @@ class Collection:
         c.reader  # noqa: B018 - validates now
         return c
 
+    @classmethod
+    def create(cls, path, codes: np.ndarray, paths, *, folder: str = "", model=None) -> "Collection":
+        """A collection from codes you already have: ``codes`` (N, bits/8) uint8 and ``paths``
+        (a sequence of N relative paths; slices of it are read a block at a time). Refuses to
+        overwrite an existing file."""
+        from .store import write_store
+        codes = as_codes(codes)
+        if len(codes) != len(paths):
+            raise ValueError(f"{len(codes)} codes but {len(paths)} paths")
+        if os.path.exists(path):
+            raise FileExistsError(f"{path} already exists")
+        zeros = np.zeros(len(codes), np.int64)
+        with StoreLock(os.fspath(path)):
+            write_store(os.fspath(path), bits=codes.shape[1] * 8, folder=folder, codes=codes, paths=paths,
+                        sizes=zeros, mtimes=zeros, skipped=[], model=model)
+        return cls.open(path)
+
     @property
     def reader(self) -> StoreReader:
         if self._reader is None:

@@ -66,7 +66,7 @@ class SemanticHasher:
                  (lambda: _mean_over(val_idx, cfg.batch_size * 4, recon_loss)) if n_val else None,
                  train_idx, epochs=cfg.epochs_for(len(train_idx), cfg.epochs, cfg.min_steps),
                  batch_size=cfg.batch_size, lr=cfg.lr,
-                 weight_decay=cfg.weight_decay, patience=cfg.patience, rng=rng,
+                 weight_decay=cfg.weight_decay, patience=cfg.patience, watch_from=cfg.noise_anneal, rng=rng,
                  history=self.history_, phase="fine-tune", progress=progress)
         self.fit_seconds_ = time.monotonic() - t0
         return self

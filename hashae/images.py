@@ -38,9 +38,10 @@ def image_extensions() -> frozenset:
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def scan(folder: str | os.PathLike) -> tuple[list[FileEntry], list[tuple[str, str]]]:
+def scan(folder: str | os.PathLike, on_folder=None) -> tuple[list[FileEntry], list[tuple[str, str]]]:
     """Recursively list image files under ``folder`` (sorted by path) and the entries that could
-    not be read. Symlinked folders are followed once each (no loops); hidden names are skipped."""
+    not be read. Symlinked folders are followed once each (no loops); hidden names are skipped.
+    ``on_folder(n_entries)`` is called after each folder is read (for progress displays)."""
     root = os.fspath(folder)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder")
@@ -73,6 +74,8 @@ def scan(folder: str | os.PathLike) -> tuple[list[FileEntry], list[tuple[str, st
                     stack.append(rel)
             elif stat.S_ISREG(st.st_mode) and os.path.splitext(e.name)[1].lower() in exts:
                 files.append(FileEntry(rel, st.st_size, st.st_mtime_ns))
+        if on_folder is not None:
+            on_folder(len(entries))
     files.sort(key=lambda f: f.path)
     return files, errors
 

@@ -52,7 +52,8 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
     if store_model is not None and model is not None:
         raise StoreError(f"{coll.path} already has its own model; --model only applies to a new collection")
 
-    entries, scan_errors = scan(folder)
+    with Progress(None, "scan", unit="entries", enabled=progress) as bar:
+        entries, scan_errors = scan(folder, on_folder=bar.update)
     old_paths = old.paths() if old is not None else []
     if not entries and not old_paths:
         raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")

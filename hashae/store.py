@@ -87,6 +87,18 @@ def _dataset(g: h5py.Group, name: str, data: np.ndarray, dtype) -> None:
                      chunks=(max(1, min(CHUNK_ROWS, shape[0])),) + shape[1:], data=data if shape[0] else None)
 
 
+PATH_BLOCK = 1 << 20
+
+
+def _string_dataset(g: h5py.Group, name: str, texts) -> None:
+    """A chunked, resizable UTF-8 string dataset, converted and written a block at a time so that
+    millions of paths never exist as one big array of bytes objects."""
+    n = len(texts)
+    ds = g.create_dataset(name, shape=(n,), maxshape=(None,), dtype=STR, chunks=(max(1, min(CHUNK_ROWS, n)),))
+    for s in range(0, n, PATH_BLOCK):
+        ds[s:s + PATH_BLOCK] = np.array([encode_path(t) for t in texts[s:s + PATH_BLOCK]], dtype=object)
+
+
 def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: list, sizes, mtimes,
                 skipped: list, model, attrs: dict | None = None, created: float | None = None) -> str:
     """Write a complete store to ``path`` atomically (temporary file, fsync, rename); returns
@@ -110,7 +122,7 @@ def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: 
                 f.attrs[k] = v
             _dataset(f, "codes", codes, np.uint8)
             items = f.create_group("items")
-            _dataset(items, "path", np.array([encode_path(p) for p in paths], dtype=object), STR)
+            _string_dataset(items, "path", paths)
             _dataset(items, "size", np.asarray(sizes, np.int64), np.int64)
             _dataset(items, "mtime", np.asarray(mtimes, np.int64), np.int64)
             items["mtime"].attrs["unit"] = "ns since the epoch"

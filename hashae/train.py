@@ -42,6 +42,7 @@ def fit_loop(
     lr: float,
     weight_decay: float = 0.0,
     patience: int = 0,
+    watch_from: float = 0.0,
     rng: np.random.Generator,
     history: History,
     phase: str,
@@ -51,14 +52,17 @@ def fit_loop(
 
     ``batch_loss(indices, progress_fraction)`` returns ``(loss_tensor, metrics_dict)``;
     ``progress_fraction`` (0..1 over the whole run) lets the caller anneal, e.g. code-layer noise.
-    With ``val_loss`` and ``patience > 0``, stops after ``patience`` epochs without improvement
-    and restores the best weights of ``module``.
+    With ``val_loss``, keeps the weights with the best validation loss among epochs that end
+    after ``watch_from`` (a fraction of the run: e.g. once a noise ramp is over, so that
+    half-trained states are never "best") and, with ``patience > 0``, stops after ``patience``
+    epochs (at least a tenth of the run) without improvement.
     """
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(train_idx) // batch_size))
     total_steps = max(1, epochs * steps_per_epoch)
     best, best_state, stale, step = float("inf"), None, 0, 0
+    patience = max(patience, -(-epochs // 10)) if patience else 0
     bar = Progress(total_steps * batch_size, phase, unit="img", enabled=progress)
     try:
         for epoch in range(epochs):
@@ -81,7 +85,7 @@ def fit_loop(
                 bar.update(len(idx), epoch=epoch + 1, loss=float(np.mean(losses[-20:])))
             row = dict(phase=phase, epoch=epoch + 1, train_loss=float(np.mean(losses)) if losses else float("nan"),
                        seconds=time.monotonic() - t0)
-            if val_loss is not None:
+            if val_loss is not None and step / total_steps >= watch_from:
                 module.eval()
                 with torch.no_grad():
                     v = float(val_loss())
@@ -92,7 +96,7 @@ def fit_loop(
                 else:
                     stale += 1
             history.add(**row)
-            if patience and val_loss is not None and stale >= patience:
+            if patience and best_state is not None and stale >= patience:
                 break
     finally:
         bar.close()

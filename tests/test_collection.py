@@ -219,3 +219,20 @@ def test_errors(trained_store, sample_dir, tmp_path):
     shutil.copy(trained_store, copy)
     with pytest.raises(StoreError, match="32-bit codes but --bits asks for 64"):
         _index(copy, sample_dir, bits=64)
+
+
+def test_create_from_codes_then_search_equals_the_index(tmp_path):
+    from hashae import HammingIndex
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    paths = [f"d{i % 7}/img_{i:05d}.jpg" for i in range(3000)]
+    with Collection.create(tmp_path / "c.h5", codes, paths) as c:
+        assert len(c) == 3000 and c.paths() == paths and np.array_equal(c.codes, codes)
+        d1, i1 = c.search_codes(codes[:50], 7)
+    d2, i2 = HammingIndex.from_codes(codes).search(codes[:50], 7)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(i1, i2)
+    with pytest.raises(FileExistsError):
+        Collection.create(tmp_path / "c.h5", codes, paths)
+    with pytest.raises(ValueError, match="paths"):
+        Collection.create(tmp_path / "d.h5", codes, paths[:10])
