@@ -23,7 +23,6 @@ demo: $(STAMP)
 	$(BIN)/hashae index indexes/sample --store indexes/sample.h5
 	$(BIN)/hashae info --store indexes/sample.h5
 	$(BIN)/hashae query indexes/sample/circle/circle_000.png --store indexes/sample.h5 -k 5 --sheet indexes/sample-query.png
-	@echo "contact sheet: indexes/sample-query.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
