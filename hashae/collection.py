@@ -15,7 +15,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .codes import as_codes
-from .store import StoreError, StoreReader, write_store
+from .store import StoreError, StoreReader
 
 SEGMENT_ITEMS = 2048  # items per journal segment: the work an interrupted run can lose
 
