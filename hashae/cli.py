@@ -184,11 +184,12 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @_friendly
 def cluster(store, method, radius, k, seed, as_json, sheets):
     """Group the items of a collection by their codes (largest group first)."""
+    from .cluster import default_radius
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll:
         kwargs = {}
         if method == "radius":
-            kwargs["radius"] = max(1, coll.bits // 32) if radius is None else radius
+            kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
         elif method == "kmeans":
             kwargs.update(k=k or max(1, int(round((len(coll) / 2) ** 0.5))), seed=seed)
         groups = coll.clusters(method, **kwargs)

@@ -14,6 +14,11 @@ from .index import HammingIndex
 METHODS = ("exact", "radius", "kmeans")
 
 
+def default_radius(bits: int) -> int:
+    """Near-duplicate radius when none is given: bits // 32 (2 at 64 bits), at least 1."""
+    return max(1, bits // 32)
+
+
 def cluster(codes: np.ndarray, method: str = "exact", *, radius: int | None = None, k: int | None = None,
             seed: int = 0, restarts: int = 4, iterations: int = 30) -> np.ndarray:
     """Group rows of packed ``codes``; returns int64 labels (see the module docstring).
@@ -122,7 +127,7 @@ def binary_kmeans(codes: np.ndarray, k: int, seed: int = 0, restarts: int = 4, i
             if labels is not None and np.array_equal(assign, labels):
                 break
             labels = assign
-            centroids = _majority(bits, labels, k, centroids, dist, rng)
+            centroids = _majority(bits, labels, k, dist)
         total = int(dist.sum())
         if best is None or total < best[2]:
             best = (labels, centroids, total)
@@ -143,7 +148,7 @@ def _kmeanspp(codes: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return sample[chosen].copy()
 
 
-def _majority(bits, labels, k, old, dist, rng):
+def _majority(bits, labels, k, dist):
     counts = np.bincount(labels, minlength=k).astype(np.float64)
     ones = np.stack([np.bincount(labels, weights=bits[:, j], minlength=k) for j in range(bits.shape[1])], axis=1)
     new = np.packbits(ones * 2 > counts[:, None], axis=1, bitorder="little")

@@ -240,7 +240,8 @@ class Collection:
     def duplicates(self, radius: int | None = None) -> list:
         """Groups (size >= 2) of near-duplicate items: connected within Hamming distance
         ``radius`` (default bits // 32, e.g. 2 at 64 bits), largest group first."""
-        r = max(1, self.bits // 32) if radius is None else radius
+        from .cluster import default_radius
+        r = default_radius(self.bits) if radius is None else radius
         return [g for g in self.clusters("radius", radius=r) if len(g) >= 2]
 
     # ------------------------------------------------------------------ indexing

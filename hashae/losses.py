@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .model import straight_through
+
 
 def reconstruction(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error per element."""
@@ -57,7 +59,4 @@ def consistency(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     their hard codes disagree, with straight-through gradients. Measured on probabilities
     instead, it is minimised by collapsing every code to z = 0 (p = 0.5 for both views), which
     it did on cifar10 (median |z| 0.01, mAP 0.11 against 0.14 without the term)."""
-    soft1, soft2 = torch.sigmoid(z1), torch.sigmoid(z2)
-    b1 = soft1 + ((z1 > 0).to(z1.dtype) - soft1).detach()
-    b2 = soft2 + ((z2 > 0).to(z2.dtype) - soft2).detach()
-    return (b1 - b2).pow(2).mean()
+    return (straight_through(z1) - straight_through(z2)).pow(2).mean()
