@@ -5,6 +5,7 @@ shifted and flipped into several distinct files), then measures:
   - the limit: bare Pillow `draft` decode + resize to 32x32 in 2 worker processes;
   - `hashae index FOLDER --model STORE --workers 2` with a trained model, steady state:
     (N - 20) / (time over N files - time over 20 files), which removes start-up;
+each measured --repeat times, interleaved, medians taken;
 and prints the ratio (target: at least 0.8).
 
     python bench/indexing.py               # 3000 photos
@@ -17,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,6 +83,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=3000)
     ap.add_argument("--keep", help="build the photo folder here and keep it")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of (limit, 20 photos, all photos); medians")
     args = ap.parse_args(argv)
     work = args.keep or tempfile.mkdtemp(prefix="hashae-bench-")
     big, small = os.path.join(work, "photos"), os.path.join(work, "photos20")
@@ -102,19 +105,22 @@ def main(argv=None):
         subprocess.run([sys.executable, "-m", "hashae.cli", "index", train, "--store", model_store, "--quiet"],
                        check=True, stdout=subprocess.DEVNULL)
     paths = sorted(os.path.join(big, f) for f in os.listdir(big))
-    limit = bare_rate(paths)
-    t_small = min(index_seconds(small, model_store) for _ in range(2))
-    t_big = index_seconds(big, model_store)
+    limits, smalls, bigs = [], [], []
+    for _ in range(args.repeat):  # interleaved, medians: load drifts on these machines
+        limits.append(bare_rate(paths))
+        smalls.append(index_seconds(small, model_store))
+        bigs.append(index_seconds(big, model_store))
+    limit, t_small, t_big = (statistics.median(v) for v in (limits, smalls, bigs))
     steady = (len(paths) - 20) / (t_big - t_small)
-    print(f"bare Pillow draft+resize, 2 processes: {limit:8.0f} photos/s")
+    print(f"bare Pillow draft+resize, 2 processes: {limit:8.0f} photos/s  (runs: {', '.join(f'{x:.0f}' for x in limits)})")
     print(f"hashae index --workers 2, steady:      {steady:8.0f} photos/s  "
-          f"({len(paths)} photos in {t_big:.2f} s, 20 photos in {t_small:.2f} s)")
+          f"(median of {args.repeat}: {len(paths)} photos in {t_big:.2f} s, 20 photos in {t_small:.2f} s)")
     print(f"ratio hashae / limit: {steady / limit:.2f}")
     out = os.path.join(ROOT, "bench", "results", "indexing.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(dict(photos=len(paths), limit_per_s=limit, hashae_per_s=steady, ratio=steady / limit,
-                       t_big=t_big, t_small=t_small), f, indent=1)
+                       t_big=bigs, t_small=smalls, limits=limits), f, indent=1)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -97,10 +97,11 @@ def radius_components(codes: np.ndarray, radius: int, block: int = 4096) -> np.n
     index = HammingIndex.from_codes(uniq)
     src, dst = [], []
     for s in range(0, len(uniq), block):
-        for q, (ids, _) in enumerate(index.radius_search(uniq[s:s + block], radius), start=s):
-            ids = ids[ids > q]  # each edge once
-            src.append(np.full(len(ids), q, np.int64))
-            dst.append(ids)
+        q, ids, _ = index.radius_pairs(uniq[s:s + block], radius)
+        q += s
+        keep = ids > q  # each edge once
+        src.append(q[keep])
+        dst.append(ids[keep])
     a = np.concatenate(src) if src else np.empty(0, np.int64)
     b = np.concatenate(dst) if dst else np.empty(0, np.int64)
     comp = connected_components(len(uniq), a, b)

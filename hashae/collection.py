@@ -224,9 +224,8 @@ class Collection:
         own = [h for h in hits if h.path == rel]
         if own:
             return own + [h for h in hits if h.path != rel]
-        try:  # the item shares its code with more than k others: bring it in
-            row = self.paths().index(rel)
-        except ValueError:
+        row = self.reader.find_path(rel)  # the item shares its code with more than k others
+        if row is None:
             return hits
         return [Hit(rel, 0, row)] + hits[: (k - 1) if k else None]
 

@@ -66,6 +66,11 @@ class HasherConfig:
     balance: float = 0.0
     decorrelation: float = 0.0
     augment: float = 0.0  # weight of augmentation consistency; 0 turns augmentation off
+    # contrastive agreement of two augmented views' codes against the other images of the batch
+    # (NT-Xent on +-1 code vectors, whose cosine is 1 - 2 * Hamming / bits)
+    contrastive: float = 0.0
+    temperature: float = 0.3
+    crop_min: float = 0.6  # smallest crop area of an augmented view, as a fraction of the image
     # bookkeeping
     val_fraction: float = 0.1
     patience: int = 4
@@ -130,9 +135,10 @@ class HasherConfig:
         if self.threads is not None:
             _int("threads", self.threads, 1, 4096)
         for name in ("noise_std", "lr", "weight_decay", "sparsity", "balance", "decorrelation",
-                     "augment", "corruption_level"):
+                     "augment", "contrastive", "corruption_level"):
             _float(name, getattr(self, name), 0.0, 1e6)
-        for name in ("noise_anneal", "sparsity_target", "val_fraction"):
+        _float("temperature", self.temperature, 0.01, 10.0)
+        for name in ("noise_anneal", "sparsity_target", "val_fraction", "crop_min"):
             _float(name, getattr(self, name), 0.0, 1.0)
         if not 0 <= self.corruption_level < 1 and self.corruption == "mask":
             raise ValueError("corruption_level for masking is a probability in [0, 1)")

@@ -74,14 +74,18 @@ class SemanticHasher:
     def _finetune_loss(self, x: torch.Tensor, frac: float):
         cfg, net = self.config, self.net
         ramp = min(1.0, frac / cfg.noise_anneal) if cfg.noise_anneal > 0 else 1.0
-        if cfg.augment > 0:  # two views of each image: reconstruct both, agree on bits
-            x = torch.cat([random_views(x), random_views(x)])
+        views = cfg.augment > 0 or cfg.contrastive > 0
+        if views:  # two views of each image: reconstruct both, agree on bits
+            x = torch.cat([random_views(x, cfg.crop_min), random_views(x, cfg.crop_min)])
         out = net(x, noise_std=cfg.noise_std * ramp)
         p = torch.sigmoid(out.logits)
         terms = {"recon": losses.reconstruction(out.recon, x)}
-        if cfg.augment > 0:
+        if views:
             z1, z2 = out.logits.chunk(2)
+        if cfg.augment > 0:
             terms["consistency"] = cfg.augment * losses.consistency(z1, z2)
+        if cfg.contrastive > 0:
+            terms["contrastive"] = cfg.contrastive * losses.contrastive(z1, z2, cfg.temperature)
         if cfg.balance > 0:
             terms["balance"] = cfg.balance * losses.balance(p)
         if cfg.decorrelation > 0:

@@ -166,32 +166,33 @@ def _train(folder, todo, cfg, auto_channels, workers, progress):
 
 
 def _encode(hasher, folder, todo, predecoded, journal, done, failures, workers, progress, segment):
+    """Encode ``todo`` into journal segments of about ``segment`` items. Decoding and encoding
+    both happen in the worker processes; files decoded for training are encoded here."""
     cfg = hasher.config
     batches = predecoded if predecoded is not None else iter_batches(
-        [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, workers)
-    buf_pos, buf_img, buf_fail = [], [], []
+        [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, workers, encode=hasher.encode)
+    buf_pos, buf_codes, buf_fail = [], [], []
 
     def flush():
         if not buf_pos and not buf_fail:
             return
         pos = np.concatenate(buf_pos) if buf_pos else np.empty(0, np.int64)
-        imgs = np.concatenate(buf_img) if buf_img else None
-        codes = hasher.encode(imgs) if len(pos) else np.empty((0, cfg.bits // 8), np.uint8)
+        codes = np.concatenate(buf_codes) if buf_codes else np.empty((0, cfg.bits // 8), np.uint8)
         ents = [todo[i] for i in pos]
         fails = [(todo[i].path, r) for i, r in buf_fail]
         journal.add_segment(codes, [e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents], fails)
         for e, c in zip(ents, codes):
             done[e.path] = (e.size, e.mtime_ns, c)
         failures.update(fails)
-        buf_pos.clear(), buf_img.clear(), buf_fail.clear()
+        buf_pos.clear(), buf_codes.clear(), buf_fail.clear()
 
     with Progress(len(todo), "encode", unit="img", enabled=progress) as bar:
         for b in batches:
-            buf_pos.append(b.positions)
-            buf_img.append(b.images)
+            if len(b.positions):
+                buf_pos.append(b.positions)
+                buf_codes.append(b.codes if b.codes is not None else hasher.encode(b.images))
             buf_fail.extend(b.failures)
             bar.update(len(b.positions) + len(b.failures))
             if sum(len(p) for p in buf_pos) + len(buf_fail) >= segment:
                 flush()
         flush()
-

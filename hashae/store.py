@@ -87,7 +87,7 @@ def _dataset(g: h5py.Group, name: str, data: np.ndarray, dtype) -> None:
                      chunks=(max(1, min(CHUNK_ROWS, shape[0])),) + shape[1:], data=data if shape[0] else None)
 
 
-PATH_BLOCK = 1 << 20
+PATH_BLOCK = 1 << 16  # paths converted per write: ~10 MB of Python objects at a time
 
 
 def _string_dataset(g: h5py.Group, name: str, texts) -> None:
@@ -240,6 +240,16 @@ class StoreReader:
             raise IndexError(f"item ids out of range 0..{self.n - 1}")
         vals = decode_paths(ds, uniq)
         return [vals[i] for i in inverse]
+
+    @_guarded
+    def find_path(self, path: str, block: int = PATH_BLOCK) -> int | None:
+        """Row of the item with this relative path, or None; reads the paths a block at a time."""
+        ds, key = self.file["items/path"], encode_path(path)
+        for s in range(0, self.n, block):
+            rows = np.flatnonzero(ds[s:s + block] == key)
+            if len(rows):
+                return s + int(rows[0])
+        return None
 
     @_guarded
     def sizes(self) -> np.ndarray:

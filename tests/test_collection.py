@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import SMALL, shared
 from hashae import Collection, HasherConfig
-from hashae.images import image_extensions
+from hashae.images import image_extensions, load_image
+from hashae.sample import make_sample
 from hashae.store import StoreError
 
 
@@ -236,3 +237,44 @@ def test_create_from_codes_then_search_equals_the_index(tmp_path):
         Collection.create(tmp_path / "c.h5", codes, paths)
     with pytest.raises(ValueError, match="paths"):
         Collection.create(tmp_path / "d.h5", codes, paths[:10])
+
+
+def test_query_item_sharing_its_code_with_many_comes_first(trained_store, sample_dir, tmp_path):
+    # 40 items with one identical code: the query file is the 31st, beyond the k nearest that
+    # FAISS returns (ties in id order), and must still be listed first
+    with Collection.open(trained_store) as c:
+        model = c.model
+    names = sorted(os.listdir(sample_dir / "ring"))
+    query = sample_dir / "ring" / names[0]
+    code = model.encode(load_image(str(query), model.config.image_size, model.config.channels)[None])
+    paths = [f"a/{i:03d}.png" for i in range(30)] + [f"ring/{names[0]}"] + [f"z/{i:03d}.png" for i in range(9)]
+    store = tmp_path / "same.h5"
+    with Collection.create(store, np.repeat(code, 40, axis=0), paths, folder=str(sample_dir), model=model) as c:
+        [r] = c.query([str(query)], k=3)
+        assert c.reader.find_path("nothing/here.png") is None
+    assert r["hits"][0] == {"path": f"ring/{names[0]}", "distance": 0}
+    assert [h["path"] for h in r["hits"][1:]] == ["a/000.png", "a/001.png"]
+
+
+def test_workers_encode_after_training_in_the_same_process(tmp_path):
+    # training uses torch on every core; decode+encode workers forked afterwards must not
+    # hang, and their codes must equal those encoded in one process
+    folder = tmp_path / "many"
+    make_sample(str(folder), per_class=25, seed=3)  # 150 files: a chunk for each worker
+    script = f"""
+import sys, numpy as np
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from conftest import SMALL
+from hashae import Collection, HasherConfig
+cfg = HasherConfig(bits=32, threads=2, **dict(SMALL, epochs=2, pretrain_epochs=1))
+a = Collection(sys.argv[1] + '/a.h5'); a.index(sys.argv[2], config=cfg, workers=2, progress=False)
+m = a.model
+b = Collection(sys.argv[1] + '/b.h5'); b.index(sys.argv[2], model=m, workers=0, progress=False)
+c = Collection(sys.argv[1] + '/c.h5'); c.index(sys.argv[2], model=m, workers=2, progress=False)
+assert a.paths() == b.paths() == c.paths() and len(a) == 150
+assert np.array_equal(a.codes, b.codes) and np.array_equal(b.codes, c.codes)
+print('ok')
+"""
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(folder)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
