@@ -95,9 +95,10 @@ def radius_components(codes: np.ndarray, radius: int, block: int = 4096) -> np.n
     if radius == 0:
         return relabel_by_size(inverse)
     index = HammingIndex.from_codes(uniq)
+    method = index.choose_method(len(uniq), radius)  # decided for all blocks together
     src, dst = [], []
     for s in range(0, len(uniq), block):
-        q, ids, _ = index.radius_pairs(uniq[s:s + block], radius)
+        q, ids, _ = index.radius_pairs(uniq[s:s + block], radius, method)
         q += s
         keep = ids > q  # each edge once
         src.append(q[keep])

@@ -18,8 +18,12 @@ import numpy as np
 
 from .codes import as_codes, check_bits
 
-# below this many items an exhaustive scan is about as fast as hashing, and needs no extra index
-HASH_MIN_ITEMS = 200_000
+# "auto" radius search hashes only when it pays (bench/scale.py, bench/search.py, 64 bits):
+# below ~50k items a scan costs about what a hash lookup does; building the hash tables costs
+# about 5,000 exhaustive queries (1M codes: 0.93 s against 0.15 ms a scan), so a few queries
+# scan, and many queries (clustering) or an index already built hash
+HASH_MIN_ITEMS = 50_000
+HASH_BUILD_QUERIES = 5_000
 MAX_SUBSTRING_BITS = 64
 
 
@@ -87,7 +91,7 @@ class HammingIndex:
         if radius < 0:
             raise ValueError(f"radius must be >= 0, got {radius}")
         if method == "auto":
-            method = "hash" if self.ntotal >= HASH_MIN_ITEMS and self._hash_ok(radius) else "flat"
+            method = self.choose_method(len(codes), radius)
         if method == "hash":
             if not self._hash_ok(radius):
                 raise ValueError(f"hash radius search needs radius < bits/8, got {radius} for {self.bits} bits")
@@ -104,6 +108,12 @@ class HammingIndex:
         query = np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(lims.astype(np.int64)))
         order = np.lexsort((ids, dist, query))
         return query[order], ids[order].astype(np.int64, copy=False), dist[order].astype(np.int32, copy=False)
+
+    def choose_method(self, n_queries: int, radius: int) -> str:
+        """What "auto" picks for ``n_queries`` queries at ``radius``: "hash" or "flat"."""
+        if self.ntotal < HASH_MIN_ITEMS or not self._hash_ok(radius):
+            return "flat"
+        return "hash" if radius + 1 in self._multihash or n_queries >= HASH_BUILD_QUERIES else "flat"
 
     def _hash_ok(self, radius: int) -> bool:
         nhash = radius + 1

@@ -75,3 +75,19 @@ def test_wrong_code_length_is_an_error(data):
         index.search(np.zeros((1, 4), np.uint8), 1)
     with pytest.raises(ValueError):
         index.radius_search(data[1], -1)
+
+
+def test_auto_radius_method_hashes_only_when_it_pays():
+    rng = np.random.default_rng(1)
+    index = HammingIndex.from_codes(rng.integers(0, 256, (60_000, 8), dtype=np.uint8))
+    assert index.choose_method(1, 2) == "flat"  # one query: building hash tables costs more
+    assert index.choose_method(5_000, 2) == "hash"
+    assert index.choose_method(5_000, 8) == "flat"  # substrings too short to hash
+    q = index.reconstruct_all()[:3]
+    flat = index.radius_search(q, 2)
+    hashed = index.radius_search(q, 2, method="hash")
+    assert index.choose_method(1, 2) == "hash"  # built now: lookups are cheaper than scans
+    for (a, da), (b, db) in zip(flat, hashed):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(da, db)
+    assert HammingIndex.from_codes(q).choose_method(10_000, 2) == "flat"  # small: scan
