@@ -32,8 +32,9 @@ QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2}
 ABLATIONS = {
     "no pretraining": {"pretrain": "none"},
     "straight-through (no noise)": {"binarizer": "ste"},
-    "with augmentation consistency 0.3": {"augment": 0.3},
-    "with balance+decorrelation 0.1": {"balance": 0.1, "decorrelation": 0.1},
+    "no augmentation (contrastive 0)": {"contrastive": 0.0},
+    "no statistics term (stats 0)": {"stats": 0.0},
+    "plain noisy autoencoder (both 0)": {"contrastive": 0.0, "stats": 0.0},
 }
 
 

@@ -72,3 +72,21 @@ def contrastive(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch
     sim.fill_diagonal_(float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z1.device)
     return F.cross_entropy(sim, target)
+
+
+def image_stats(x: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel mean, standard deviation and mean absolute horizontal and
+    vertical gradient, (n, 4 * channels): colour and texture summaries that do not depend on
+    where things are in the image."""
+    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((2, 3))
+    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((2, 3))
+    return torch.cat([x.mean((2, 3)), x.std((2, 3)), gx, gy], 1)
+
+
+def stats_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the image statistics of reconstructions and inputs, each
+    statistic scaled by its spread in the batch. Pixel MSE all but ignores texture (a blurred
+    reconstruction loses little), so without this term the code has no reason to keep it."""
+    t = image_stats(target)
+    scale = t.std(0, keepdim=True).detach() + 1e-3
+    return ((image_stats(recon) - t) / scale).pow(2).mean()

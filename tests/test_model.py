@@ -89,7 +89,7 @@ def test_input_layouts_agree(fitted, clusters):
 
 @pytest.mark.parametrize("variant", [dict(arch="conv", conv_channels=(8, 16)), dict(pretrain="none"),
                                      dict(binarizer="ste"), dict(augment=0.5, sparsity=0.1),
-                                     dict(corruption="gaussian")])
+                                     dict(corruption="gaussian"), dict(contrastive=0.5, stats=0.1)])
 def test_variants_train_and_separate_clusters(variant, clusters):
     images, labels = clusters
     m = SemanticHasher(**dict(CFG, epochs=15, **variant)).fit(images, progress=False)
@@ -132,3 +132,26 @@ def test_config_json_round_trip_and_unknown_fields():
     assert HasherConfig.from_json(cfg.to_json()) == cfg.validate()
     with pytest.raises(ValueError, match="unknown"):
         HasherConfig.from_dict({"bits": 16, "evil": 1})
+
+
+def test_image_stats_ignore_layout_and_stats_loss_sees_texture():
+    import torch
+    from hashae import losses
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    flipped = x.flip(-1).transpose(-1, -2)  # same pixels elsewhere: same colour and texture
+    assert torch.allclose(losses.image_stats(x), losses.image_stats(flipped).index_select(
+        1, torch.tensor([0, 1, 2, 3, 4, 5, 9, 10, 11, 6, 7, 8])), atol=1e-6)
+    blurred = (x + x.roll(1, -1) + x.roll(1, -2) + x.roll((1, 1), (-1, -2))) / 4  # texture lost
+    assert losses.stats_loss(x, x) == 0
+    assert losses.stats_loss(blurred, x) > 0.5
+
+
+def test_contrastive_loss_rewards_matching_views_and_punishes_collapse():
+    import torch
+    from hashae import losses
+    z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0)) * 4
+    same = losses.contrastive(z, z, 0.3)
+    shuffled = losses.contrastive(z, z[torch.randperm(32)], 0.3)
+    collapsed = losses.contrastive(torch.ones(32, 16) * 4, torch.ones(32, 16) * 4, 0.3)
+    assert same < shuffled and same < collapsed
