@@ -146,14 +146,20 @@ def info(store, as_json):
             data["skipped_files"] = [{"path": p, "reason": r} for p, r in coll.skipped]
             click.echo(json.dumps(data, default=str))
             return
-        model = data["model"] or {}
+        model = data["model"]
+        if model:
+            from .config import HasherConfig
+            widths = "-".join(str(w) for w in HasherConfig.from_dict(model).dense_widths)
+            model_line = (f"{model['arch']} {model['image_size']}px x{model['channels']} layers {widths} "
+                          f"binarizer={model['binarizer']} pretrain={model['pretrain']}")
+        else:
+            model_line = "none (codes only)"
         click.echo(f"collection  {data['path']}")
         click.echo(f"folder      {data['folder']}")
         click.echo(f"items       {data['items']}")
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
-        click.echo(f"model       {model.get('arch')} {model.get('image_size')}px x{model.get('channels')} "
-                   f"hidden={model.get('hidden')} binarizer={model.get('binarizer')} pretrain={model.get('pretrain')}")
+        click.echo(f"model       {model_line}")
         click.echo(f"file size   {data['file_size']:,} bytes")
 
 

@@ -33,6 +33,18 @@ def test_index_trains_then_query_and_info(sample_copy, tmp_path, monkeypatch):
     assert r.exit_code == 0 and "indexed 0 new" in r.output
 
 
+def test_info_text_names_the_layers_and_a_codes_only_store(trained_store, tmp_path):
+    r = run("info", "--store", trained_store)
+    assert r.exit_code == 0, r.output
+    model_line = next(line for line in r.output.splitlines() if line.startswith("model"))
+    assert "layers 128-64 " in model_line and "binarizer=noise" in model_line  # conftest's SMALL hidden=(128, 64)
+    from hashae import Collection
+    Collection.create(tmp_path / "codes.h5", np.zeros((3, 2), np.uint8), ["a", "b", "c"]).close()
+    r = run("info", "--store", tmp_path / "codes.h5")
+    assert r.exit_code == 0, r.output
+    assert "model       none (codes only)" in r.output and "items       3" in r.output
+
+
 def test_query_text_and_sheet(trained_store, sample_dir, tmp_path):
     sheet = tmp_path / "hits.png"
     r = run("query", sample_dir / "circle" / "circle_001.png", "--store", trained_store, "-k", 4, "--sheet", sheet)
