@@ -33,8 +33,9 @@ ABLATIONS = {
     "no pretraining": {"pretrain": "none"},
     "straight-through (no noise)": {"binarizer": "ste"},
     "no augmentation (contrastive 0)": {"contrastive": 0.0},
+    "no statistics input": {"stats_input": False},
     "no statistics term (stats 0)": {"stats": 0.0},
-    "plain noisy autoencoder (both 0)": {"contrastive": 0.0, "stats": 0.0},
+    "plain noisy autoencoder (none of the three)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False},
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model import straight_through
+from .model import image_stats, straight_through
 
 
 def reconstruction(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -72,15 +72,6 @@ def contrastive(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch
     sim.fill_diagonal_(float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z1.device)
     return F.cross_entropy(sim, target)
-
-
-def image_stats(x: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel mean, standard deviation and mean absolute horizontal and
-    vertical gradient, (n, 4 * channels): colour and texture summaries that do not depend on
-    where things are in the image."""
-    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((2, 3))
-    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((2, 3))
-    return torch.cat([x.mean((2, 3)), x.std((2, 3)), gx, gy], 1)
 
 
 def stats_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

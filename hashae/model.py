@@ -28,6 +28,33 @@ class Stage(nn.Module):
         self.enc, self.dec, self.is_code = enc, dec, is_code
 
 
+def image_stats(x: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-channel mean, standard deviation and mean absolute horizontal and
+    vertical gradient, (n, 4 * channels): colour and texture summaries that do not depend on
+    where things are in the image."""
+    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((2, 3))
+    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((2, 3))
+    return torch.cat([x.mean((2, 3)), x.std((2, 3)), gx, gy], 1)
+
+
+class WithStats(nn.Module):
+    """A first dense layer that also sees its input's colour and texture statistics
+    (image_stats) through a linear side branch added to its pre-activations. Pixel layers see
+    those statistics only weakly, and the code needs them on sets whose classes are colour and
+    texture (land cover). mlp only: on a conv stage the side branch becomes one bias per
+    channel, and a conv model collapsed to a single code with it."""
+
+    # image_stats values are ~0.01-0.3 on [0, 1] images; x10 brings them to the pixels' scale
+    SCALE = 10.0
+
+    def __init__(self, layer: nn.Module, channels: int, width: int):
+        super().__init__()
+        self.layer, self.side = layer, nn.Linear(4 * channels, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) + self.side(image_stats(x) * self.SCALE)
+
+
 def _dense(a: int, b: int, out_act: nn.Module, is_code: bool, unflatten=None) -> Stage:
     enc = [nn.Linear(a, b)] if is_code else [nn.Linear(a, b), nn.ReLU()]
     dec = [nn.Linear(b, a), out_act]
@@ -52,6 +79,9 @@ def build_stages(cfg: HasherConfig) -> nn.ModuleList:
     for i, (a, b) in enumerate(zip(dims, dims[1:])):
         act = nn.Sigmoid() if not stages else nn.ReLU()
         stages.append(_dense(a, b, act, is_code=i == len(dims) - 2, unflatten=(c, s, s) if i == 0 else None))
+    if cfg.uses_stats_input:  # the first stage (Flatten, Linear[, ReLU]) sees the image itself
+        first = stages[0].enc
+        stages[0].enc = nn.Sequential(WithStats(first[:2], cfg.channels, first[1].out_features), *first[2:])
     return nn.ModuleList(stages)
 
 
