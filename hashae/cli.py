@@ -146,21 +146,27 @@ def info(store, as_json):
             data["skipped_files"] = [{"path": p, "reason": r} for p, r in coll.skipped]
             click.echo(json.dumps(data, default=str))
             return
-        model = data["model"]
-        if model:
-            from .config import HasherConfig
-            widths = "-".join(str(w) for w in HasherConfig.from_dict(model).dense_widths)
-            model_line = (f"{model['arch']} {model['image_size']}px x{model['channels']} layers {widths} "
-                          f"binarizer={model['binarizer']} pretrain={model['pretrain']}")
-        else:
-            model_line = "none (codes only)"
         click.echo(f"collection  {data['path']}")
         click.echo(f"folder      {data['folder']}")
         click.echo(f"items       {data['items']}")
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
-        click.echo(f"model       {model_line}")
+        click.echo(f"model       {_describe_model(data['model'])}")
         click.echo(f"file size   {data['file_size']:,} bytes")
+
+
+def _describe_model(model: dict | None) -> str:
+    """One line for `info`; a damaged config is described, not raised, so `info` still works."""
+    if not model:
+        return "none (codes only)"
+    from .config import HasherConfig
+    try:
+        cfg = HasherConfig.from_dict(model)
+    except ValueError as e:
+        return f"unreadable config ({e})"
+    widths = "-".join(str(w) for w in cfg.dense_widths)
+    return (f"{cfg.arch} {cfg.image_size}px x{cfg.channels} layers {widths} "
+            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain}")
 
 
 def _emit_groups(coll, groups, as_json, sheets, title):

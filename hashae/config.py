@@ -127,6 +127,10 @@ class HasherConfig:
         _int("channels", self.channels, 1, 3)
         if self.channels == 2:
             raise ValueError("channels must be 1 (grey) or 3 (RGB), got 2")
+        for name in ("hidden", "conv_channels"):  # a config read from a file may hold anything
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) and not (name == "hidden" and value is None):
+                raise ValueError(f"{name} must be a list of layer widths, got {value!r}")
         if self.hidden is not None:
             self.hidden = tuple(self.hidden)
         self.conv_channels = tuple(self.conv_channels)
@@ -170,8 +174,6 @@ class HasherConfig:
         """Weights of the autoencoder (encoder and mirrored decoder), computed without building it."""
         c, s = self.channels, self.image_size
         total = 0
-        if self.uses_stats_input:  # side branch: 4 statistics per channel -> the first layer
-            total += (4 * c + 1) * [*self.dense_widths, self.bits][0]
         if self.arch == "conv":
             for out in self.conv_channels:
                 total += 2 * (c * out * 16) + out + c
@@ -179,6 +181,8 @@ class HasherConfig:
         dims = [c * s * s, *self.dense_widths, self.bits]
         for a, b in zip(dims, dims[1:]):
             total += 2 * a * b + a + b
+        if self.uses_stats_input:  # side branch: 4 statistics per channel -> the first layer
+            total += (4 * self.channels + 1) * dims[1]
         return total
 
     def to_json(self) -> str:

@@ -43,6 +43,14 @@ def test_info_text_names_the_layers_and_a_codes_only_store(trained_store, tmp_pa
     r = run("info", "--store", tmp_path / "codes.h5")
     assert r.exit_code == 0, r.output
     assert "model       none (codes only)" in r.output and "items       3" in r.output
+    shutil.copy(trained_store, tmp_path / "damaged.h5")
+    with h5py.File(tmp_path / "damaged.h5", "r+") as f:  # a model config that cannot be rebuilt
+        cfg = json.loads(f["model"].attrs["config"])
+        cfg["hidden"] = 5
+        f["model"].attrs["config"] = json.dumps(cfg)
+    r = run("info", "--store", tmp_path / "damaged.h5")
+    assert r.exit_code == 0, r.output
+    assert "model       unreadable config (hidden must be a list of layer widths, got 5)" in r.output
 
 
 def test_query_text_and_sheet(trained_store, sample_dir, tmp_path):

@@ -135,6 +135,16 @@ def test_config_json_round_trip_and_unknown_fields():
         HasherConfig.from_dict({"bits": 16, "evil": 1})
 
 
+def test_any_wrong_type_in_a_stored_config_is_a_value_error():
+    import dataclasses
+    for field in dataclasses.fields(HasherConfig):
+        for value in (5, "x", None, [1, "a"], {"a": 1}, 1.5, True, [[1]]):
+            try:
+                HasherConfig.from_dict({field.name: value})
+            except ValueError:
+                pass  # anything else (TypeError from tuple(5), ...) escapes and fails the test
+
+
 def test_image_stats_ignore_layout_and_stats_loss_sees_texture():
     import torch
     from hashae import losses
