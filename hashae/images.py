@@ -193,9 +193,10 @@ def iter_batches(paths: Sequence[str], size: int, channels: int = 3, workers: in
     spread over the workers, and the caller's process stays free.
 
     Chunks of 128 measured faster than 32 or 64 (less IPC, larger encode batches) at a tail
-    of well under a second. Up to ``8 * workers`` chunks (at most ~64 MB of decoded pixels, and at least ``2 * workers``)
-    are in flight, so memory stays bounded however many files, and the workers keep decoding
-    while the caller spends a moment on a batch (encoding a journal segment)."""
+    of well under a second. Up to ``8 * workers`` chunks (at most ~64 MB of decoded pixels,
+    and at least ``2 * workers``) are in flight, so memory stays bounded however many files,
+    and the workers keep decoding while the caller spends a moment on a batch (encoding a
+    journal segment)."""
     jobs = ((s, list(paths[s:s + chunk]), size, channels) for s in range(0, len(paths), chunk))
     if workers <= 0 or len(paths) <= chunk:
         yield from (_chunk(job, encode) for job in jobs)

@@ -39,7 +39,8 @@ def image_stats(x: torch.Tensor) -> torch.Tensor:
 
 class WithStats(nn.Module):
     """A first dense layer that also sees its input's colour and texture statistics
-    (image_stats) through a linear side branch added to its pre-activations. Pixel layers see
+    (image_stats of the mean-centred image it receives, so channel means are relative to the
+    training mean) through a linear side branch added to its pre-activations. Pixel layers see
     those statistics only weakly, and the code needs them on sets whose classes are colour and
     texture (land cover). mlp only: on a conv stage the side branch becomes one bias per
     channel, and a conv model collapsed to a single code with it."""
