@@ -35,8 +35,11 @@ ABLATIONS = {
     "no augmentation (contrastive 0)": {"contrastive": 0.0},
     "no statistics input": {"stats_input": False},
     "no statistics term (stats 0)": {"stats": 0.0},
+    "statistics term 0.05 (the grey weight) on colour too": {"stats": 0.05},
     "plain noisy autoencoder (none of the three)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False},
 }
+
+COLOUR_ONLY = {"statistics term 0.05 (the grey weight) on colour too"}
 
 
 def load_labelled(name: str, size: int):
@@ -86,6 +89,8 @@ def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int
         if ablations and bits == max(bits_list):
             variants.update(ABLATIONS)
         for method, changes in variants.items():
+            if method in COLOUR_ONLY and cfg_base.channels == 1:
+                continue  # the same config as the default on grey images
             t0 = time.monotonic()
             model = SemanticHasher(cfg_base.replace(bits=bits, **changes)).fit(images[db])
             secs = time.monotonic() - t0

@@ -80,8 +80,8 @@ class SemanticHasher:
         out = net(x, noise_std=cfg.noise_std * ramp)
         p = torch.sigmoid(out.logits)
         terms = {"recon": losses.reconstruction(out.recon, x)}
-        if cfg.stats > 0:
-            terms["stats"] = cfg.stats * losses.stats_loss(out.recon, x)
+        if cfg.stats_weight > 0:
+            terms["stats"] = cfg.stats_weight * losses.stats_loss(out.recon, x)
         if views:
             z1, z2 = out.logits.chunk(2)
         if cfg.augment > 0:

@@ -212,3 +212,14 @@ def test_models_saved_before_stats_input_load_without_the_branch(tmp_path):
     again = SemanticHasher.load(tmp_path / "old.h5")
     assert again.config.stats_input is False
     np.testing.assert_array_equal(again.encode(images), m.encode(images))
+
+
+def test_statistics_weight_defaults_by_channels_and_round_trips():
+    assert HasherConfig(channels=3).stats_weight == 0.4
+    assert HasherConfig(channels=1).stats_weight == 0.05
+    assert HasherConfig(channels=1, stats=0.2).stats_weight == 0.2
+    assert HasherConfig(channels=3, stats=0.0).stats_weight == 0.0
+    cfg = HasherConfig.from_json(HasherConfig(channels=3).to_json())
+    assert cfg.stats is None and cfg.stats_weight == 0.4
+    with pytest.raises(ValueError, match="stats"):
+        HasherConfig(stats=-1.0).validate()
