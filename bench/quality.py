@@ -32,14 +32,17 @@ QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2}
 ABLATIONS = {
     "no pretraining": {"pretrain": "none"},
     "straight-through (no noise)": {"binarizer": "ste"},
-    "no augmentation (contrastive 0)": {"contrastive": 0.0},
+    "no contrastive term (contrastive 0)": {"contrastive": 0.0},
     "no statistics input": {"stats_input": False},
     "no statistics term (stats 0)": {"stats": 0.0},
     "statistics term 0.05 (the grey weight) on colour too": {"stats": 0.05},
-    "plain noisy autoencoder (none of the three)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False},
+    "no neighbour term (neighbours 0)": {"neighbours": 0.0},
+    "plain noisy autoencoder (none of the additions)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False,
+                                                       "neighbours": 0.0},
 }
 
 COLOUR_ONLY = {"statistics term 0.05 (the grey weight) on colour too"}
+GREY_ONLY = {"no neighbour term (neighbours 0)"}
 
 
 def load_labelled(name: str, size: int):
@@ -89,8 +92,8 @@ def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int
         if ablations and bits == max(bits_list):
             variants.update(ABLATIONS)
         for method, changes in variants.items():
-            if method in COLOUR_ONLY and cfg_base.channels == 1:
-                continue  # the same config as the default on grey images
+            if (method in COLOUR_ONLY and cfg_base.channels == 1) or (method in GREY_ONLY and cfg_base.channels == 3):
+                continue  # the same config as the default on these images
             t0 = time.monotonic()
             model = SemanticHasher(cfg_base.replace(bits=bits, **changes)).fit(images[db])
             secs = time.monotonic() - t0

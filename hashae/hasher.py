@@ -13,6 +13,7 @@ from . import losses
 from .augment import random_views
 from .config import HasherConfig
 from .model import HashNet
+from .neighbours import pixel_neighbours
 from .pretrain import _mean_over, pretrain_stages
 from .train import History, fit_loop
 
@@ -62,19 +63,26 @@ class SemanticHasher:
             x = src.batch(i)
             return losses.reconstruction(net(x).recon, x)
 
-        fit_loop(net, net.parameters(), lambda i, f: self._finetune_loss(src.batch(i), f),
+        self._neighbours = None
+        if cfg.neighbour_weight > 0:  # positions into train_sorted of each image's neighbours
+            train_sorted = np.sort(train_idx)
+            table = pixel_neighbours(src.batch, train_sorted, cfg.neighbour_k, cfg.seed)
+            if table.shape[1]:
+                self._neighbours = (train_sorted, table, np.random.default_rng(cfg.seed + 1), src)
+        fit_loop(net, net.parameters(), lambda i, f: self._finetune_loss(src.batch(i), f, i),
                  (lambda: _mean_over(val_idx, cfg.batch_size * 4, recon_loss)) if n_val else None,
                  train_idx, epochs=cfg.epochs_for(len(train_idx), cfg.epochs, cfg.min_steps),
                  batch_size=cfg.batch_size, lr=cfg.lr,
                  weight_decay=cfg.weight_decay, patience=cfg.patience, watch_from=cfg.noise_anneal, rng=rng,
                  history=self.history_, phase="fine-tune", progress=progress)
+        self._neighbours = None
         self.fit_seconds_ = time.monotonic() - t0
         return self
 
-    def _finetune_loss(self, x: torch.Tensor, frac: float):
+    def _finetune_loss(self, x: torch.Tensor, frac: float, idx: np.ndarray):
         cfg, net = self.config, self.net
         ramp = min(1.0, frac / cfg.noise_anneal) if cfg.noise_anneal > 0 else 1.0
-        views = cfg.augment > 0 or cfg.contrastive > 0
+        views = cfg.augment > 0 or cfg.contrastive > 0 or self._neighbours is not None
         if views:  # two views of each image: reconstruct both, agree on bits
             x = torch.cat([random_views(x, cfg.crop_min), random_views(x, cfg.crop_min)])
         out = net(x, noise_std=cfg.noise_std * ramp)
@@ -88,6 +96,8 @@ class SemanticHasher:
             terms["consistency"] = cfg.augment * losses.consistency(z1, z2)
         if cfg.contrastive > 0:
             terms["contrastive"] = cfg.contrastive * losses.contrastive(z1, z2, cfg.temperature)
+        if self._neighbours is not None:
+            terms["neighbours"] = cfg.neighbour_weight * losses.contrastive(z1, self._neighbour_logits(idx), cfg.temperature)
         if cfg.balance > 0:
             terms["balance"] = cfg.balance * losses.balance(p)
         if cfg.decorrelation > 0:
@@ -96,6 +106,15 @@ class SemanticHasher:
             sp = losses.sparsity_l1(p) if cfg.sparsity_kind == "l1" else losses.sparsity_kl(p, cfg.sparsity_target)
             terms["sparsity"] = cfg.sparsity * sp
         return sum(terms.values()), {k: float(v.detach()) for k, v in terms.items()}
+
+    def _neighbour_logits(self, idx: np.ndarray) -> torch.Tensor:
+        """Code-layer logits of an augmented view of one random pixel neighbour of each image."""
+        train_sorted, table, rng, src = self._neighbours
+        rows = table[np.searchsorted(train_sorted, idx)]
+        picked = train_sorted[rows[np.arange(len(idx)), rng.integers(0, rows.shape[1], len(idx))]]
+        uniq, inverse = np.unique(picked, return_inverse=True)  # h5py reads want sorted, distinct rows
+        x = src.batch(uniq)[torch.from_numpy(inverse.ravel())]
+        return self.net.logits(random_views(x, self.config.crop_min))
 
     # ------------------------------------------------------------------ inference
     def _require_fit(self) -> HashNet:

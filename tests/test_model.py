@@ -223,3 +223,45 @@ def test_statistics_weight_defaults_by_channels_and_round_trips():
     assert cfg.stats is None and cfg.stats_weight == 0.4
     with pytest.raises(ValueError, match="stats"):
         HasherConfig(stats=-1.0).validate()
+
+
+def test_pixel_neighbours_match_brute_force():
+    import torch
+    from hashae.neighbours import pixel_neighbours
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 1, 6, 6)).astype(np.float32)  # 36 dims, PCA keeps all: exact ranks
+    idx = np.arange(0, 80, 2)  # the caller's (sorted) rows of a larger array
+    table = {i: images[n] for n, i in enumerate(idx)}
+    got = pixel_neighbours(lambda rows: torch.from_numpy(np.stack([table[r] for r in rows])), idx, 3)
+    flat = images.reshape(40, -1)
+    d = ((flat[:, None] - flat[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(got, np.argsort(d, axis=1)[:, :3])
+
+
+def test_neighbour_weight_defaults_by_channels():
+    assert HasherConfig(channels=1).neighbour_weight == 0.5
+    assert HasherConfig(channels=3).neighbour_weight == 0.0
+    assert HasherConfig(channels=3, neighbours=0.2).neighbour_weight == 0.2
+    assert HasherConfig.from_json(HasherConfig(channels=1).to_json()).neighbour_weight == 0.5
+    with pytest.raises(ValueError, match="neighbour_k"):
+        HasherConfig(neighbour_k=0).validate()
+
+
+def test_fit_from_h5py_equals_fit_from_numpy(clusters, tmp_path):
+    # the neighbour term reads rows out of order and repeated; h5py needs them sorted, distinct
+    images, _ = clusters
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["x"] = images
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        a = SemanticHasher(**CFG).fit(f["x"], progress=False).encode(images)
+    b = SemanticHasher(**CFG).fit(images, progress=False).encode(images)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_statistics_input_defaults_to_colour_images():
+    assert HasherConfig(channels=3).uses_stats_input
+    assert not HasherConfig(channels=1).uses_stats_input
+    assert HasherConfig(channels=1, stats_input=True).uses_stats_input
+    assert not HasherConfig(channels=3, arch="conv").uses_stats_input
+    assert HasherConfig.from_json(HasherConfig(channels=3).to_json()).uses_stats_input
