@@ -31,13 +31,14 @@ def pixel_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0) -> np.ndarra
     pca = faiss.PCAMatrix(x.shape[1], dims)
     pca.train(x)
     del x
+    # each image is read and projected once: the projections (n x 64 floats) are what the
+    # index holds anyway, and the queries are the same rows
+    reduced = np.concatenate([pca.apply(_pixels(batch, idx[s:s + CHUNK])) for s in range(0, n, CHUNK)])
     index = faiss.IndexFlatL2(dims)
-    for s in range(0, n, CHUNK):
-        index.add(pca.apply(_pixels(batch, idx[s:s + CHUNK])))
+    index.add(reduced)
     out = np.empty((n, k), np.int64)
     for s in range(0, n, CHUNK):
-        part = idx[s:s + CHUNK]
-        _, found = index.search(pca.apply(_pixels(batch, part)), k + 1)
+        _, found = index.search(reduced[s:s + CHUNK], k + 1)
         for r, row in enumerate(found):  # drop the row itself (first, unless tied with a duplicate)
             own = s + r
             row = row[row != own]
