@@ -112,9 +112,7 @@ class SemanticHasher:
         train_sorted, table, rng, src = self._neighbours
         rows = table[np.searchsorted(train_sorted, idx)]
         picked = train_sorted[rows[np.arange(len(idx)), rng.integers(0, rows.shape[1], len(idx))]]
-        uniq, inverse = np.unique(picked, return_inverse=True)  # h5py reads want sorted, distinct rows
-        x = src.batch(uniq)[torch.from_numpy(inverse.ravel())]
-        return self.net.logits(random_views(x, self.config.crop_min))
+        return self.net.logits(random_views(src.batch(picked), self.config.crop_min))
 
     # ------------------------------------------------------------------ inference
     def _require_fit(self) -> HashNet:
@@ -255,6 +253,11 @@ class ImageArray:
         return int(self.images.shape[0])
 
     def batch(self, idx: np.ndarray) -> torch.Tensor:
+        """Images at ``idx`` in that order; any order and repeats are fine."""
+        idx = np.asarray(idx)
+        if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # h5py reads want sorted, distinct rows
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            return self.batch(uniq)[torch.from_numpy(inverse.ravel())]
         a = np.asarray(self.images[idx], dtype=np.float32)
         if self.scale != 1.0:
             a *= self.scale

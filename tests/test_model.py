@@ -261,6 +261,20 @@ def test_fit_from_h5py_equals_fit_from_numpy(clusters, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_image_array_reads_any_order_and_repeats_from_h5py(clusters, tmp_path):
+    from hashae.hasher import ImageArray
+    images, _ = clusters
+    idx = np.array([5, 2, 5, 0, 2])
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["x"] = images
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        got = ImageArray(f["x"], HasherConfig(**CFG)).batch(idx)
+    want = ImageArray(images, HasherConfig(**CFG)).batch(idx)
+    assert got.shape[0] == len(idx)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    np.testing.assert_array_equal(got[0].numpy(), got[2].numpy())
+
+
 def test_statistics_input_defaults_to_colour_images():
     assert HasherConfig(channels=3).uses_stats_input
     assert not HasherConfig(channels=1).uses_stats_input
