@@ -6,7 +6,7 @@ k-means, FAISS, same restarts); NMI, adjusted Rand index and purity against the 
 are trained on all images of the set without labels.
 
 Speed: seconds for each method over synthetic 64-bit codes (100 centres with 3% bit noise) at
-100k and 1M codes.
+100k and 1M codes, and for the near-duplicate grouping over the same codes at 100k.
 
     python bench/cluster.py
     python bench/cluster.py --sets coil20 --sizes 100000
@@ -27,6 +27,7 @@ from baselines import itq  # noqa: E402
 from quality import load_labelled, parse_value  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher, cluster  # noqa: E402
+from hashae.clustering import near_duplicates  # noqa: E402
 from hashae.codes import pack  # noqa: E402
 from hashae.metrics import adjusted_rand, nmi, purity  # noqa: E402
 
@@ -74,11 +75,34 @@ def speed(n: int, seed: int = 0) -> list:
     return rows
 
 
+def duplicate_speed(n: int, seed: int = 0) -> list:
+    """Collection.duplicates' grouping on the codes of ``speed`` with a perceptual hash per item
+    (pairs of items share one): every code has thousands of others within the radius, the
+    costly case for the pair check."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
+    codes = pack(centres[rng.integers(0, 100, n)] ^ (rng.random((n, 64)) < 0.03))
+    families = rng.integers(0, 2, (n // 2, 64), dtype=np.uint8)
+    hashes = pack(families[rng.integers(0, n // 2, n)] ^ (rng.random((n, 64)) < 0.03))
+    rows = []
+    for radius in (2, 4):
+        t0 = time.monotonic()
+        labels = near_duplicates(codes, radius, hashes)
+        secs = time.monotonic() - t0
+        rows.append(dict(n=n, method="duplicates", args={"radius": radius}, seconds=secs,
+                         groups=int((np.bincount(labels) >= 2).sum())))
+        print(f"  {n:>9,d} codes  duplicates r={radius}          {secs:8.2f} s  {rows[-1]['groups']:>8,d} groups of 2+",
+              flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["coil20", "orl_faces", "eurosat_val", "cifar10_test"])
+    ap.add_argument("--sets", nargs="*", default=["coil20", "orl_faces", "eurosat_val", "cifar10_test"])
     ap.add_argument("--bits", type=int, default=64)
     ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
+    ap.add_argument("--duplicate-sizes", nargs="*", type=int, default=[100_000],
+                    help="sizes for the duplicates timing (1M at radius 2 takes about 2 minutes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set-config", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cluster.json"))
@@ -95,6 +119,7 @@ def main(argv=None):
         print(f"{name}: NMI hashae / raw-pixel k-means = {h / f:.2f}, hashae / ITQ = {h / i:.2f}")
     print("speed (64-bit synthetic codes)")
     timing = [r for n in args.sizes for r in speed(n, args.seed)]
+    timing += [r for n in args.duplicate_sizes for r in duplicate_speed(n, args.seed)]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump({"config": json.loads(cfg.to_json()), "quality": rows, "speed": timing}, fh, indent=1)

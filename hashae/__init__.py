@@ -9,6 +9,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
     Collection                        an indexed image folder in one HDF5 file
     HammingIndex                      exact and radius Hamming search over packed codes
     cluster                           group packed codes: exact, radius or k-means
+    phash                             64-bit perceptual hashes of images (near-duplicate checks)
     load_images, load_folder, scan    image decoding
     pack, unpack, hamming             the packed-code bit layout (FAISS order)
 """
@@ -23,7 +24,8 @@ _EXPORTS = {
     "HasherConfig": "hashae.config",
     "Collection": "hashae.collection",
     "HammingIndex": "hashae.index",
-    "cluster": "hashae.cluster",
+    "cluster": "hashae.clustering",
+    "phash": "hashae.perceptual",
     "load_images": "hashae.images",
     "load_folder": "hashae.images",
     "load_image": "hashae.images",

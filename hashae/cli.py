@@ -196,7 +196,7 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @_friendly
 def cluster(store, method, radius, k, seed, as_json, sheets):
     """Group the items of a collection by their codes (largest group first)."""
-    from .cluster import default_radius
+    from .clustering import default_radius
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll:
         kwargs = {}
@@ -210,15 +210,23 @@ def cluster(store, method, radius, k, seed, as_json, sheets):
 
 @main.command()
 @_store_option
-@click.option("--radius", type=int, default=None, help="Hamming radius (default bits // 32, e.g. 2 at 64 bits)")
+@click.option("--radius", type=int, default=None,
+              help="Hamming radius between codes (default bits // 16, e.g. 4 at 64 bits)")
+@click.option("--no-verify", is_flag=True,
+              help="group by codes alone, without the perceptual-hash check (joins look-alikes too)")
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
 @_friendly
-def duplicates(store, radius, as_json, sheets):
-    """Groups of near-duplicate images (two or more items within the radius)."""
+def duplicates(store, radius, no_verify, as_json, sheets):
+    """Groups of near-duplicate images: codes within the radius, confirmed by perceptual hashes."""
+    import warnings
+
     from .collection import Collection
-    with Collection.open(_resolve_store(store)) as coll:
-        groups = coll.duplicates(radius)
+    with Collection.open(_resolve_store(store)) as coll, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        groups = coll.duplicates(radius, verify=not no_verify)
+        for w in caught:
+            click.echo(f"Warning: {w.message}", err=True)
         _emit_groups(coll, groups, as_json, sheets, "near duplicates")
         if not as_json:
             click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -123,6 +124,12 @@ class Collection:
     def codes(self) -> np.ndarray:
         return self.reader.codes()
 
+    @property
+    def phash(self) -> np.ndarray | None:
+        """64-bit perceptual hashes (N, 8) uint8 of the items, used to confirm near duplicates;
+        None for a collection made from codes alone."""
+        return self.reader.phash()
+
     def paths(self, ids=None) -> list:
         """Relative paths of all items, or of the given item ids (in that order)."""
         return self.reader.paths(ids)
@@ -232,16 +239,26 @@ class Collection:
     # ------------------------------------------------------------------ grouping
     def clusters(self, method: str = "exact", **kwargs) -> list:
         """Groups of item paths, largest first (see hashae.cluster for methods and arguments)."""
-        from .cluster import cluster
+        from .clustering import cluster
         labels = cluster(self.codes, method, **kwargs)
         return groups_from_labels(labels, self.paths())
 
-    def duplicates(self, radius: int | None = None) -> list:
-        """Groups (size >= 2) of near-duplicate items: connected within Hamming distance
-        ``radius`` (default bits // 32, e.g. 2 at 64 bits), largest group first."""
-        from .cluster import default_radius
-        r = default_radius(self.bits) if radius is None else radius
-        return [g for g in self.clusters("radius", radius=r) if len(g) >= 2]
+    def duplicates(self, radius: int | None = None, verify: bool = True) -> list:
+        """Groups (size >= 2) of near-duplicate items, largest first: items joined when their
+        codes are within Hamming distance ``radius`` (default bits // 16, e.g. 4 at 64 bits) and,
+        with ``verify``, their perceptual hashes confirm it (see perceptual.py): look-alike
+        photos share semantic codes, copies share both. ``verify=False`` groups by codes alone."""
+        from .clustering import duplicate_radius, near_duplicates
+        r = duplicate_radius(self.bits) if radius is None else int(radius)
+        if r < 0:
+            raise ValueError("radius must be >= 0")
+        phash = self.phash if verify else None
+        if verify and phash is None:
+            warnings.warn(f"{self.path} has no perceptual hashes (built from codes alone or by an earlier "
+                          "hashae; re-index its folder to add them): groups are by semantic codes only, "
+                          "so look-alikes may be joined", stacklevel=2)
+        labels = near_duplicates(self.codes, r, phash)
+        return [g for g in groups_from_labels(labels, self.paths()) if len(g) >= 2]
 
     # ------------------------------------------------------------------ indexing
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,

@@ -18,6 +18,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from .perceptual import SIDE as PHASH_SIDE
+from .perceptual import phash
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, not half-decoded
 
 
@@ -84,11 +87,17 @@ def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndar
     """Decode one image file into an (size, size, channels) uint8 array, stretched to a square.
 
     Raises ImageError with a one-line reason for anything that is not a decodable image."""
+    return _decode(path, size, channels, False)[0]
+
+
+def _decode(path, size: int, channels: int, thumb: bool):
+    """(model input array, pHash thumbnail or None): with ``thumb`` and a model input smaller
+    than the pHash's 32x32, the thumbnail is resized from the decoded image, not the input."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF / palette chatter; bombs still raise
             with Image.open(path) as img:
-                return _to_array(img, size, channels)
+                return _to_array(img, size, channels, thumb and size < PHASH_SIDE)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -102,15 +111,23 @@ def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndar
         raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
 
 
-def _to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
+def _to_array(img: Image.Image, size: int, channels: int, thumb: bool = False):
     if img.width < 1 or img.height < 1:
         raise ImageError(f"empty image ({img.width}x{img.height})")
     if img.format == "JPEG":
-        # decode at 1/2, 1/4 or 1/8 scale while staying >= the target size: 10x faster on photos
-        img.draft("L" if channels == 1 else "RGB", (size, size))
+        # decode at 1/2, 1/4 or 1/8 scale while staying >= the target size: 10x faster on photos.
+        # Never below the pHash's 32 pixels, with or without ``thumb``, so a query decodes exactly
+        # as indexing did
+        side = max(size, PHASH_SIDE)
+        img.draft("L" if channels == 1 else "RGB", (side, side))
     img.load()
     img = ImageOps.exif_transpose(img) or img
     img = _normalise_mode(img, channels)
+    small = _square(img, PHASH_SIDE) if thumb else None
+    return _square(img, size), small
+
+
+def _square(img: Image.Image, size: int) -> np.ndarray:
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     arr = np.asarray(img, dtype=np.uint8)
@@ -150,6 +167,7 @@ class Batch:
     images: np.ndarray | None  # (len(positions), size, size, channels) uint8; None when encoded
     failures: list  # (position, reason)
     codes: np.ndarray | None = None  # the ``encode`` function's result, when one was given
+    phash: np.ndarray | None = None  # (len(positions), 8) uint8 perceptual hashes (perceptual.py)
 
 
 _worker_encode = None  # set in each worker by _init_worker (inherited, never pickled, with fork)
@@ -167,17 +185,21 @@ def _init_worker(encode) -> None:
 
 def _chunk(job, encode) -> Batch:
     start, paths, size, channels = job
-    ok, arrays, failures = [], [], []
+    ok, arrays, thumbs, failures = [], [], [], []
     for i, p in enumerate(paths):
         try:
-            arrays.append(load_image(p, size, channels))
+            arr, thumb = _decode(p, size, channels, True)
+            arrays.append(arr)
+            thumbs.append(arr if thumb is None else thumb)
             ok.append(start + i)
         except ImageError as e:
             failures.append((start + i, str(e)))
     images = np.stack(arrays) if arrays else np.empty((0, size, size, channels), np.uint8)
+    hashes = phash(np.stack(thumbs)) if thumbs else phash(images)
+    ok = np.asarray(ok, dtype=np.int64)
     if encode is not None:
-        return Batch(np.asarray(ok, dtype=np.int64), None, failures, encode(images))
-    return Batch(np.asarray(ok, dtype=np.int64), images, failures)
+        return Batch(ok, None, failures, encode(images), hashes)
+    return Batch(ok, images, failures, phash=hashes)
 
 
 def _worker_chunk(job) -> Batch:

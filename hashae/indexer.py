@@ -19,7 +19,7 @@ from .config import HasherConfig
 from .images import Batch, is_grey, iter_batches, scan
 from .journal import Journal
 from .progress import Progress
-from .store import StoreError, StoreReader, write_store
+from .store import PHASH_BYTES, StoreError, StoreReader, write_store
 
 
 def run_index(coll, folder, *, bits, model, config, workers, progress, auto_channels, segment):
@@ -64,6 +64,8 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
         for i, p in enumerate(old_paths):
             e = current.get(p)
             keep[i] = e is not None and e.size == sizes[i] and e.mtime_ns == mtimes[i]
+    if old_paths and old.phash() is None:
+        keep[:] = False  # written before perceptual hashes: re-encode once to add them
     kept = {p for p, k in zip(old_paths, keep) if k}
 
     meta = {"generation": generation, "folder": folder, "bits": bits}
@@ -88,16 +90,18 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
     # commit: kept rows + journal rows, sorted by path
     rows = {p: i for i, p in enumerate(old_paths) if keep[i]}
     old_codes = old.codes() if rows else None
+    old_phash = old.phash() if rows else None
     paths = sorted(set(rows) | set(done))
     nbytes = bits // 8
     codes = np.empty((len(paths), nbytes), np.uint8)
+    hashes = np.empty((len(paths), PHASH_BYTES), np.uint8)
     sizes_out = np.empty(len(paths), np.int64)
     mtimes_out = np.empty(len(paths), np.int64)
     for j, p in enumerate(paths):
         if p in done:
-            sizes_out[j], mtimes_out[j], codes[j] = done[p]
+            sizes_out[j], mtimes_out[j], codes[j], hashes[j] = done[p]
         else:
-            codes[j] = old_codes[rows[p]]
+            codes[j], hashes[j] = old_codes[rows[p]], old_phash[rows[p]]
             sizes_out[j], mtimes_out[j] = current[p].size, current[p].mtime_ns
     skipped = sorted(scan_errors + [(p, r) for p, r in failures.items() if p in current and p not in done])
     removed = sum(p not in current for p in old_paths)
@@ -107,7 +111,7 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
                            seconds=time.monotonic() - t0, trained=False)
     created = old.attrs().get("created") if old is not None else None
     write_store(coll.path, bits=bits, folder=folder, codes=codes, paths=paths, sizes=sizes_out,
-                mtimes=mtimes_out, skipped=skipped, model=hasher, created=created)
+                mtimes=mtimes_out, skipped=skipped, model=hasher, created=created, phash=hashes)
     journal.discard()
     indexed = len(done)
     return IndexReport(indexed=indexed, unchanged=len(rows), removed=removed,
@@ -160,7 +164,7 @@ def _train(folder, todo, cfg, auto_channels, workers, progress):
     batches, offset = [], 0
     for b in parts:
         n = len(b.positions)
-        batches.append(Batch(b.positions, images[offset:offset + n], b.failures))
+        batches.append(Batch(b.positions, images[offset:offset + n], b.failures, phash=b.phash))
         offset += n
     return hasher, batches
 
@@ -171,26 +175,29 @@ def _encode(hasher, folder, todo, predecoded, journal, done, failures, workers, 
     cfg = hasher.config
     batches = predecoded if predecoded is not None else iter_batches(
         [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, workers, encode=hasher.encode)
-    buf_pos, buf_codes, buf_fail = [], [], []
+    buf_pos, buf_codes, buf_phash, buf_fail = [], [], [], []
 
     def flush():
         if not buf_pos and not buf_fail:
             return
         pos = np.concatenate(buf_pos) if buf_pos else np.empty(0, np.int64)
         codes = np.concatenate(buf_codes) if buf_codes else np.empty((0, cfg.bits // 8), np.uint8)
+        hashes = np.concatenate(buf_phash) if buf_phash else np.empty((0, PHASH_BYTES), np.uint8)
         ents = [todo[i] for i in pos]
         fails = [(todo[i].path, r) for i, r in buf_fail]
-        journal.add_segment(codes, [e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents], fails)
-        for e, c in zip(ents, codes):
-            done[e.path] = (e.size, e.mtime_ns, c)
+        journal.add_segment(codes, hashes, [e.path for e in ents], [e.size for e in ents],
+                            [e.mtime_ns for e in ents], fails)
+        for e, c, h in zip(ents, codes, hashes):
+            done[e.path] = (e.size, e.mtime_ns, c, h)
         failures.update(fails)
-        buf_pos.clear(), buf_codes.clear(), buf_fail.clear()
+        buf_pos.clear(), buf_codes.clear(), buf_phash.clear(), buf_fail.clear()
 
     with Progress(len(todo), "encode", unit="img", enabled=progress) as bar:
         for b in batches:
             if len(b.positions):
                 buf_pos.append(b.positions)
                 buf_codes.append(b.codes if b.codes is not None else hasher.encode(b.images))
+                buf_phash.append(b.phash)
             buf_fail.extend(b.failures)
             bar.update(len(b.positions) + len(b.failures))
             if sum(len(p) for p in buf_pos) + len(buf_fail) >= segment:

@@ -48,7 +48,8 @@ class Journal:
 
     def resume(self, meta: dict):
         """Open the journal if it continues ``meta``; returns (model or None, done, failures)
-        with ``done`` mapping path -> (size, mtime_ns, code row) and ``failures`` path -> reason."""
+        with ``done`` mapping path -> (size, mtime_ns, code row, phash row) and ``failures``
+        path -> reason."""
         from .hasher import SemanticHasher
         done, failures, model = {}, {}, None
         if not os.path.isdir(self.dir):
@@ -70,9 +71,11 @@ class Journal:
             self.next_segment = max(self.next_segment, int(m.group(1)) + 1)
             try:
                 with h5py.File(os.path.join(self.dir, name), "r") as f:
-                    codes = f["codes"][()]
-                    for p, s, t, c in zip(decode_paths(f["path"]), f["size"][()], f["mtime"][()], codes):
-                        done[p] = (int(s), int(t), c)
+                    codes, hashes = f["codes"][()], f["phash"][()]
+                    if hashes.shape != (len(codes), 8):
+                        raise ValueError("phash rows do not match codes")
+                    for p, s, t, c, h in zip(decode_paths(f["path"]), f["size"][()], f["mtime"][()], codes, hashes):
+                        done[p] = (int(s), int(t), c, h)
                     for p, r in zip(decode_paths(f["failed_path"]), decode_paths(f["failed_reason"])):
                         failures[p] = r
             except (OSError, KeyError, ValueError):
@@ -95,10 +98,11 @@ class Journal:
     def save_model(self, model) -> None:
         self._write_atomic("model.h5", model.save)
 
-    def add_segment(self, codes: np.ndarray, paths: list, sizes, mtimes, failures: list) -> None:
+    def add_segment(self, codes: np.ndarray, phash: np.ndarray, paths: list, sizes, mtimes, failures: list) -> None:
         def write(tmp):
             with h5py.File(tmp, "w") as f:
                 f["codes"] = np.asarray(codes, np.uint8)
+                f["phash"] = np.asarray(phash, np.uint8)
                 f.create_dataset("path", data=np.array([encode_path(p) for p in paths], dtype=object), dtype=STR)
                 f["size"] = np.asarray(sizes, np.int64)
                 f["mtime"] = np.asarray(mtimes, np.int64)

@@ -26,6 +26,7 @@ from .codes import check_bits
 FORMAT, FORMAT_VERSION = "hashae", 1
 CHUNK_ROWS = 8192
 STR = h5py.string_dtype("utf-8")
+PHASH_BYTES = 8  # /items/phash: 64-bit perceptual hashes (perceptual.py)
 MAX_ITEMS = 1 << 34  # a declared row count above this is a hostile or broken file
 # a dataset may declare far more rows than the file stores (unallocated chunks read as fill
 # values): refuse numeric data declaring over 64 MiB beyond 100x what is actually stored
@@ -100,13 +101,19 @@ def _string_dataset(g: h5py.Group, name: str, texts) -> None:
 
 
 def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: list, sizes, mtimes,
-                skipped: list, model, attrs: dict | None = None, created: float | None = None) -> str:
+                skipped: list, model, attrs: dict | None = None, created: float | None = None,
+                phash: np.ndarray | None = None) -> str:
     """Write a complete store to ``path`` atomically (temporary file, fsync, rename); returns
-    the new generation id. ``model`` is a fitted SemanticHasher or None."""
+    the new generation id. ``model`` is a fitted SemanticHasher or None; ``phash`` the items'
+    perceptual hashes (N, 8) uint8, or None for codes that came without images."""
     check_bits(bits)
     codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1, bits // 8)
     if not (len(codes) == len(paths) == len(sizes) == len(mtimes)):
         raise ValueError("codes, paths, sizes and mtimes must have one row per item")
+    if phash is not None:
+        phash = np.ascontiguousarray(phash, dtype=np.uint8).reshape(-1, PHASH_BYTES)
+        if len(phash) != len(codes):
+            raise ValueError("phash must have one row per item")
     generation = uuid.uuid4().hex
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
@@ -126,6 +133,9 @@ def write_store(path: str, *, bits: int, folder: str, codes: np.ndarray, paths: 
             _dataset(items, "size", np.asarray(sizes, np.int64), np.int64)
             _dataset(items, "mtime", np.asarray(mtimes, np.int64), np.int64)
             items["mtime"].attrs["unit"] = "ns since the epoch"
+            if phash is not None:
+                _dataset(items, "phash", phash, np.uint8)
+                items["phash"].attrs["method"] = "pHash: 8x8 lowest DCT of 32x32 grey > median, FAISS bit order"
             sk = f.create_group("skipped")
             _dataset(sk, "path", np.array([encode_path(p) for p, _ in skipped], dtype=object), STR)
             _dataset(sk, "reason", np.array([r.encode("utf-8", "replace") for _, r in skipped], dtype=object), STR)
@@ -196,6 +206,9 @@ class StoreReader:
         for name, dt in (("items/path", "O"), ("items/size", "i"), ("items/mtime", "i")):
             if self._check(f, name, (None,), dt) != n:
                 raise StoreError(f"{p}: /{name} has a different number of rows than /codes")
+        self.has_phash = "items/phash" in f
+        if self.has_phash and self._check(f, "items/phash", (None, PHASH_BYTES), "u1") != n:
+            raise StoreError(f"{p}: /items/phash has a different number of rows than /codes")
         m = self._check(f, "skipped/path", (None,), "O")
         if self._check(f, "skipped/reason", (None,), "O") != m:
             raise StoreError(f"{p}: /skipped/path and /skipped/reason differ in length")
@@ -250,6 +263,14 @@ class StoreReader:
             if len(rows):
                 return s + int(rows[0])
         return None
+
+    @_guarded
+    def phash(self) -> np.ndarray | None:
+        """The items' perceptual hashes (N, 8) uint8; None for stores without them (written from
+        codes alone, or by an earlier hashae)."""
+        if not self.has_phash:
+            return None
+        return self.file["items/phash"][()] if self.n else np.empty((0, PHASH_BYTES), np.uint8)
 
     @_guarded
     def sizes(self) -> np.ndarray:

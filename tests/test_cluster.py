@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ from PIL import Image
 
 from hashae import Collection, cluster
 from hashae.cli import main
-from hashae.cluster import connected_components, relabel_by_size
+from hashae.clustering import connected_components, relabel_by_size
 from hashae.codes import hamming_matrix, pack
 from hashae.metrics import adjusted_rand, nmi
 
@@ -117,3 +119,10 @@ def test_duplicates_cli(trained_store):
     assert r.exit_code == 0
     groups = json.loads(r.stdout)
     assert all(len(g["paths"]) >= 2 for g in groups)
+
+
+def test_public_functions_survive_importing_their_modules():
+    # `import hashae.clustering` must not shadow hashae.cluster (the function) with a module
+    code = ("import hashae.clustering, hashae.perceptual, hashae.codes, hashae; "
+            "assert callable(hashae.cluster) and callable(hashae.phash) and callable(hashae.pack)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

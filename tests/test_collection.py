@@ -25,7 +25,7 @@ def _index(store, folder, **kw):
 
 def _state(store):
     with Collection.open(store) as c:
-        return c.paths(), c.codes
+        return c.paths(), c.codes, c.phash
 
 
 def test_layout_is_the_documented_one(trained_store, sample_dir):
@@ -39,6 +39,8 @@ def test_layout_is_the_documented_one(trained_store, sample_dir):
             assert f[name].shape == (n,) and f[name].maxshape == (None,)
         paths = [p.decode() for p in f["items/path"][()]]
         assert paths == sorted(paths) and not any(os.path.isabs(p) for p in paths)
+        assert f["items/phash"].shape == (n, 8) and f["items/phash"].dtype == np.uint8
+        assert f["items/phash"].maxshape == (None, 8) and f["items/phash"].chunks is not None
         assert "skipped/path" in f and "skipped/reason" in f
         assert f["model"].attrs["format"] == "hashae-model" and "weights" in f["model"]
 
@@ -105,7 +107,7 @@ def test_deleted_and_changed_files(trained_store, sample_copy, tmp_path):
     Image.new("RGB", (40, 40), "blue").save(sample_copy / "new.png")
     report = _index(store, sample_copy)
     assert (report.indexed, report.removed, report.unchanged) == (2, 1, 70)
-    paths, _ = _state(store)
+    paths, _, _ = _state(store)
     assert "ring/ring_001.png" not in paths and "new.png" in paths and len(paths) == 72
 
 
@@ -151,10 +153,11 @@ def test_sigkill_mid_encode_resumes_to_the_same_items(trained_store, sample_dir,
     report = _index(killed, folder)  # the next run continues from the journal, model included
     assert report.resumed >= 24
     assert not os.path.exists(journal)
-    paths_a, codes_a = _state(fresh)
-    paths_b, codes_b = _state(killed)
+    paths_a, codes_a, phash_a = _state(fresh)
+    paths_b, codes_b, phash_b = _state(killed)
     assert paths_a == paths_b and len(paths_a) == 6 * 72
     np.testing.assert_array_equal(codes_a, codes_b)
+    np.testing.assert_array_equal(phash_a, phash_b)
 
 
 def test_stale_journal_is_discarded(trained_store, sample_copy, tmp_path):

@@ -30,7 +30,7 @@ def _run(store, folder):
 
 def _state(store):
     with Collection.open(store) as c:
-        return c.paths(), c.codes
+        return c.paths(), c.codes, c.phash
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +84,14 @@ def test_sigkill_at_random_moments(folders, references, tmp_path):
         if os.path.exists(store):  # never torn: the old state or the new one, complete
             state = _state(store)
             olds = [references["base"][1]] if incremental else []
-            assert any(state[0] == s[0] and np.array_equal(state[1], s[1]) for s in olds + [expected])
+            assert any(state[0] == s[0] and np.array_equal(state[1], s[1]) and np.array_equal(state[2], s[2])
+                       for s in olds + [expected])
         else:
             assert not incremental
         _run(store, folder)
-        paths, codes = _state(store)
+        paths, codes, phash = _state(store)
         assert paths == expected[0], f"trial {trial}"
         np.testing.assert_array_equal(codes, expected[1])
+        np.testing.assert_array_equal(phash, expected[2])
         assert not os.path.exists(f"{store}.journal")
     assert kinds.count("killed") >= TRIALS // 2, kinds

@@ -6,9 +6,11 @@ ties by first occurrence), so labels are stable and comparable across runs.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from .codes import as_codes, unpack
+from .codes import as_codes, hamming, unpack
 from .index import HammingIndex
 
 METHODS = ("exact", "radius", "kmeans")
@@ -107,6 +109,91 @@ def radius_components(codes: np.ndarray, radius: int, block: int = 4096) -> np.n
     b = np.concatenate(dst) if dst else np.empty(0, np.int64)
     comp = connected_components(len(uniq), a, b)
     return relabel_by_size(comp[inverse])
+
+
+def duplicate_radius(bits: int) -> int:
+    """Semantic radius of near-duplicate candidates when none is given: bits // 16 (4 at 64
+    bits), at least 1. Wider than ``default_radius``, since the perceptual check removes the
+    look-alikes a wider radius lets in (bench/duplicates.py)."""
+    return max(1, bits // 16)
+
+
+def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = None,
+                    confirm: int | None = None, block: int = 4096, max_pairs: int = 1 << 22) -> np.ndarray:
+    """Labels (as ``cluster``) of near-duplicate groups: connected components of item pairs
+    whose codes are within Hamming ``radius`` and, when ``phash`` (N, 8) is given, whose
+    perceptual hashes are within ``confirm`` bits (default perceptual.CONFIRM). Without
+    ``phash`` this is ``radius_components``. Candidate pairs are verified ``max_pairs`` at a
+    time, so memory stays bounded however dense the codes."""
+    codes = as_codes(codes)
+    if phash is None:
+        return radius_components(codes, radius)
+    from .perceptual import CONFIRM
+    confirm = CONFIRM if confirm is None else int(confirm)
+    phash = as_codes(phash, 8)
+    n = len(codes)
+    if len(phash) != n:
+        raise ValueError(f"{n} codes but {len(phash)} perceptual hashes")
+    if n == 0:
+        return np.empty(0, np.int64)
+    # items equal in both code and hash are duplicates outright: pair up only the distinct
+    # (code, hash) rows, which keeps bursts of near-identical files (video frames) cheap
+    both, same = _unique_rows(np.hstack([codes, phash]))
+    if len(both) < n:
+        labels = near_duplicates(both[:, :codes.shape[1]], radius, both[:, codes.shape[1]:], confirm, block, max_pairs)
+        return relabel_by_size(labels[same])
+    uniq, inverse = _unique_rows(codes)
+    members = np.argsort(inverse, kind="stable")  # items grouped by their code
+    counts = np.bincount(inverse, minlength=len(uniq))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    index = HammingIndex.from_codes(uniq)
+    method = index.choose_method(len(uniq), radius)
+    src, dst = [], []
+    for s in range(0, len(uniq), block):
+        u, v, _ = index.radius_pairs(uniq[s:s + block], radius, method)
+        u += s
+        keep = v >= u  # each pair of codes once, and each code with itself (items sharing it)
+        u, v = u[keep], v[keep]
+        sizes = counts[u] * counts[v]
+        small = np.flatnonzero(sizes <= max_pairs)
+        bounds = np.searchsorted(np.cumsum(sizes[small]), np.arange(max_pairs, int(sizes[small].sum()), max_pairs))
+        chunks = (_item_pairs(u[part], v[part], members, starts, counts) for part in np.split(small, bounds))
+        for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), members, starts,
+                                                       counts, max_pairs)):
+            ok = hamming(phash[a], phash[b]) <= confirm
+            src.append(a[ok])
+            dst.append(b[ok])
+    a = np.concatenate(src) if src else np.empty(0, np.int64)
+    b = np.concatenate(dst) if dst else np.empty(0, np.int64)
+    return relabel_by_size(connected_components(n, a, b))
+
+
+def _item_pairs(u, v, members, starts, counts):
+    """Every pair of items (a, b) with a's code u[i] and b's code v[i]; for u[i] == v[i] only the
+    pairs inside that code's group, each once."""
+    cu, cv = counts[u], counts[v]
+    sizes = cu * cv
+    pair = np.repeat(np.arange(len(u)), sizes)
+    t = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    i, j = t // cv[pair], t % cv[pair]
+    a = members[starts[u[pair]] + i]
+    b = members[starts[v[pair]] + j]
+    keep = (u[pair] != v[pair]) | (i < j)
+    return a[keep], b[keep]
+
+
+def _big_pairs(u, v, big, members, starts, counts, max_pairs):
+    """_item_pairs for code pairs with more than ``max_pairs`` item pairs (thousands of items on
+    one code), a slice of rows at a time."""
+    for k in big:
+        first = members[starts[u[k]]:starts[u[k]] + counts[u[k]]]
+        second = members[starts[v[k]]:starts[v[k]] + counts[v[k]]]
+        rows = max(1, max_pairs // len(second))
+        for r in range(0, len(first), rows):
+            i = np.repeat(np.arange(r, min(r + rows, len(first))), len(second))
+            j = np.tile(np.arange(len(second)), len(i) // len(second))
+            keep = (i < j) if u[k] == v[k] else np.ones(len(i), bool)
+            yield first[i[keep]], second[j[keep]]
 
 
 def binary_kmeans(codes: np.ndarray, k: int, seed: int = 0, restarts: int = 4, iterations: int = 30):

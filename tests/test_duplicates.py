@@ -1,0 +1,177 @@
+"""Near duplicates: perceptual hashes, their verification of semantic candidates, the store."""
+import os
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from hashae import Collection
+from hashae.clustering import near_duplicates
+from hashae.codes import hamming, hamming_matrix, pack
+from hashae.images import load_image
+from hashae.perceptual import CONFIRM, phash
+from hashae.store import StoreError, write_store
+
+
+def _photo(rng, w=96, h=72):
+    """A smooth random 'photo': low-frequency colour noise, upsampled."""
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+
+
+def _hash_file(path, size=32):
+    return phash(load_image(path, size, 3)[None])[0]
+
+
+@pytest.mark.parametrize("size", [16, 32, 48])
+def test_phash_keeps_edited_copies_close_and_different_images_apart(tmp_path, size):
+    # size: the model input the hash is taken from; below 32 it comes from the decoded image
+    rng = np.random.default_rng(0)
+    hashes, copies = [], []
+    for n in range(24):
+        im = _photo(rng)
+        im.save(tmp_path / f"{n}.png")
+        im.save(tmp_path / f"{n}_q30.jpg", quality=30)
+        im.resize((48, 36), Image.Resampling.LANCZOS).save(tmp_path / f"{n}_half.png")
+        im.crop((2, 2, 94, 70)).save(tmp_path / f"{n}_crop.png")  # 96% of each side
+        h = _hash_file(tmp_path / f"{n}.png", size)
+        hashes.append(h)
+        copies += [int(hamming(h, _hash_file(tmp_path / f"{n}_{e}", size))) for e in ("q30.jpg", "half.png",
+                                                                                      "crop.png")]
+    d = hamming_matrix(np.stack(hashes), np.stack(hashes))[np.triu_indices(24, 1)]
+    copies = np.array(copies).reshape(-1, 3)
+    assert copies[:, :2].max() <= 6 and copies[:, 2].max() <= CONFIRM, copies  # re-encoded, resized; cropped
+    assert d.min() > CONFIRM and 26 <= d.mean() <= 38, (d.min(), d.mean())
+
+
+def test_phash_shapes():
+    assert phash(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 8)
+    grey = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 1), dtype=np.uint8)
+    assert phash(grey).dtype == np.uint8 and phash(grey).shape == (5, 8)
+    # grey stored as one channel or as three equal channels hashes the same
+    np.testing.assert_array_equal(phash(grey), phash(np.repeat(grey, 3, axis=-1)))
+    with pytest.raises(ValueError, match="images must be"):
+        phash(np.zeros((2, 32, 32), np.uint8))
+
+
+def _reference(codes, hashes, radius, confirm):
+    adj = (hamming_matrix(codes, codes) <= radius) & (hamming_matrix(hashes, hashes) <= confirm)
+    labels = -np.ones(len(codes), int)
+    for start in range(len(codes)):
+        if labels[start] < 0:
+            stack, labels[start] = [start], start
+            while stack:
+                i = stack.pop()
+                for j in np.flatnonzero(adj[i] & (labels < 0)):
+                    labels[j] = start
+                    stack.append(j)
+    return labels
+
+
+def _partition(labels):
+    return sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))
+
+
+@pytest.mark.parametrize("radius,max_pairs", [(0, 1 << 22), (2, 1 << 22), (2, 50), (3, 7)])
+def test_near_duplicates_match_brute_force(radius, max_pairs):
+    # few distinct codes (many items share one) and perceptual hashes in families: the verified
+    # graph differs from the code graph; tiny max_pairs runs the chunked and sliced paths
+    rng = np.random.default_rng(radius + max_pairs)
+    n = 400
+    code_centres = rng.integers(0, 2, (6, 32))
+    codes = pack(code_centres[rng.integers(0, 6, n)] ^ (rng.random((n, 32)) < 0.03))
+    families = rng.integers(0, 2, (40, 64))
+    hashes = pack(families[rng.integers(0, 40, n)] ^ (rng.random((n, 64)) < 0.1))
+    codes, hashes = np.vstack([codes, codes[:60]]), np.vstack([hashes, hashes[:60]])  # exact copies too
+    got = near_duplicates(codes, radius, hashes, confirm=12, max_pairs=max_pairs)
+    assert got.dtype == np.int64 and (np.diff(np.bincount(got)) <= 0).all()
+    assert _partition(got) == _partition(_reference(codes, hashes, radius, 12))
+
+
+def test_near_duplicates_without_hashes_are_radius_components():
+    rng = np.random.default_rng(3)
+    codes = pack(rng.integers(0, 2, (50, 16)))
+    from hashae import cluster
+    assert _partition(near_duplicates(codes, 3)) == _partition(cluster(codes, "radius", radius=3))
+    with pytest.raises(ValueError, match="perceptual hashes"):
+        near_duplicates(codes, 1, np.zeros((49, 8), np.uint8))
+
+
+def _store(path, codes, hashes):
+    n = len(codes)
+    write_store(str(path), bits=codes.shape[1] * 8, folder="", codes=codes, paths=[f"{i}.jpg" for i in range(n)],
+                sizes=np.zeros(n), mtimes=np.zeros(n), skipped=[], model=None, phash=hashes)
+
+
+def test_duplicates_drop_lookalikes_that_share_a_code(tmp_path):
+    # 0 and 1 share a code and a picture; 2 shares their code but is another picture; 3 is alone
+    codes = np.array([[1, 2], [1, 2], [1, 2], [200, 100]], np.uint8)
+    a, b = np.zeros(8, np.uint8), np.full(8, 0x0F, np.uint8)
+    _store(tmp_path / "c.h5", codes, np.stack([a, a ^ np.eye(8, dtype=np.uint8)[0], b, a]))
+    with Collection.open(tmp_path / "c.h5") as c:
+        assert c.duplicates() == [["0.jpg", "1.jpg"]]
+        assert c.duplicates(verify=False) == [["0.jpg", "1.jpg", "2.jpg"]]
+        assert c.duplicates(radius=0) == [["0.jpg", "1.jpg"]]
+
+
+def test_collection_from_codes_warns_and_groups_by_codes(tmp_path):
+    codes = np.array([[1, 2], [1, 2], [9, 9]], np.uint8)
+    with Collection.create(tmp_path / "c.h5", codes, ["a", "b", "c"]) as c:
+        assert c.phash is None
+        with pytest.warns(UserWarning, match="no perceptual hashes"):
+            assert c.duplicates() == [["a", "b"]]
+
+
+def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_path):
+    store = tmp_path / "old.h5"
+    with Collection.open(trained_store) as base:
+        Collection(store).index(str(sample_dir), model=base.model, workers=0, progress=False)
+        with Collection.open(store) as c:
+            codes, hashes = c.codes, c.phash
+    with h5py.File(store, "a") as f:  # what a store written before perceptual hashes looks like
+        del f["items/phash"]
+    with Collection.open(store) as c:
+        assert c.phash is None
+    report = Collection(store).index(str(sample_dir), workers=0, progress=False)
+    assert report.indexed == len(codes)  # re-encoded once, with the store's own model
+    with Collection.open(store) as c:
+        np.testing.assert_array_equal(c.codes, codes)
+        np.testing.assert_array_equal(c.phash, hashes)
+
+
+def test_damaged_phash_is_refused(tmp_path):
+    codes = np.zeros((3, 2), np.uint8)
+    _store(tmp_path / "c.h5", codes, np.zeros((3, 8), np.uint8))
+    with h5py.File(tmp_path / "c.h5", "a") as f:
+        del f["items/phash"]
+        f["items/phash"] = np.zeros((2, 8), np.uint8)
+    with pytest.raises(StoreError, match="phash"):
+        Collection.open(tmp_path / "c.h5")
+    os.remove(tmp_path / "c.h5")
+    _store(tmp_path / "c.h5", codes, np.zeros((3, 8), np.uint8))
+    with h5py.File(tmp_path / "c.h5", "a") as f:
+        del f["items/phash"]
+        f["items/phash"] = np.zeros((3, 4), np.uint8)
+    with pytest.raises(StoreError, match="phash"):
+        Collection.open(tmp_path / "c.h5")
+
+
+def test_duplicates_cli_verifies_and_warns(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from hashae.cli import main
+    codes = np.array([[1, 2], [1, 2], [1, 2], [200, 100]], np.uint8)
+    a, b = np.zeros(8, np.uint8), np.full(8, 0x0F, np.uint8)
+    _store(tmp_path / "c.h5", codes, np.stack([a, a, b, a]))
+    run = CliRunner().invoke
+    r = run(main, ["duplicates", "--store", str(tmp_path / "c.h5"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == [{"cluster": 0, "paths": ["0.jpg", "1.jpg"]}]
+    r = run(main, ["duplicates", "--store", str(tmp_path / "c.h5"), "--json", "--no-verify"])
+    assert json.loads(r.stdout) == [{"cluster": 0, "paths": ["0.jpg", "1.jpg", "2.jpg"]}]
+    Collection.create(tmp_path / "bare.h5", codes, ["w", "x", "y", "z"]).close()
+    r = run(main, ["duplicates", "--store", str(tmp_path / "bare.h5"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == [{"cluster": 0, "paths": ["w", "x", "y"]}]
+    assert "Warning:" in r.stderr and "no perceptual hashes" in r.stderr and len(r.stderr.splitlines()) == 1
