@@ -76,9 +76,11 @@ class Collection:
         return c
 
     @classmethod
-    def create(cls, path, codes: np.ndarray, paths, *, folder: str = "", model=None) -> "Collection":
+    def create(cls, path, codes: np.ndarray, paths, *, folder: str = "", model=None,
+               phash: np.ndarray | None = None) -> "Collection":
         """A collection from codes you already have: ``codes`` (N, bits/8) uint8 and ``paths``
-        (a sequence of N relative paths; slices of it are read a block at a time). Refuses to
+        (a sequence of N relative paths; slices of it are read a block at a time), optionally
+        ``phash`` (N, 8) uint8 from ``hashae.phash`` for verified duplicates. Refuses to
         overwrite an existing file."""
         from .store import write_store
         codes = as_codes(codes)
@@ -89,7 +91,8 @@ class Collection:
         zeros = np.zeros(len(codes), np.int64)
         with StoreLock(os.fspath(path)):
             write_store(os.fspath(path), bits=codes.shape[1] * 8, folder=folder, codes=codes, paths=paths,
-                        sizes=zeros, mtimes=zeros, skipped=[], model=model)
+                        sizes=zeros, mtimes=zeros, skipped=[], model=model,
+                        phash=None if phash is None else as_codes(phash, 8))
         return cls.open(path)
 
     @property

@@ -123,6 +123,17 @@ def test_collection_from_codes_warns_and_groups_by_codes(tmp_path):
             assert c.duplicates() == [["a", "b"]]
 
 
+def test_collection_from_codes_and_hashes(tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    images[1] = images[0]
+    codes = np.array([[1, 2], [1, 2], [1, 2]], np.uint8)
+    with Collection.create(tmp_path / "c.h5", codes, ["a", "b", "c"], phash=phash(images)) as c:
+        np.testing.assert_array_equal(c.phash, phash(images))
+        assert c.duplicates() == [["a", "b"]]
+    with pytest.raises(ValueError, match="8 bits, expected 64"):
+        Collection.create(tmp_path / "d.h5", codes, ["a", "b", "c"], phash=np.zeros((3, 1), np.uint8))
+
+
 def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_path):
     store = tmp_path / "old.h5"
     with Collection.open(trained_store) as base:
