@@ -6,9 +6,9 @@ collects: re-encoded as JPEG quality 30, halved in size, cropped to 90% of each 
 by 30%, shrunk to a 200-pixel thumbnail as PNG. `hashae index` builds a collection of it the way
 a user would (training its model on the folder). Then every code is grouped by connected
 components at Hamming radius r (`hashae.cluster(codes, "radius")`), for hashae codes and, over
-the same components code, for two 64-bit perceptual hashes written here the way the imagehash
-package defines them (dHash: 9x8 grey, adjacent-pixel gradients; pHash: 32x32 grey, 8x8 lowest
-DCT frequencies above their median). Per radius:
+the same components code, for two 64-bit perceptual hashes taken from the files the way the
+imagehash package defines them (dHash: 9x8 grey, adjacent-pixel gradients; pHash: 32x32 grey,
+8x8 lowest DCT frequencies above their median, i.e. `hashae.phash` on that resize). Per radius:
 
   recall     copies that share a group with their original
   precision  pairs inside reported groups that come from the same original (1.0 when
@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from hashae import Collection, cluster
+from hashae import phash as hashae_phash
 from hashae.clustering import duplicate_radius, near_duplicates
 from hashae.codes import pack
 
@@ -93,16 +94,13 @@ def _grey(path: str, size: tuple) -> np.ndarray:
 
 def dhash(path: str) -> np.ndarray:
     px = _grey(path, (9, 8))
-    return (px[:, 1:] > px[:, :-1]).ravel()
-
-
-_N = 32
-_DCT = np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))  # DCT-II rows
+    return pack((px[:, 1:] > px[:, :-1]).ravel()[None])[0]
 
 
 def phash(path: str) -> np.ndarray:
-    low = (_DCT @ _grey(path, (_N, _N)) @ _DCT.T)[:8, :8]
-    return (low > np.median(low)).ravel()
+    """hashae's pHash, on a 32x32 LANCZOS grey resize of the file (imagehash's input) rather
+    than on the model input."""
+    return hashae_phash(_grey(path, (32, 32))[None, :, :, None])[0]
 
 
 def score(labels: np.ndarray, origin: np.ndarray, is_copy: np.ndarray, counted=None) -> dict:
@@ -150,7 +148,7 @@ def main(argv=None):
             dup_s = time.monotonic() - t0
         full = [os.path.join(folder, p) for p in paths]
         t0 = time.monotonic()
-        dh, ph = pack(np.stack([dhash(p) for p in full])), pack(np.stack([phash(p) for p in full]))
+        dh, ph = np.stack([dhash(p) for p in full]), np.stack([phash(p) for p in full])
         hash_s = time.monotonic() - t0
     origin = np.array([truth[p] for p in paths])
     is_copy = np.array([p.startswith("copy_") for p in paths])

@@ -64,7 +64,7 @@ def _run(coll, old, folder, bits, model, config, workers, progress, auto_channel
         for i, p in enumerate(old_paths):
             e = current.get(p)
             keep[i] = e is not None and e.size == sizes[i] and e.mtime_ns == mtimes[i]
-    if old_paths and old.phash() is None:
+    if old_paths and not old.has_phash:
         keep[:] = False  # written before perceptual hashes: re-encode once to add them
     kept = {p for p, k in zip(old_paths, keep) if k}
 

@@ -54,3 +54,23 @@ def sample_copy(sample_dir, tmp_path):
     d = tmp_path / "shapes"
     shutil.copytree(sample_dir, d)
     return d
+
+
+def partition(labels):
+    """Groups of row indices, as a sorted list of sorted lists: compares labelings up to renaming."""
+    return sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))
+
+
+def components_reference(adjacent):
+    """Connected-component labels of a boolean adjacency matrix, by plain graph search."""
+    labels = -np.ones(len(adjacent), int)
+    for start in range(len(adjacent)):
+        if labels[start] >= 0:
+            continue
+        stack, labels[start] = [start], start
+        while stack:
+            i = stack.pop()
+            for j in np.flatnonzero(adjacent[i] & (labels < 0)):
+                labels[j] = start
+                stack.append(j)
+    return labels

@@ -7,15 +7,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import components_reference, partition
 from hashae import Collection, cluster
 from hashae.cli import main
 from hashae.clustering import connected_components, relabel_by_size
 from hashae.codes import hamming_matrix, pack
 from hashae.metrics import adjusted_rand, nmi
-
-
-def _partition(labels):
-    return sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))
 
 
 def test_exact_groups_equal_identical_codes():
@@ -24,24 +21,9 @@ def test_exact_groups_equal_identical_codes():
     pick = rng.integers(0, 7, 200)
     labels = cluster(base[pick], "exact")
     assert labels.dtype == np.int64 and len(labels) == 200
-    assert _partition(labels) == _partition(pick)
+    assert partition(labels) == partition(pick)
     sizes = np.bincount(labels)
     assert (np.diff(sizes) <= 0).all()  # label 0 is the largest group
-
-
-def _reference_components(codes, radius):
-    d = hamming_matrix(codes, codes) <= radius
-    labels = -np.ones(len(codes), int)
-    for start in range(len(codes)):
-        if labels[start] >= 0:
-            continue
-        stack, labels[start] = [start], start
-        while stack:
-            i = stack.pop()
-            for j in np.flatnonzero(d[i] & (labels < 0)):
-                labels[j] = start
-                stack.append(j)
-    return labels
 
 
 @pytest.mark.parametrize("radius", [0, 1, 2, 4])
@@ -50,7 +32,8 @@ def test_radius_components_match_brute_force(radius):
     centres = rng.integers(0, 2, (12, 32))
     flips = (rng.random((300, 32)) < 0.05).astype(int)
     codes = pack(centres[rng.integers(0, 12, 300)] ^ flips)
-    assert _partition(cluster(codes, "radius", radius=radius)) == _partition(_reference_components(codes, radius))
+    reference = components_reference(hamming_matrix(codes, codes) <= radius)
+    assert partition(cluster(codes, "radius", radius=radius)) == partition(reference)
 
 
 def test_connected_components_on_a_chain():
