@@ -193,13 +193,14 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...], every item once')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per cluster and index.html here")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 @_friendly
-def cluster(store, method, radius, k, seed, as_json, sheets):
+def cluster(store, method, radius, k, seed, as_json, sheets, quiet):
     """Group the items of a collection by their codes (largest group first)."""
     from .clustering import default_radius
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll:
-        kwargs = {}
+        kwargs = {"progress": False} if quiet else {}
         if method == "radius":
             kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
         elif method == "kmeans":
@@ -216,15 +217,16 @@ def cluster(store, method, radius, k, seed, as_json, sheets):
               help="group by codes alone, without the perceptual-hash check (joins look-alikes too)")
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 @_friendly
-def duplicates(store, radius, no_verify, as_json, sheets):
+def duplicates(store, radius, no_verify, as_json, sheets, quiet):
     """Groups of near-duplicate images: codes within the radius, confirmed by perceptual hashes."""
     import warnings
 
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        groups = coll.duplicates(radius, verify=not no_verify)
+        groups = coll.duplicates(radius, verify=not no_verify, progress=False if quiet else None)
         for w in caught:
             click.echo(f"Warning: {w.message}", err=True)
         _emit_groups(coll, groups, as_json, sheets, "near duplicates")

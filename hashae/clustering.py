@@ -12,33 +12,37 @@ import numpy as np
 
 from .codes import as_codes, hamming, unpack
 from .index import HammingIndex
+from .progress import Progress
 
 METHODS = ("exact", "radius", "kmeans")
 
 
 def default_radius(bits: int) -> int:
-    """Near-duplicate radius when none is given: bits // 32 (2 at 64 bits), at least 1."""
+    """Radius of ``cluster(method="radius")`` when none is given: bits // 32 (2 at 64 bits), at
+    least 1. (Near duplicates use the wider ``duplicate_radius``.)"""
     return max(1, bits // 32)
 
 
 def cluster(codes: np.ndarray, method: str = "exact", *, radius: int | None = None, k: int | None = None,
-            seed: int = 0, restarts: int = 4, iterations: int = 30) -> np.ndarray:
+            seed: int = 0, restarts: int = 4, iterations: int = 30, progress: bool | None = None) -> np.ndarray:
     """Group rows of packed ``codes``; returns int64 labels (see the module docstring).
 
     ``method="exact"``: identical codes; ``"radius"``: connected components of the graph that
     joins codes within Hamming distance ``radius``; ``"kmeans"``: ``k`` clusters, binary
-    centroids, best of ``restarts`` seeded runs."""
+    centroids, best of ``restarts`` seeded runs. ``progress``: a bar on stderr (default: when
+    it is a terminal) for the two slow methods."""
     codes = as_codes(codes)
     if method == "exact":
         return exact_groups(codes)
     if method == "radius":
         if radius is None or int(radius) < 0:
             raise ValueError("method='radius' needs radius >= 0")
-        return radius_components(codes, int(radius))
+        return radius_components(codes, int(radius), progress=progress)
     if method == "kmeans":
         if k is None or int(k) < 1:
             raise ValueError("method='kmeans' needs k >= 1")
-        return binary_kmeans(codes, int(k), seed=seed, restarts=restarts, iterations=iterations)[0]
+        return binary_kmeans(codes, int(k), seed=seed, restarts=restarts, iterations=iterations,
+                             progress=progress)[0]
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
@@ -88,7 +92,7 @@ def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         labels = new
 
 
-def radius_components(codes: np.ndarray, radius: int, block: int = 4096) -> np.ndarray:
+def radius_components(codes: np.ndarray, radius: int, block: int = 4096, progress: bool | None = None) -> np.ndarray:
     """Connected components at Hamming distance <= radius. Identical codes are merged first
     (always connected), so the range searches run over distinct codes only."""
     if len(codes) == 0:
@@ -99,12 +103,14 @@ def radius_components(codes: np.ndarray, radius: int, block: int = 4096) -> np.n
     index = HammingIndex.from_codes(uniq)
     method = index.choose_method(len(uniq), radius)  # decided for all blocks together
     src, dst = [], []
-    for s in range(0, len(uniq), block):
-        q, ids, _ = index.radius_pairs(uniq[s:s + block], radius, method)
-        q += s
-        keep = ids > q  # each edge once
-        src.append(q[keep])
-        dst.append(ids[keep])
+    with Progress(len(uniq), "radius", unit="codes", enabled=progress) as bar:
+        for s in range(0, len(uniq), block):
+            q, ids, _ = index.radius_pairs(uniq[s:s + block], radius, method)
+            q += s
+            keep = ids > q  # each edge once
+            src.append(q[keep])
+            dst.append(ids[keep])
+            bar.update(min(block, len(uniq) - s))
     a = np.concatenate(src) if src else np.empty(0, np.int64)
     b = np.concatenate(dst) if dst else np.empty(0, np.int64)
     comp = connected_components(len(uniq), a, b)
@@ -119,7 +125,8 @@ def duplicate_radius(bits: int) -> int:
 
 
 def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = None,
-                    confirm: int | None = None, block: int = 4096, max_pairs: int = 1 << 22) -> np.ndarray:
+                    confirm: int | None = None, block: int = 4096, max_pairs: int = 1 << 22,
+                    progress: bool | None = None) -> np.ndarray:
     """Labels (as ``cluster``) of near-duplicate groups: connected components of item pairs
     whose codes are within Hamming ``radius`` and, when ``phash`` (N, 8) is given, whose
     perceptual hashes are within ``confirm`` bits (default perceptual.CONFIRM). Without
@@ -127,7 +134,7 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     time, so memory stays bounded however dense the codes."""
     codes = as_codes(codes)
     if phash is None:
-        return radius_components(codes, radius)
+        return radius_components(codes, radius, progress=progress)
     from .perceptual import CONFIRM
     confirm = CONFIRM if confirm is None else int(confirm)
     phash = as_codes(phash, 8)
@@ -140,7 +147,8 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     # (code, hash) rows, which keeps bursts of near-identical files (video frames) cheap
     both, same = _unique_rows(np.hstack([codes, phash]))
     if len(both) < n:
-        labels = near_duplicates(both[:, :codes.shape[1]], radius, both[:, codes.shape[1]:], confirm, block, max_pairs)
+        labels = near_duplicates(both[:, :codes.shape[1]], radius, both[:, codes.shape[1]:], confirm, block, max_pairs,
+                                 progress)
         return relabel_by_size(labels[same])
     uniq, inverse = _unique_rows(codes)
     members = np.argsort(inverse, kind="stable")  # items grouped by their code
@@ -148,21 +156,24 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     index = HammingIndex.from_codes(uniq)
     method = index.choose_method(len(uniq), radius)
-    src, dst = [], []
-    for s in range(0, len(uniq), block):
-        u, v, _ = index.radius_pairs(uniq[s:s + block], radius, method)
-        u += s
-        keep = v >= u  # each pair of codes once, and each code with itself (items sharing it)
-        u, v = u[keep], v[keep]
-        sizes = counts[u] * counts[v]
-        small = np.flatnonzero(sizes <= max_pairs)
-        bounds = np.searchsorted(np.cumsum(sizes[small]), np.arange(max_pairs, int(sizes[small].sum()), max_pairs))
-        chunks = (_item_pairs(u[part], v[part], members, starts, counts) for part in np.split(small, bounds))
-        for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), members, starts,
-                                                       counts, max_pairs)):
-            ok = hamming(phash[a], phash[b]) <= confirm
-            src.append(a[ok])
-            dst.append(b[ok])
+    src, dst, checked = [], [], 0
+    with Progress(len(uniq), "duplicates", unit="codes", enabled=progress) as bar:
+        for s in range(0, len(uniq), block):
+            u, v, _ = index.radius_pairs(uniq[s:s + block], radius, method)
+            u += s
+            keep = v >= u  # each pair of codes once, and each code with itself (items sharing it)
+            u, v = u[keep], v[keep]
+            sizes = counts[u] * counts[v]
+            small = np.flatnonzero(sizes <= max_pairs)
+            bounds = np.searchsorted(np.cumsum(sizes[small]), np.arange(max_pairs, int(sizes[small].sum()), max_pairs))
+            chunks = (_item_pairs(u[part], v[part], members, starts, counts) for part in np.split(small, bounds))
+            for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), members, starts,
+                                                           counts, max_pairs)):
+                ok = hamming(phash[a], phash[b]) <= confirm
+                checked += len(a)
+                src.append(a[ok])
+                dst.append(b[ok])
+            bar.update(min(block, len(uniq) - s), pairs=checked)
     a = np.concatenate(src) if src else np.empty(0, np.int64)
     b = np.concatenate(dst) if dst else np.empty(0, np.int64)
     return relabel_by_size(connected_components(n, a, b))
@@ -196,7 +207,8 @@ def _big_pairs(u, v, big, members, starts, counts, max_pairs):
             yield first[i[keep]], second[j[keep]]
 
 
-def binary_kmeans(codes: np.ndarray, k: int, seed: int = 0, restarts: int = 4, iterations: int = 30):
+def binary_kmeans(codes: np.ndarray, k: int, seed: int = 0, restarts: int = 4, iterations: int = 30,
+                  progress: bool | None = None):
     """k-means in Hamming space: assignment by FAISS exact search against the centroids,
     centroids by per-bit majority vote, k-means++ seeding; the restart with the lowest total
     distance wins. Returns (labels, centroids (k, bytes) uint8, total distance)."""
@@ -207,19 +219,23 @@ def binary_kmeans(codes: np.ndarray, k: int, seed: int = 0, restarts: int = 4, i
     bits = unpack(codes)
     rng = np.random.default_rng(seed)
     best = None
-    for _ in range(max(1, restarts)):
-        centroids = _kmeanspp(codes, k, rng)
-        labels = None
-        for _ in range(iterations):
-            dist, assign = HammingIndex.from_codes(centroids).search(codes, 1)
-            assign, dist = assign[:, 0], dist[:, 0]
-            if labels is not None and np.array_equal(assign, labels):
-                break
-            labels = assign
-            centroids = _majority(bits, labels, k, dist)
-        total = int(dist.sum())
-        if best is None or total < best[2]:
-            best = (labels, centroids, total)
+    restarts = max(1, restarts)
+    with Progress(restarts * iterations, "k-means", unit="it", enabled=progress) as bar:
+        for r in range(restarts):
+            centroids = _kmeanspp(codes, k, rng)
+            labels = None
+            for it in range(iterations):
+                dist, assign = HammingIndex.from_codes(centroids).search(codes, 1)
+                assign, dist = assign[:, 0], dist[:, 0]
+                if labels is not None and np.array_equal(assign, labels):
+                    bar.update(iterations - it)  # converged: the remaining iterations are skipped
+                    break
+                labels = assign
+                centroids = _majority(bits, labels, k, dist)
+                bar.update(1, restart=r + 1, distance=float(dist.mean()))
+            total = int(dist.sum())
+            if best is None or total < best[2]:
+                best = (labels, centroids, total)
     labels, centroids, total = best
     return relabel_by_size(labels), centroids, total
 

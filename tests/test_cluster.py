@@ -52,6 +52,28 @@ def test_kmeans_is_deterministic_and_separates_clusters():
     assert nmi(truth, a) > 0.95 and adjusted_rand(truth, a) > 0.9
 
 
+@pytest.mark.parametrize("method, kwargs, label", [
+    ("radius", {"radius": 2}, "radius"),
+    ("kmeans", {"k": 5, "restarts": 3, "iterations": 7}, "k-means"),
+    ("duplicates", {"radius": 2}, "duplicates"),
+])
+def test_progress_bars_end_at_their_totals_and_change_nothing(capsys, method, kwargs, label):
+    from hashae.clustering import near_duplicates
+    rng = np.random.default_rng(4)
+    centres = rng.integers(0, 2, (5, 64))
+    codes = pack(centres[rng.integers(0, 5, 5000)] ^ (rng.random((5000, 64)) < 0.03))
+    hashes = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
+    hashes[1::2] = hashes[::2]  # pairs of items share a hash, so some pairs are confirmed
+    run = (lambda p: near_duplicates(codes, kwargs["radius"], hashes, block=1000, progress=p)) if method == "duplicates" \
+        else (lambda p: cluster(codes, method, progress=p, **kwargs))
+    quiet = run(False)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(run(True), quiet)
+    last = capsys.readouterr().err.rstrip().split("\r")[-1]
+    total = kwargs["restarts"] * kwargs["iterations"] if method == "kmeans" else len(np.unique(codes, axis=0))
+    assert last.startswith(label) and f" {total}/{total} " in last, last
+
+
 def test_relabel_by_size_orders_groups():
     assert relabel_by_size(np.array([5, 9, 9, 7, 7, 7])).tolist() == [2, 1, 1, 0, 0, 0]
 
@@ -84,7 +106,7 @@ def test_near_duplicates_are_found_as_a_group(trained_store, sample_copy, tmp_pa
 
 
 @pytest.mark.parametrize("args", [["--method", "exact"], ["--method", "radius", "--radius", "3"],
-                                  ["--method", "kmeans", "-k", "6"]])
+                                  ["--method", "kmeans", "-k", "6", "--quiet"]])
 def test_cluster_json_covers_every_item_once(trained_store, tmp_path, args):
     r = CliRunner().invoke(main, ["cluster", "--store", str(trained_store), "--json", *args,
                                   "--sheets", str(tmp_path / "sheets")], catch_exceptions=False)
@@ -98,7 +120,7 @@ def test_cluster_json_covers_every_item_once(trained_store, tmp_path, args):
 
 
 def test_duplicates_cli(trained_store):
-    r = CliRunner().invoke(main, ["duplicates", "--store", str(trained_store), "--radius", "4", "--json"])
+    r = CliRunner().invoke(main, ["duplicates", "--store", str(trained_store), "--radius", "4", "--json", "--quiet"])
     assert r.exit_code == 0
     groups = json.loads(r.stdout)
     assert all(len(g["paths"]) >= 2 for g in groups)
