@@ -14,8 +14,14 @@ imagehash package defines them (dHash: 9x8 grey, adjacent-pixel gradients; pHash
   precision  pairs inside reported groups that come from the same original (1.0 when
              nothing wrong is joined)
 
+The perceptual check's threshold (`confirm`, bits of 64) is swept at the default radius. A set of
+398 photos says little about false pairs, whose number grows with the square of the collection:
+the second part indexes ../shared/data/cifar10_test (10,000 photos, few of them copies) the same
+way and counts the pairs inside reported groups and how many of them join two classes (certainly
+not copies of one picture).
+
     python bench/duplicates.py
-    python bench/duplicates.py --copies 200 --bits 64
+    python bench/duplicates.py --copies 200 --bits 64 --false-set ""
 """
 from __future__ import annotations
 
@@ -35,7 +41,9 @@ from hashae.clustering import duplicate_radius, near_duplicates
 from hashae.codes import pack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PHOTOS = os.path.join(ROOT, "..", "shared", "data", "hymenoptera")
+DATA = os.path.join(ROOT, "..", "shared", "data")
+PHOTOS = os.path.join(DATA, "hymenoptera")
+CONFIRMS = (8, 10, 12, 14, 16)
 
 
 def _jpeg30(im):
@@ -124,12 +132,48 @@ def score(labels: np.ndarray, origin: np.ndarray, is_copy: np.ndarray, counted=N
                 groups=int(sum(np.bincount(labels) >= 2)), largest=int(np.bincount(labels).max()))
 
 
+def pair_counts(labels: np.ndarray, classes: np.ndarray) -> tuple:
+    """(pairs inside groups of 2+, those whose two items have different classes)."""
+    pairs = cross = 0
+    for g in np.flatnonzero(np.bincount(labels) >= 2):
+        _, counts = np.unique(classes[labels == g], return_counts=True)
+        n = counts.sum()
+        pairs += n * (n - 1) // 2
+        cross += n * (n - 1) // 2 - int((counts * (counts - 1) // 2).sum())
+    return int(pairs), int(cross)
+
+
+def false_pairs(name: str, bits: int, tmp: str) -> list:
+    """Index a labelled folder as a user would; reported pairs and cross-class pairs per method."""
+    folder = os.path.join(DATA, name)
+    store = os.path.join(tmp, f"{name}.h5")
+    t0 = time.monotonic()
+    Collection(store).index(folder, bits=bits, progress=False)
+    index_s = time.monotonic() - t0
+    with Collection.open(store) as coll:
+        paths, codes, stored, default = coll.paths(), coll.codes, coll.reader.phash(), duplicate_radius(coll.bits)
+    classes = np.array([p.split("/")[0] for p in paths])
+    print(f"false pairs on {name}: {len(paths)} images, index incl. training {index_s:.0f} s; pairs inside reported "
+          "groups (cross-class: certainly wrong)")
+    rows = []
+    runs = [(f"hashae duplicates() r={default} confirm={c}", lambda c=c: near_duplicates(codes, default, stored, c))
+            for c in CONFIRMS]
+    runs += [(f"hashae codes alone r={r}", lambda r=r: cluster(codes, "radius", radius=r)) for r in (2, default)]
+    runs += [(f"pHash (stored) r={r}", lambda r=r: cluster(stored, "radius", radius=r)) for r in (6, 10)]
+    for method, group in runs:
+        pairs, cross = pair_counts(group(), classes)
+        rows.append(dict(set=name, method=method, pairs=pairs, cross_class=cross))
+        print(f"  {method:36s} pairs {pairs:6d}  cross-class {cross:6d}", flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=100, help="photos that get an edited copy")
     ap.add_argument("--bits", type=int, default=64)
     ap.add_argument("--radii", type=int, nargs="+", default=[0, 1, 2, 3, 4, 6, 8, 10])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--false-set", default="cifar10_test", help='labelled set for false pairs ("" skips it)')
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "duplicates.json"))
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +194,7 @@ def main(argv=None):
         t0 = time.monotonic()
         dh, ph = np.stack([dhash(p) for p in full]), np.stack([phash(p) for p in full])
         hash_s = time.monotonic() - t0
+        false = false_pairs(args.false_set, args.bits, tmp) if args.false_set else []
     origin = np.array([truth[p] for p in paths])
     is_copy = np.array([p.startswith("copy_") for p in paths])
     print(f"{len(paths)} images ({int(is_copy.sum())} edited copies); hashae index incl. training {index_s:.0f} s, "
@@ -178,9 +223,16 @@ def main(argv=None):
         print(f"  {method:20s} " + "  ".join(f"{name} {v:.2f}" for name, v in by_edit[method].items()))
     print(f"Collection.duplicates() at the default radius: {len(default_groups)} groups, "
           f"{sum(map(len, default_groups))} images")
+    print(f"hashae duplicates() at radius {default} by confirm threshold:")
+    for c in CONFIRMS:
+        row = dict(method="hashae duplicates()", radius=default, confirm=c,
+                   **score(near_duplicates(codes, default, stored, c), origin, is_copy))
+        rows.append(row)
+        print(f"  confirm {c:2d}  recall {row['recall']:.3f}  precision {row['precision']:.3f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump({"rows": rows, "recall_by_edit": by_edit, "index_s": index_s, "duplicates_s": dup_s}, fh, indent=1)
+        json.dump({"rows": rows, "recall_by_edit": by_edit, "false_pairs": false, "index_s": index_s,
+                   "duplicates_s": dup_s}, fh, indent=1)
     print(f"wrote {args.out}")
 
 

@@ -215,18 +215,20 @@ def cluster(store, method, radius, k, seed, as_json, sheets, quiet):
               help="Hamming radius between codes (default bits // 16, e.g. 4 at 64 bits)")
 @click.option("--no-verify", is_flag=True,
               help="group by codes alone, without the perceptual-hash check (joins look-alikes too)")
+@click.option("--confirm", type=int, default=None,
+              help="perceptual-hash bits (of 64) two copies may differ in (default 12; lower is stricter)")
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @_friendly
-def duplicates(store, radius, no_verify, as_json, sheets, quiet):
+def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet):
     """Groups of near-duplicate images: codes within the radius, confirmed by perceptual hashes."""
     import warnings
 
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        groups = coll.duplicates(radius, verify=not no_verify, progress=False if quiet else None)
+        groups = coll.duplicates(radius, verify=not no_verify, confirm=confirm, progress=False if quiet else None)
         for w in caught:
             click.echo(f"Warning: {w.message}", err=True)
         _emit_groups(coll, groups, as_json, sheets, "near duplicates")

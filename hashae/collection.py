@@ -246,22 +246,26 @@ class Collection:
         labels = cluster(self.codes, method, **kwargs)
         return groups_from_labels(labels, self.paths())
 
-    def duplicates(self, radius: int | None = None, verify: bool = True, progress: bool | None = None) -> list:
+    def duplicates(self, radius: int | None = None, verify: bool = True, confirm: int | None = None,
+                   progress: bool | None = None) -> list:
         """Groups (size >= 2) of near-duplicate items, largest first: items joined when their
         codes are within Hamming distance ``radius`` (default bits // 16, e.g. 4 at 64 bits) and,
-        with ``verify``, their perceptual hashes confirm it (see perceptual.py): look-alike
-        photos share semantic codes, copies share both. ``verify=False`` groups by codes alone.
-        ``progress``: a bar on stderr (default: when it is a terminal)."""
+        with ``verify``, their 64-bit perceptual hashes differ in at most ``confirm`` bits
+        (default 12, see perceptual.py): look-alike photos share semantic codes, copies share
+        both. ``verify=False`` groups by codes alone. ``progress``: a bar on stderr (default:
+        when it is a terminal)."""
         from .clustering import duplicate_radius, near_duplicates
         r = duplicate_radius(self.bits) if radius is None else int(radius)
         if r < 0:
             raise ValueError("radius must be >= 0")
+        if confirm is not None and not 0 <= int(confirm) <= 64:
+            raise ValueError(f"confirm must be 0 to 64 bits, got {confirm}")
         phash = self.phash if verify else None
         if verify and phash is None:
             warnings.warn(f"{self.path} has no perceptual hashes (built from codes alone or by an earlier "
                           "hashae; re-index its folder to add them): groups are by semantic codes only, "
                           "so look-alikes may be joined", stacklevel=2)
-        labels = near_duplicates(self.codes, r, phash, progress=progress)
+        labels = near_duplicates(self.codes, r, phash, confirm, progress=progress)
         return [g for g in groups_from_labels(labels, self.paths()) if len(g) >= 2]
 
     # ------------------------------------------------------------------ indexing

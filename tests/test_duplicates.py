@@ -95,6 +95,12 @@ def test_duplicates_drop_lookalikes_that_share_a_code(tmp_path):
         assert c.duplicates() == [["0.jpg", "1.jpg"]]
         assert c.duplicates(verify=False) == [["0.jpg", "1.jpg", "2.jpg"]]
         assert c.duplicates(radius=0) == [["0.jpg", "1.jpg"]]
+        # confirm: the perceptual bits copies may differ in (0 and 1 differ in one, 2 in 32)
+        assert c.duplicates(confirm=0) == []
+        assert c.duplicates(confirm=1) == [["0.jpg", "1.jpg"]]
+        assert c.duplicates(confirm=32) == [["0.jpg", "1.jpg", "2.jpg"]]
+        with pytest.raises(ValueError, match="confirm must be"):
+            c.duplicates(confirm=65)
 
 
 def test_collection_from_codes_warns_and_groups_by_codes(tmp_path):
@@ -157,6 +163,10 @@ def test_duplicates_cli_verifies_and_warns(tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout) == [{"cluster": 0, "paths": ["0.jpg", "1.jpg"]}]
     r = run(main, ["duplicates", "--store", str(tmp_path / "c.h5"), "--json", "--no-verify"])
     assert json.loads(r.stdout) == [{"cluster": 0, "paths": ["0.jpg", "1.jpg", "2.jpg"]}]
+    r = run(main, ["duplicates", "--store", str(tmp_path / "c.h5"), "--json", "--confirm", "40"])
+    assert json.loads(r.stdout) == [{"cluster": 0, "paths": ["0.jpg", "1.jpg", "2.jpg"]}]
+    r = run(main, ["duplicates", "--store", str(tmp_path / "c.h5"), "--confirm", "-1"])
+    assert r.exit_code == 1 and r.stderr.startswith("Error:") and "confirm" in r.stderr
     Collection.create(tmp_path / "bare.h5", codes, ["w", "x", "y", "z"]).close()
     r = run(main, ["duplicates", "--store", str(tmp_path / "bare.h5"), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout) == [{"cluster": 0, "paths": ["w", "x", "y"]}]
