@@ -222,7 +222,8 @@ def cluster(store, method, radius, k, seed, as_json, sheets, quiet):
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @_friendly
 def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet):
-    """Groups of near-duplicate images: codes within the radius, confirmed by perceptual hashes."""
+    """Groups of near-duplicate images: codes within the radius confirmed by perceptual hashes,
+    or nearly equal perceptual hashes."""
     import warnings
 
     from .collection import Collection

@@ -125,18 +125,21 @@ def duplicate_radius(bits: int) -> int:
 
 
 def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = None,
-                    confirm: int | None = None, block: int = 4096, max_pairs: int = 1 << 22,
-                    progress: bool | None = None) -> np.ndarray:
+                    confirm: int | None = None, close: int | None = None, block: int = 4096,
+                    max_pairs: int = 1 << 22, progress: bool | None = None) -> np.ndarray:
     """Labels (as ``cluster``) of near-duplicate groups: connected components of item pairs
     whose codes are within Hamming ``radius`` and, when ``phash`` (N, 8) is given, whose
-    perceptual hashes are within ``confirm`` bits (default perceptual.CONFIRM). Without
-    ``phash`` this is ``radius_components``. Candidate pairs are verified ``max_pairs`` at a
-    time, so memory stays bounded however dense the codes."""
+    perceptual hashes are within ``confirm`` bits (default perceptual.CONFIRM), together with
+    pairs whose hashes are within ``close`` bits (default perceptual.CLOSE; negative: none)
+    and whose codes still agree on three quarters of their bits. Without ``phash`` this is
+    ``radius_components``. Candidate pairs are verified ``max_pairs`` at a time, so memory
+    stays bounded however dense the codes."""
     codes = as_codes(codes)
     if phash is None:
         return radius_components(codes, radius, progress=progress)
-    from .perceptual import CONFIRM
+    from .perceptual import CLOSE, CONFIRM
     confirm = CONFIRM if confirm is None else int(confirm)
+    close = CLOSE if close is None else int(close)
     phash = as_codes(phash, 8)
     n = len(codes)
     if len(phash) != n:
@@ -147,36 +150,53 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     # (code, hash) rows, which keeps bursts of near-identical files (video frames) cheap
     both, same = _unique_rows(np.hstack([codes, phash]))
     if len(both) < n:
-        labels = near_duplicates(both[:, :codes.shape[1]], radius, both[:, codes.shape[1]:], confirm, block, max_pairs,
-                                 progress)
+        labels = near_duplicates(both[:, :codes.shape[1]], radius, both[:, codes.shape[1]:], confirm, close, block,
+                                 max_pairs, progress)
         return relabel_by_size(labels[same])
-    uniq, inverse = _unique_rows(codes)
-    members = np.argsort(inverse, kind="stable")  # items grouped by their code
+    # two sources of candidates, each checked by the other key: codes within the radius whose
+    # pictures match (look-alikes share codes, copies share both), and nearly equal hashes whose
+    # codes an edit moved further (brightness, contrast); a hash match alone would join flat or
+    # textured pictures of different things, whose low frequencies all look alike
+    sources = [(codes, radius, phash, confirm)]
+    if close >= 0:
+        sources.append((phash, close, codes, codes.shape[1] * 8 // 4))
+    distinct = [_unique_rows(key)[0] for key, *_ in sources]  # for the bar's total only
+    src, dst, tally = [], [], {"pairs": 0}
+    with Progress(sum(map(len, distinct)), "duplicates", unit="keys", enabled=progress) as bar:
+        for key, r, other, limit in sources:
+            for a, b in _verified_pairs(key, r, other, limit, block, max_pairs, bar, tally):
+                src.append(a)
+                dst.append(b)
+    a = np.concatenate(src) if src else np.empty(0, np.int64)
+    b = np.concatenate(dst) if dst else np.empty(0, np.int64)
+    return relabel_by_size(connected_components(n, a, b))
+
+
+def _verified_pairs(key, radius, other, limit, block, max_pairs, bar, tally):
+    """Item pairs (a, b) whose ``key`` rows are within ``radius`` and whose ``other`` rows are
+    within ``limit``: a radius search over the distinct keys, each pair of keys expanded to its
+    items in chunks of at most ``max_pairs``; ``tally["pairs"]`` counts the pairs checked."""
+    uniq, inverse = _unique_rows(key)
+    members = np.argsort(inverse, kind="stable")  # items grouped by their key
     counts = np.bincount(inverse, minlength=len(uniq))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     index = HammingIndex.from_codes(uniq)
     method = index.choose_method(len(uniq), radius)
-    src, dst, checked = [], [], 0
-    with Progress(len(uniq), "duplicates", unit="codes", enabled=progress) as bar:
-        for s in range(0, len(uniq), block):
-            u, v, _ = index.radius_pairs(uniq[s:s + block], radius, method)
-            u += s
-            keep = v >= u  # each pair of codes once, and each code with itself (items sharing it)
-            u, v = u[keep], v[keep]
-            sizes = counts[u] * counts[v]
-            small = np.flatnonzero(sizes <= max_pairs)
-            bounds = np.searchsorted(np.cumsum(sizes[small]), np.arange(max_pairs, int(sizes[small].sum()), max_pairs))
-            chunks = (_item_pairs(u[part], v[part], members, starts, counts) for part in np.split(small, bounds))
-            for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), members, starts,
-                                                           counts, max_pairs)):
-                ok = hamming(phash[a], phash[b]) <= confirm
-                checked += len(a)
-                src.append(a[ok])
-                dst.append(b[ok])
-            bar.update(min(block, len(uniq) - s), pairs=checked)
-    a = np.concatenate(src) if src else np.empty(0, np.int64)
-    b = np.concatenate(dst) if dst else np.empty(0, np.int64)
-    return relabel_by_size(connected_components(n, a, b))
+    for s in range(0, len(uniq), block):
+        u, v, _ = index.radius_pairs(uniq[s:s + block], radius, method)
+        u += s
+        keep = v >= u  # each pair of keys once, and each key with itself (items sharing it)
+        u, v = u[keep], v[keep]
+        sizes = counts[u] * counts[v]
+        small = np.flatnonzero(sizes <= max_pairs)
+        bounds = np.searchsorted(np.cumsum(sizes[small]), np.arange(max_pairs, int(sizes[small].sum()), max_pairs))
+        chunks = (_item_pairs(u[part], v[part], members, starts, counts) for part in np.split(small, bounds))
+        for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), members, starts,
+                                                       counts, max_pairs)):
+            ok = hamming(other[a], other[b]) <= limit
+            tally["pairs"] += len(a)
+            yield a[ok], b[ok]
+        bar.update(min(block, len(uniq) - s), pairs=tally["pairs"])
 
 
 def _item_pairs(u, v, members, starts, counts):

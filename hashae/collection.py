@@ -252,8 +252,9 @@ class Collection:
         codes are within Hamming distance ``radius`` (default bits // 16, e.g. 4 at 64 bits) and,
         with ``verify``, their 64-bit perceptual hashes differ in at most ``confirm`` bits
         (default 12, see perceptual.py): look-alike photos share semantic codes, copies share
-        both. ``verify=False`` groups by codes alone. ``progress``: a bar on stderr (default:
-        when it is a terminal)."""
+        both. With ``verify``, nearly equal hashes (4 bits) also pair items whose codes an edit
+        moved further (``clustering.near_duplicates``). ``verify=False`` groups by codes alone.
+        ``progress``: a bar on stderr (default: when it is a terminal)."""
         from .clustering import duplicate_radius, near_duplicates
         r = duplicate_radius(self.bits) if radius is None else int(radius)
         if r < 0:

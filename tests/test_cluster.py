@@ -70,7 +70,9 @@ def test_progress_bars_end_at_their_totals_and_change_nothing(capsys, method, kw
     assert capsys.readouterr().err == ""
     np.testing.assert_array_equal(run(True), quiet)
     last = capsys.readouterr().err.rstrip().split("\r")[-1]
-    total = kwargs["restarts"] * kwargs["iterations"] if method == "kmeans" else len(np.unique(codes, axis=0))
+    distinct = len(np.unique(codes, axis=0))
+    total = {"kmeans": lambda: kwargs["restarts"] * kwargs["iterations"], "radius": lambda: distinct,
+             "duplicates": lambda: distinct + len(np.unique(hashes, axis=0))}[method]()  # codes, then hashes
     assert last.startswith(label) and f" {total}/{total} " in last, last
 
 

@@ -54,10 +54,11 @@ def test_phash_shapes():
         phash(np.zeros((2, 32, 32), np.uint8))
 
 
-@pytest.mark.parametrize("radius,max_pairs", [(0, 1 << 22), (2, 1 << 22), (2, 50), (3, 7)])
-def test_near_duplicates_match_brute_force(radius, max_pairs):
+@pytest.mark.parametrize("radius,max_pairs,close", [(0, 1 << 22, 10), (2, 1 << 22, -1), (2, 50, 10), (3, 7, 4)])
+def test_near_duplicates_match_brute_force(radius, max_pairs, close):
     # few distinct codes (many items share one) and perceptual hashes in families: the verified
-    # graph differs from the code graph; tiny max_pairs runs the chunked and sliced paths
+    # graph differs from the code graph; tiny max_pairs runs the chunked and sliced paths; close
+    # adds pairs of nearly equal hashes whose 32-bit codes are within 8 bits
     rng = np.random.default_rng(radius + max_pairs)
     n = 400
     code_centres = rng.integers(0, 2, (6, 32))
@@ -65,10 +66,13 @@ def test_near_duplicates_match_brute_force(radius, max_pairs):
     families = rng.integers(0, 2, (40, 64))
     hashes = pack(families[rng.integers(0, 40, n)] ^ (rng.random((n, 64)) < 0.1))
     codes, hashes = np.vstack([codes, codes[:60]]), np.vstack([hashes, hashes[:60]])  # exact copies too
-    got = near_duplicates(codes, radius, hashes, confirm=12, max_pairs=max_pairs)
+    got = near_duplicates(codes, radius, hashes, confirm=12, close=close, max_pairs=max_pairs)
     assert got.dtype == np.int64 and (np.diff(np.bincount(got)) <= 0).all()
-    joined = (hamming_matrix(codes, codes) <= radius) & (hamming_matrix(hashes, hashes) <= 12)
+    s, h = hamming_matrix(codes, codes), hamming_matrix(hashes, hashes)
+    joined = ((s <= radius) & (h <= 12)) | ((h <= close) & (s <= 8))
     assert partition(got) == partition(components_reference(joined))
+    if close == 10:  # the second source matters here
+        assert partition(got) != partition(near_duplicates(codes, radius, hashes, confirm=12, close=-1))
 
 
 def test_near_duplicates_without_hashes_are_radius_components():
@@ -90,17 +94,37 @@ def test_duplicates_drop_lookalikes_that_share_a_code(tmp_path):
     # 0 and 1 share a code and a picture; 2 shares their code but is another picture; 3 is alone
     codes = np.array([[1, 2], [1, 2], [1, 2], [200, 100]], np.uint8)
     a, b = np.zeros(8, np.uint8), np.full(8, 0x0F, np.uint8)
-    _store(tmp_path / "c.h5", codes, np.stack([a, a ^ np.eye(8, dtype=np.uint8)[0], b, a]))
+    edited = a.copy()
+    edited[0] = 0x3F  # 6 bits: more than CLOSE, so only the code radius pairs 0 and 1
+    _store(tmp_path / "c.h5", codes, np.stack([a, edited, b, a]))
     with Collection.open(tmp_path / "c.h5") as c:
         assert c.duplicates() == [["0.jpg", "1.jpg"]]
         assert c.duplicates(verify=False) == [["0.jpg", "1.jpg", "2.jpg"]]
         assert c.duplicates(radius=0) == [["0.jpg", "1.jpg"]]
-        # confirm: the perceptual bits copies may differ in (0 and 1 differ in one, 2 in 32)
-        assert c.duplicates(confirm=0) == []
-        assert c.duplicates(confirm=1) == [["0.jpg", "1.jpg"]]
+        # confirm: the perceptual bits copies may differ in (0 and 1 differ in 6, 2 in 32)
+        assert c.duplicates(confirm=5) == []
+        assert c.duplicates(confirm=6) == [["0.jpg", "1.jpg"]]
         assert c.duplicates(confirm=32) == [["0.jpg", "1.jpg", "2.jpg"]]
         with pytest.raises(ValueError, match="confirm must be"):
             c.duplicates(confirm=65)
+
+
+def test_nearly_equal_hashes_pair_up_when_an_edit_moved_the_codes():
+    # pairs of items with 16-bit codes: the radius is 1; a hash-only pair needs hashes within
+    # CLOSE bits and codes within 16 // 4 = 4 bits
+    from hashae.perceptual import CLOSE
+
+    def joined(code_bits, hash_bits, **kw):
+        codes = np.array([[0, 0], [(1 << code_bits) - 1, 0]], np.uint8)
+        hashes = np.zeros((2, 8), np.uint8)
+        hashes[1, 0] = (1 << hash_bits) - 1
+        return len(np.unique(near_duplicates(codes, 1, hashes, **kw))) == 1
+
+    assert joined(3, CLOSE) and joined(4, 0)
+    assert not joined(5, 0)  # the codes tell them apart
+    assert not joined(3, CLOSE + 2)  # hashes close enough to confirm, not to pair on their own
+    assert not joined(3, CLOSE, close=-1) and joined(3, CLOSE + 2, close=CLOSE + 2)
+    assert joined(1, CLOSE + 2)  # within the radius, CONFIRM applies
 
 
 def test_collection_from_codes_warns_and_groups_by_codes(tmp_path):
