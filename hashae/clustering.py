@@ -160,11 +160,11 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     sources = [(codes, radius, phash, confirm)]
     if close >= 0:
         sources.append((phash, close, codes, codes.shape[1] * 8 // 4))
-    distinct = [_unique_rows(key)[0] for key, *_ in sources]  # for the bar's total only
+    grouped = [_unique_rows(key) for key, *_ in sources]
     src, dst, tally = [], [], {"pairs": 0}
-    with Progress(sum(map(len, distinct)), "duplicates", unit="keys", enabled=progress) as bar:
-        for key, r, other, limit in sources:
-            for a, b in _verified_pairs(key, r, other, limit, block, max_pairs, bar, tally):
+    with Progress(sum(len(g[0]) for g in grouped), "duplicates", unit="keys", enabled=progress) as bar:
+        for (uniq, inverse), (_, r, other, limit) in zip(grouped, sources):
+            for a, b in _verified_pairs(uniq, inverse, r, other, limit, block, max_pairs, bar, tally):
                 src.append(a)
                 dst.append(b)
     a = np.concatenate(src) if src else np.empty(0, np.int64)
@@ -172,11 +172,11 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     return relabel_by_size(connected_components(n, a, b))
 
 
-def _verified_pairs(key, radius, other, limit, block, max_pairs, bar, tally):
-    """Item pairs (a, b) whose ``key`` rows are within ``radius`` and whose ``other`` rows are
-    within ``limit``: a radius search over the distinct keys, each pair of keys expanded to its
-    items in chunks of at most ``max_pairs``; ``tally["pairs"]`` counts the pairs checked."""
-    uniq, inverse = _unique_rows(key)
+def _verified_pairs(uniq, inverse, radius, other, limit, block, max_pairs, bar, tally):
+    """Item pairs (a, b) whose keys (distinct keys ``uniq``, item i's is ``uniq[inverse[i]]``)
+    are within ``radius`` and whose ``other`` rows are within ``limit``: a radius search over
+    the distinct keys, each pair of keys expanded to its items in chunks of at most
+    ``max_pairs``; ``tally["pairs"]`` counts the pairs checked."""
     members = np.argsort(inverse, kind="stable")  # items grouped by their key
     counts = np.bincount(inverse, minlength=len(uniq))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
