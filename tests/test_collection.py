@@ -29,6 +29,8 @@ def _state(store):
 
 
 def test_layout_is_the_documented_one(trained_store, sample_dir):
+    # the store is one file: no journal or lock left beside it after a finished run
+    assert sorted(os.listdir(os.path.dirname(trained_store))) == [os.path.basename(trained_store)]
     with h5py.File(trained_store) as f:
         assert f.attrs["format"] == "hashae" and f.attrs["format_version"] == 1 and f.attrs["bits"] == 32
         assert f.attrs["folder"] == os.path.abspath(sample_dir)

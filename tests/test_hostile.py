@@ -116,6 +116,26 @@ def test_second_writer_fails_clearly_and_store_stays_intact(trained_store, sampl
     assert store.read_bytes() == before
 
 
+def test_lock_file_goes_with_the_writer_and_a_stale_one_is_not_trusted(tmp_path, monkeypatch):
+    import hashae.collection as collection
+    store = str(tmp_path / "s.h5")
+    lock = StoreLock(store)
+    with lock:
+        assert os.path.exists(store + ".lock")
+        stale = os.open(store + ".lock", os.O_RDWR)  # a second writer opened it, not yet locked
+    assert not os.path.exists(store + ".lock")  # no empty .lock file left beside the store
+    # that writer now locks the deleted file: it must notice and lock the file at the path instead
+    real_open, calls = os.open, []
+    monkeypatch.setattr(collection.os, "open", lambda *a: calls.append(a) or (stale if len(calls) == 1 else real_open(*a)))
+    second = StoreLock(store)
+    with second:
+        assert len(calls) == 2 and second.fd != stale and collection._same_file(second.fd, store + ".lock")
+        monkeypatch.setattr(collection.os, "open", real_open)
+        with pytest.raises(StoreBusy):
+            StoreLock(store).__enter__()
+    assert not os.path.exists(store + ".lock")
+
+
 def test_queries_during_an_index_run_see_a_consistent_store(trained_store, sample_copy, tmp_path):
     store = tmp_path / "s.h5"
     with Collection.open(trained_store) as base:
