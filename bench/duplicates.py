@@ -161,7 +161,7 @@ def false_pairs(name: str, bits: int, tmp: str) -> list:
     rows = []
     runs = [(f"hashae duplicates() r={default} confirm={c}", lambda c=c: near_duplicates(codes, default, stored, c))
             for c in CONFIRMS]
-    runs += [(f"  the same, confirm={CONFIRM}, no hash-only pairs",
+    runs += [(f"  confirm={CONFIRM}, no hash-only pairs",
               lambda: near_duplicates(codes, default, stored, CONFIRM, close=-1))]
     runs += [(f"hashae codes alone r={r}", lambda r=r: cluster(codes, "radius", radius=r)) for r in (2, default)]
     runs += [(f"pHash (stored) r={r}", lambda r=r: cluster(stored, "radius", radius=r)) for r in (6, 10)]
