@@ -60,10 +60,14 @@ def quality(name: str, cfg: HasherConfig, bits: int, seed: int) -> list:
     return rows
 
 
-def speed(n: int, seed: int = 0) -> list:
-    rng = np.random.default_rng(seed)
+def synthetic_codes(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n packed 64-bit codes around 100 random centres with 3% bit noise."""
     centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
-    codes = pack(centres[rng.integers(0, 100, n)] ^ (rng.random((n, 64)) < 0.03))
+    return pack(centres[rng.integers(0, 100, n)] ^ (rng.random((n, 64)) < 0.03))
+
+
+def speed(n: int, seed: int = 0) -> list:
+    codes = synthetic_codes(n, np.random.default_rng(seed))
     rows = []
     for method, kw in (("exact", {}), ("radius", {"radius": 2}), ("kmeans", {"k": 100, "restarts": 1})):
         t0 = time.monotonic()
@@ -80,8 +84,7 @@ def duplicate_speed(n: int, seed: int = 0) -> list:
     (pairs of items share one): every code has thousands of others within the radius, the
     costly case for the pair check."""
     rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, (100, 64), dtype=np.uint8)
-    codes = pack(centres[rng.integers(0, 100, n)] ^ (rng.random((n, 64)) < 0.03))
+    codes = synthetic_codes(n, rng)
     families = rng.integers(0, 2, (n // 2, 64), dtype=np.uint8)
     hashes = pack(families[rng.integers(0, n // 2, n)] ^ (rng.random((n, 64)) < 0.03))
     rows = []
@@ -102,7 +105,7 @@ def main(argv=None):
     ap.add_argument("--bits", type=int, default=64)
     ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
     ap.add_argument("--duplicate-sizes", nargs="*", type=int, default=[100_000],
-                    help="sizes for the duplicates timing (1M at radius 2 takes about 2 minutes)")
+                    help="sizes for the duplicates timing (1M takes about 7 minutes: radius 2 and 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set-config", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cluster.json"))

@@ -123,20 +123,13 @@ def score(labels: np.ndarray, origin: np.ndarray, is_copy: np.ndarray, counted=N
             first[o] = i
     copies = np.flatnonzero(is_copy if counted is None else counted)
     found = sum(labels[c] == labels[first[origin[c]]] for c in copies)
-    pairs = right = 0
-    for g in np.unique(labels):
-        members = origin[labels == g]
-        if len(members) < 2:
-            continue
-        pairs += len(members) * (len(members) - 1) // 2
-        _, counts = np.unique(members, return_counts=True)
-        right += int((counts * (counts - 1) // 2).sum())
-    return dict(recall=found / max(1, len(copies)), precision=right / pairs if pairs else 1.0,
+    pairs, wrong = pair_counts(labels, origin)
+    return dict(recall=found / max(1, len(copies)), precision=(pairs - wrong) / pairs if pairs else 1.0,
                 groups=int(sum(np.bincount(labels) >= 2)), largest=int(np.bincount(labels).max()))
 
 
 def pair_counts(labels: np.ndarray, classes: np.ndarray) -> tuple:
-    """(pairs inside groups of 2+, those whose two items have different classes)."""
+    """(pairs inside groups of 2+, those whose two items have different classes or origins)."""
     pairs = cross = 0
     for g in np.flatnonzero(np.bincount(labels) >= 2):
         _, counts = np.unique(classes[labels == g], return_counts=True)
@@ -154,7 +147,7 @@ def false_pairs(name: str, bits: int, tmp: str) -> list:
     Collection(store).index(folder, bits=bits, progress=False)
     index_s = time.monotonic() - t0
     with Collection.open(store) as coll:
-        paths, codes, stored, default = coll.paths(), coll.codes, coll.reader.phash(), duplicate_radius(coll.bits)
+        paths, codes, stored, default = coll.paths(), coll.codes, coll.phash, duplicate_radius(coll.bits)
     classes = np.array([p.split("/")[0] for p in paths])
     print(f"false pairs on {name}: {len(paths)} images, index incl. training {index_s:.0f} s; pairs inside reported "
           "groups (cross-class: certainly wrong)")
@@ -190,7 +183,7 @@ def main(argv=None):
         Collection(store).index(folder, bits=args.bits, progress=False)
         index_s = time.monotonic() - t0
         with Collection.open(store) as coll:
-            paths, codes, stored = coll.paths(), coll.codes, coll.reader.phash()
+            paths, codes, stored = coll.paths(), coll.codes, coll.phash
             default = duplicate_radius(coll.bits)
             t0 = time.monotonic()
             default_groups = coll.duplicates()

@@ -135,6 +135,8 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     ``radius_components``. Candidate pairs are verified ``max_pairs`` at a time, so memory
     stays bounded however dense the codes."""
     codes = as_codes(codes)
+    if confirm is not None and not 0 <= int(confirm) <= 64:
+        raise ValueError(f"confirm must be 0 to 64 bits, got {confirm}")
     if phash is None:
         return radius_components(codes, radius, progress=progress)
     from .perceptual import CLOSE, CONFIRM

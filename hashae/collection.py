@@ -259,8 +259,6 @@ class Collection:
         r = duplicate_radius(self.bits) if radius is None else int(radius)
         if r < 0:
             raise ValueError("radius must be >= 0")
-        if confirm is not None and not 0 <= int(confirm) <= 64:
-            raise ValueError(f"confirm must be 0 to 64 bits, got {confirm}")
         phash = self.phash if verify else None
         if verify and phash is None:
             warnings.warn(f"{self.path} has no perceptual hashes (built from codes alone or by an earlier "

@@ -17,7 +17,7 @@ import shutil
 import h5py
 import numpy as np
 
-from .store import STR, decode_paths, encode_path, fsync_path, write_guard
+from .store import PHASH_BYTES, STR, decode_paths, encode_path, fsync_path, write_guard
 
 SEGMENT = re.compile(r"^seg-(\d{6})\.h5$")
 
@@ -72,7 +72,7 @@ class Journal:
             try:
                 with h5py.File(os.path.join(self.dir, name), "r") as f:
                     codes, hashes = f["codes"][()], f["phash"][()]
-                    if hashes.shape != (len(codes), 8):
+                    if hashes.shape != (len(codes), PHASH_BYTES):
                         raise ValueError("phash rows do not match codes")
                     for p, s, t, c, h in zip(decode_paths(f["path"]), f["size"][()], f["mtime"][()], codes, hashes):
                         done[p] = (int(s), int(t), c, h)

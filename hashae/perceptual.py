@@ -27,8 +27,8 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 # a semantic near-duplicate candidate counts only if the pHashes are this close. Edited copies
 # measured 0-14 bits apart (12 and 14: 90% crops), unrelated photos 32 on average, but chance
 # pairs grow with the square of the collection: on 10,000 photos (bench/duplicates.py,
-# cifar10_test) 16 reported 128 pairs, 29 of them across two classes; 12 reported 47, none
-# across classes, for recall 0.93 instead of 0.94 on edited copies
+# cifar10_test) 16 reported 133 pairs, 29 of them across two classes; 12 reported 52, none
+# across classes, for recall 0.97 instead of 0.98 on edited copies
 CONFIRM = 12
 # hashes this close make a pair even when the codes are further apart than the radius (an edit
 # such as brightening moves the codes), provided the codes agree on 3/4 of their bits: on

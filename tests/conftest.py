@@ -56,6 +56,12 @@ def sample_copy(sample_dir, tmp_path):
     return d
 
 
+def store_state(store):
+    """(paths, codes, perceptual hashes) of a store: what two runs that should agree must share."""
+    with Collection.open(store) as c:
+        return c.paths(), c.codes, c.phash
+
+
 def partition(labels):
     """Groups of row indices, as a sorted list of sorted lists: compares labelings up to renaming."""
     return sorted(sorted(np.flatnonzero(labels == v).tolist()) for v in np.unique(labels))

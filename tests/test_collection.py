@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL, shared
+from conftest import SMALL, shared, store_state
 from hashae import Collection, HasherConfig
 from hashae.images import image_extensions, load_image
 from hashae.sample import make_sample
@@ -21,11 +21,6 @@ def _index(store, folder, **kw):
     kw.setdefault("workers", 0)
     kw.setdefault("progress", False)
     return Collection(store).index(str(folder), **kw)
-
-
-def _state(store):
-    with Collection.open(store) as c:
-        return c.paths(), c.codes, c.phash
 
 
 def test_layout_is_the_documented_one(trained_store, sample_dir):
@@ -109,7 +104,7 @@ def test_deleted_and_changed_files(trained_store, sample_copy, tmp_path):
     Image.new("RGB", (40, 40), "blue").save(sample_copy / "new.png")
     report = _index(store, sample_copy)
     assert (report.indexed, report.removed, report.unchanged) == (2, 1, 70)
-    paths, _, _ = _state(store)
+    paths, _, _ = store_state(store)
     assert "ring/ring_001.png" not in paths and "new.png" in paths and len(paths) == 72
 
 
@@ -155,8 +150,8 @@ def test_sigkill_mid_encode_resumes_to_the_same_items(trained_store, sample_dir,
     report = _index(killed, folder)  # the next run continues from the journal, model included
     assert report.resumed >= 24
     assert not os.path.exists(journal)
-    paths_a, codes_a, phash_a = _state(fresh)
-    paths_b, codes_b, phash_b = _state(killed)
+    paths_a, codes_a, phash_a = store_state(fresh)
+    paths_b, codes_b, phash_b = store_state(killed)
     assert paths_a == paths_b and len(paths_a) == 6 * 72
     np.testing.assert_array_equal(codes_a, codes_b)
     np.testing.assert_array_equal(phash_a, phash_b)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from hashae import Collection
+from conftest import store_state
 from hashae.sample import make_sample
 
 TRIALS = int(os.environ.get("HASHAE_CRASH_TRIALS", "20"))
@@ -26,11 +26,6 @@ Collection(sys.argv[1]).index(sys.argv[2], config=cfg, workers=0, progress=False
 
 def _run(store, folder):
     subprocess.run([sys.executable, "-c", SCRIPT, str(store), str(folder)], check=True, timeout=300)
-
-
-def _state(store):
-    with Collection.open(store) as c:
-        return c.paths(), c.codes, c.phash
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +53,8 @@ def references(folders):
     shutil.copytree(full, root / "grown")
     t0 = time.monotonic()
     _run(incremental, root / "grown")
-    return dict(fresh=(_state(fresh), fresh_seconds), base=(base, _state(base)),
-                incremental=(_state(incremental), time.monotonic() - t0))
+    return dict(fresh=(store_state(fresh), fresh_seconds), base=(base, store_state(base)),
+                incremental=(store_state(incremental), time.monotonic() - t0))
 
 
 def test_sigkill_at_random_moments(folders, references, tmp_path):
@@ -82,14 +77,14 @@ def test_sigkill_at_random_moments(folders, references, tmp_path):
         proc.wait()
         kinds.append("killed" if proc.returncode == -signal.SIGKILL else "finished")
         if os.path.exists(store):  # never torn: the old state or the new one, complete
-            state = _state(store)
+            state = store_state(store)
             olds = [references["base"][1]] if incremental else []
             assert any(state[0] == s[0] and np.array_equal(state[1], s[1]) and np.array_equal(state[2], s[2])
                        for s in olds + [expected])
         else:
             assert not incremental
         _run(store, folder)
-        paths, codes, phash = _state(store)
+        paths, codes, phash = store_state(store)
         assert paths == expected[0], f"trial {trial}"
         np.testing.assert_array_equal(codes, expected[1])
         np.testing.assert_array_equal(phash, expected[2])
