@@ -27,7 +27,7 @@ from baselines import itq  # noqa: E402
 from quality import load_labelled, parse_value  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher, cluster  # noqa: E402
-from hashae.clustering import near_duplicates  # noqa: E402
+from hashae.search import near_duplicates  # noqa: E402
 from hashae.codes import pack  # noqa: E402
 from hashae.metrics import adjusted_rand, nmi, purity  # noqa: E402
 

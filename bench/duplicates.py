@@ -39,8 +39,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from hashae import Collection, cluster
 from hashae import phash as hashae_phash
-from hashae.clustering import duplicate_radius, near_duplicates
-from hashae.perceptual import CONFIRM
+from hashae.search import duplicate_radius, near_duplicates
+from hashae.search.duplicates import CONFIRM
 from hashae.codes import pack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baselines import HASHERS, pca_float  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
-from hashae.images import is_grey, load_folder  # noqa: E402
+from hashae.ingest import is_grey, load_folder  # noqa: E402
 from hashae.metrics import euclidean_distances, hamming_retrieval, retrieval_scores  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")

@@ -29,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from hashae import Collection  # noqa: E402
-import hashae.index  # noqa: E402,F401  (faiss loaded before the memory baseline)
+import hashae.search.index  # noqa: E402,F401  (faiss loaded before the memory baseline)
 
 BITS = 64
 

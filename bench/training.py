@@ -23,7 +23,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
-from hashae.images import load_folder  # noqa: E402
+from hashae.ingest import load_folder  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data")
 

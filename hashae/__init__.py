@@ -6,6 +6,7 @@ collections keep codes, paths and the model in one HDF5 file; FAISS binary index
 Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
 
     SemanticHasher, HasherConfig      the model (fit / encode / decode / save / load)
+    ModelConfig, TrainConfig          the two halves of a HasherConfig (network; training)
     Collection                        an indexed image folder in one HDF5 file
     HammingIndex                      exact and radius Hamming search over packed codes
     cluster                           group packed codes: exact, radius or k-means
@@ -17,20 +18,22 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS = {
     "SemanticHasher": "hashae.hasher",
-    "HasherConfig": "hashae.config",
+    "HasherConfig": "hashae.model.config",
+    "ModelConfig": "hashae.model.config",
+    "TrainConfig": "hashae.model.config",
     "Collection": "hashae.collection",
-    "HammingIndex": "hashae.index",
-    "cluster": "hashae.clustering",
-    "phash": "hashae.perceptual",
-    "load_images": "hashae.images",
-    "load_folder": "hashae.images",
-    "load_image": "hashae.images",
-    "scan": "hashae.images",
-    "ImageError": "hashae.images",
+    "HammingIndex": "hashae.search.index",
+    "cluster": "hashae.search.clustering",
+    "phash": "hashae.ingest.perceptual",
+    "load_images": "hashae.ingest",
+    "load_folder": "hashae.ingest",
+    "load_image": "hashae.ingest",
+    "scan": "hashae.ingest",
+    "ImageError": "hashae.ingest",
     "pack": "hashae.codes",
     "unpack": "hashae.codes",
     "hamming": "hashae.codes",

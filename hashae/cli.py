@@ -18,9 +18,8 @@ def _friendly(fn):
     """Turn the errors a user can fix into one-line messages."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .collection import StoreBusy
-        from .images import ImageError
-        from .store import StoreError
+        from .ingest import ImageError
+        from .storage import StoreBusy, StoreError
         try:
             return fn(*args, **kwargs)
         except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError) as e:
@@ -69,7 +68,7 @@ def main():
 def index(folder, store, bits, model_store, epochs, image_size, arch, seed, workers, quiet):
     """Index the images under FOLDER (recursively) into a collection; re-runs are incremental."""
     from .collection import Collection, default_store
-    from .config import HasherConfig
+    from .model.config import HasherConfig
     store = store or default_store(folder)
     os.makedirs(os.path.dirname(os.path.abspath(store)), exist_ok=True)
     model = Collection.open(model_store).model if model_store else None
@@ -159,7 +158,7 @@ def _describe_model(model: dict | None) -> str:
     """One line for `info`; a damaged config is described, not raised, so `info` still works."""
     if not model:
         return "none (codes only)"
-    from .config import HasherConfig
+    from .model.config import HasherConfig
     try:
         cfg = HasherConfig.from_dict(model)
     except ValueError as e:
@@ -197,7 +196,7 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @_friendly
 def cluster(store, method, radius, k, seed, as_json, sheets, quiet):
     """Group the items of a collection by their codes (largest group first)."""
-    from .clustering import default_radius
+    from .search import default_radius
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll:
         kwargs = {"progress": False} if quiet else {}

@@ -1,55 +1,29 @@
-"""Collection: an indexed image folder in one HDF5 file (layout in store.py).
+"""Collection: an indexed image folder in one HDF5 file (layout in storage/layout.py).
 
 ``Collection(path).index(folder)`` trains a model if the store has none, encodes new and changed
-files, drops deleted ones and commits atomically; ``search`` / ``query`` / ``radius_search``
-answer similarity queries through a HammingIndex built from the stored codes.
+files, drops deleted ones and commits atomically (indexer.py); ``search`` / ``query`` /
+``radius_search`` answer similarity queries through a HammingIndex built from the stored codes;
+``clusters`` and ``duplicates`` group them (search/).
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import warnings
-from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from .codes import as_codes
-from .store import StoreError, StoreReader
+from .indexer import SEGMENT_ITEMS, IndexReport, IndexRun, run_index
+from .storage import Items, StoreBusy, StoreContents, StoreError, StoreLock, StoreReader, write_store
 
-SEGMENT_ITEMS = 2048  # items per journal segment: the work an interrupted run can lose
+__all__ = ["Collection", "Hit", "IndexReport", "StoreBusy", "StoreError", "default_store", "groups_from_labels"]
 
 
 class Hit(NamedTuple):
     path: str
     distance: int
     id: int
-
-
-@dataclass
-class IndexReport:
-    """What an index run did; ``str()`` is the one-line summary the CLI prints."""
-
-    indexed: int
-    unchanged: int
-    removed: int
-    skipped: list
-    items: int
-    seconds: float
-    trained: bool
-    resumed: int = 0
-
-    def __str__(self) -> str:
-        rate = self.indexed / self.seconds if self.seconds > 0 else 0.0
-        extra = f", {self.resumed} resumed from an interrupted run" if self.resumed else ""
-        return (f"indexed {self.indexed} new or changed, {self.unchanged} unchanged, {self.removed} removed, "
-                f"{len(self.skipped)} skipped{extra}; {self.items} items in the collection "
-                f"({self.seconds:.1f} s, {rate:.1f} images/s)")
-
-
-class StoreBusy(RuntimeError):
-    """Another process is indexing into the same store."""
 
 
 def default_store(folder: str) -> str:
@@ -62,7 +36,7 @@ class Collection:
     """An image collection stored in one HDF5 file at ``path`` (created by the first ``index``)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
+        self.path = os.path.expanduser(os.fspath(path))
         self._reader: StoreReader | None = None
         self._index = None
         self._model = None
@@ -82,17 +56,17 @@ class Collection:
         (a sequence of N relative paths; slices of it are read a block at a time), optionally
         ``phash`` (N, 8) uint8 from ``hashae.phash`` for verified duplicates. Refuses to
         overwrite an existing file."""
-        from .store import write_store
         codes = as_codes(codes)
         if len(codes) != len(paths):
             raise ValueError(f"{len(codes)} codes but {len(paths)} paths")
+        path = os.path.expanduser(os.fspath(path))
         if os.path.exists(path):
             raise FileExistsError(f"{path} already exists")
         zeros = np.zeros(len(codes), np.int64)
-        with StoreLock(os.fspath(path)):
-            write_store(os.fspath(path), bits=codes.shape[1] * 8, folder=folder, codes=codes, paths=paths,
-                        sizes=zeros, mtimes=zeros, skipped=[], model=model,
-                        phash=None if phash is None else as_codes(phash, 8))
+        items = Items(paths, zeros, zeros, codes, None if phash is None else as_codes(phash, 8))
+        state = model.state() if model is not None else None
+        with StoreLock(path):
+            write_store(path, StoreContents(bits=codes.shape[1] * 8, items=items, folder=folder, model=state))
         return cls.open(path)
 
     @property
@@ -143,8 +117,10 @@ class Collection:
 
     @property
     def model(self):
+        """The collection's SemanticHasher (StoreError if it has none or it is damaged)."""
         if self._model is None:
-            self._model = self.reader.model()
+            from .hasher import SemanticHasher
+            self._model = SemanticHasher.from_state(self.reader.model_state())
         return self._model
 
     def item_path(self, rel: str) -> str:
@@ -168,7 +144,7 @@ class Collection:
     @property
     def hamming_index(self):
         """A HammingIndex over the stored codes, built on first use."""
-        from .index import HammingIndex
+        from .search import HammingIndex
         if self._index is None:
             self._index = HammingIndex(self.bits)
             if len(self):
@@ -177,7 +153,7 @@ class Collection:
 
     def encode_files(self, files: Sequence[str]) -> np.ndarray:
         """Codes of image files with the collection's model; an unreadable file raises ImageError."""
-        from .images import ImageError, load_image
+        from .ingest import ImageError, load_image
         cfg = self.model.config
         arrays = []
         for f in files:
@@ -235,14 +211,14 @@ class Collection:
         if own:
             return own + [h for h in hits if h.path != rel]
         row = self.reader.find_path(rel)  # the item shares its code with more than k others
-        if row is None:
-            return hits
+        if row is None or not np.array_equal(self.reader.code(row), self.reader.code(hits[0].id)):
+            return hits  # not indexed, or the file changed since: its code is not the query's
         return [Hit(rel, 0, row)] + hits[: (k - 1) if k else None]
 
     # ------------------------------------------------------------------ grouping
     def clusters(self, method: str = "exact", **kwargs) -> list:
         """Groups of item paths, largest first (see hashae.cluster for methods and arguments)."""
-        from .clustering import cluster
+        from .search import cluster
         labels = cluster(self.codes, method, **kwargs)
         return groups_from_labels(labels, self.paths())
 
@@ -251,11 +227,11 @@ class Collection:
         """Groups (size >= 2) of near-duplicate items, largest first: items joined when their
         codes are within Hamming distance ``radius`` (default bits // 16, e.g. 4 at 64 bits) and,
         with ``verify``, their 64-bit perceptual hashes differ in at most ``confirm`` bits
-        (default 12, see perceptual.py): look-alike photos share semantic codes, copies share
+        (default 12, search.duplicates.CONFIRM): look-alike photos share semantic codes, copies share
         both. With ``verify``, nearly equal hashes (4 bits) also pair items whose codes an edit
-        moved further (``clustering.near_duplicates``). ``verify=False`` groups by codes alone.
+        moved further (``search.near_duplicates``). ``verify=False`` groups by codes alone.
         ``progress``: a bar on stderr (default: when it is a terminal)."""
-        from .clustering import duplicate_radius, near_duplicates
+        from .search import duplicate_radius, near_duplicates
         r = duplicate_radius(self.bits) if radius is None else int(radius)
         if r < 0:
             raise ValueError("radius must be >= 0")
@@ -276,58 +252,14 @@ class Collection:
         Trains a model first if the store has none and no ``model`` (a SemanticHasher) is
         given, using ``config`` (a HasherConfig; default: HasherConfig(bits=bits)); with
         ``auto_channels`` a folder of grey images gets a one-channel model. Re-runs are
-        incremental; an interrupted run is continued by the next one. See indexer.py."""
-        from .indexer import run_index
+        incremental; an interrupted run is continued by the next one. See indexer.py.
+        The folder may start with ``~``; the store's folder is created if missing."""
         self.close()
-        report = run_index(self, folder, bits=bits, model=model, config=config, workers=workers,
-                           progress=progress, auto_channels=auto_channels, segment=segment)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        report = run_index(IndexRun(store=self.path, folder=folder, bits=bits, model=model, config=config,
+                                    workers=workers, progress=progress, auto_channels=auto_channels, segment=segment))
         self.close()
         return report
-
-
-class StoreLock:
-    """An exclusive ``flock`` on ``<store>.lock``: one writer per store; released by the kernel
-    if the process dies, so a crash never leaves a stale lock. The holder deletes the file
-    before it lets go; a writer that locked a file deleted meanwhile sees that it is no longer
-    the one at the path and tries again, so two writers never hold different files."""
-
-    def __init__(self, path: str):
-        self.path = f"{path}.lock"
-        self.fd = None
-
-    def __enter__(self) -> "StoreLock":
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                os.close(fd)
-                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    raise StoreBusy(f"{self.path[:-5]}: another hashae index is writing this collection; "
-                                    "wait for it to finish") from None
-                raise
-            if _same_file(fd, self.path):
-                self.fd = fd
-                return self
-            os.close(fd)  # the last holder deleted this file after we opened it
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            try:
-                os.unlink(self.path)  # still locked, so no other writer holds this file
-            except OSError:
-                pass
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        a, b = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def groups_from_labels(labels: np.ndarray, paths: list) -> list:

@@ -12,194 +12,241 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import HasherConfig
-from .images import Batch, is_grey, iter_batches, scan
-from .journal import Journal
+from .hasher import SemanticHasher
+from .ingest import Batch, is_grey, iter_batches, model_input, scan
+from .model.config import HasherConfig
 from .progress import Progress
-from .store import PHASH_BYTES, StoreError, StoreReader, write_store
+from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, write_store
+from .storage.journal import Journal
+
+SEGMENT_ITEMS = 2048  # items per journal segment: the work an interrupted run can lose
 
 
-def run_index(coll, folder, *, bits, model, config, workers, progress, auto_channels, segment):
-    from .collection import IndexReport, StoreLock
+@dataclass
+class IndexRun:
+    """The settings of one index run (``Collection.index`` fills it in)."""
+
+    store: str
+    folder: str | None = None  # default: the folder the store was built from
+    bits: int | None = None
+    model: SemanticHasher | None = None  # a trained model to reuse instead of training
+    config: HasherConfig | None = None  # how to train one (default: HasherConfig(bits=bits))
+    workers: int = 2
+    progress: bool | None = None
+    auto_channels: bool = True  # a folder of grey images gets a one-channel model
+    segment: int = SEGMENT_ITEMS
+
+
+@dataclass
+class IndexReport:
+    """What an index run did; ``str()`` is the one-line summary the CLI prints."""
+
+    indexed: int
+    unchanged: int
+    removed: int
+    skipped: list
+    items: int
+    seconds: float
+    trained: bool
+    resumed: int = 0
+
+    def __str__(self) -> str:
+        rate = self.indexed / self.seconds if self.seconds > 0 else 0.0
+        extra = f", {self.resumed} resumed from an interrupted run" if self.resumed else ""
+        return (f"indexed {self.indexed} new or changed, {self.unchanged} unchanged, {self.removed} removed, "
+                f"{len(self.skipped)} skipped{extra}; {self.items} items in the collection "
+                f"({self.seconds:.1f} s, {rate:.1f} images/s)")
+
+
+def run_index(run: IndexRun) -> IndexReport:
+    """Carry out ``run`` under the store's lock (StoreBusy if another writer holds it)."""
     t0 = time.monotonic()
-    with StoreLock(coll.path):
-        old = StoreReader(coll.path) if os.path.exists(coll.path) else None
+    with StoreLock(run.store):
+        old = StoreReader(run.store) if os.path.exists(run.store) else None
         try:
-            return _run(coll, old, folder, bits, model, config, workers, progress, auto_channels, segment, t0,
-                        IndexReport)
+            return _Job(run, old).execute(t0)
         finally:
             if old is not None:
                 old.close()
 
 
-def _run(coll, old, folder, bits, model, config, workers, progress, auto_channels, segment, t0, IndexReport):
-    folder = folder or (old.folder if old else None)
-    if not folder:
-        raise ValueError("no folder given and the store does not name one")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: no such folder")
-    folder = os.path.abspath(folder)
-    store_model = old.model() if old is not None and old.has_model() else None
-    journal = Journal(coll.path)
-    pending = journal.peek()
-    generation = old.generation if old is not None else ""
-    # an interrupted run's bit length, when nothing else decides it
-    fallback = pending.get("bits") if pending and pending.get("generation") == generation else None
-    bits = _check_bits(old, store_model, model, config, bits, fallback)
-    if store_model is not None and model is not None:
-        raise StoreError(f"{coll.path} already has its own model; --model only applies to a new collection")
+@dataclass
+class _Work:
+    """What the run has to do and has done: entries of the folder by path, the old store's rows
+    to keep, items encoded (resumed or new), failures by path."""
 
-    with Progress(None, "scan", unit="entries", enabled=progress) as bar:
-        entries, scan_errors = scan(folder, on_folder=bar.update)
-    old_paths = old.paths() if old is not None else []
-    if not entries and not old_paths:
-        raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")
-    current = {e.path: e for e in entries}
-    keep = np.zeros(len(old_paths), bool)
-    if old_paths:
-        sizes, mtimes = old.sizes(), old.mtimes()
-        for i, p in enumerate(old_paths):
-            e = current.get(p)
-            keep[i] = e is not None and e.size == sizes[i] and e.mtime_ns == mtimes[i]
-    if old_paths and not old.has_phash:
-        keep[:] = False  # written before perceptual hashes: re-encode once to add them
-    kept = {p for p, k in zip(old_paths, keep) if k}
-
-    meta = {"generation": generation, "folder": folder, "bits": bits}
-    jmodel, done, jfail = journal.resume(meta)
-    done = {p: v for p, v in done.items() if p in current and (current[p].size, current[p].mtime_ns) == v[:2]}
-    resumed = len(done)
-    todo = [e for e in entries if e.path not in kept and e.path not in done]
-
-    hasher = store_model or jmodel or model
-    trained, predecoded = False, None
-    journal.start(meta)
-    if hasher is None:
-        hasher, predecoded = _train(folder, todo, config or HasherConfig(bits=bits), auto_channels,
-                                    workers, progress)
-        trained = True
-    if jmodel is None and store_model is None:
-        journal.save_model(hasher)
-
-    failures = dict(jfail)
-    _encode(hasher, folder, todo, predecoded, journal, done, failures, workers, progress, segment)
-
-    # commit: kept rows + journal rows, sorted by path
-    rows = {p: i for i, p in enumerate(old_paths) if keep[i]}
-    old_codes = old.codes() if rows else None
-    old_phash = old.phash() if rows else None
-    paths = sorted(set(rows) | set(done))
-    nbytes = bits // 8
-    codes = np.empty((len(paths), nbytes), np.uint8)
-    hashes = np.empty((len(paths), PHASH_BYTES), np.uint8)
-    sizes_out = np.empty(len(paths), np.int64)
-    mtimes_out = np.empty(len(paths), np.int64)
-    for j, p in enumerate(paths):
-        if p in done:
-            sizes_out[j], mtimes_out[j], codes[j], hashes[j] = done[p]
-        else:
-            codes[j], hashes[j] = old_codes[rows[p]], old_phash[rows[p]]
-            sizes_out[j], mtimes_out[j] = current[p].size, current[p].mtime_ns
-    skipped = sorted(scan_errors + [(p, r) for p, r in failures.items() if p in current and p not in done])
-    removed = sum(p not in current for p in old_paths)
-    if old is not None and not done and len(rows) == len(old_paths) and skipped == sorted(old.skipped()):
-        journal.discard()  # nothing changed: leave the committed file untouched
-        return IndexReport(indexed=0, unchanged=len(rows), removed=0, skipped=skipped, items=len(paths),
-                           seconds=time.monotonic() - t0, trained=False)
-    created = old.attrs().get("created") if old is not None else None
-    write_store(coll.path, bits=bits, folder=folder, codes=codes, paths=paths, sizes=sizes_out,
-                mtimes=mtimes_out, skipped=skipped, model=hasher, created=created, phash=hashes)
-    journal.discard()
-    indexed = len(done)
-    return IndexReport(indexed=indexed, unchanged=len(rows), removed=removed,
-                       skipped=skipped, items=len(paths), seconds=time.monotonic() - t0,
-                       trained=trained, resumed=resumed)
+    current: dict
+    keep: np.ndarray
+    done: list = field(default_factory=list)  # of Items
+    failures: dict = field(default_factory=dict)
+    resumed: int = 0
 
 
-def _check_bits(old, store_model, model, config, bits, fallback):
-    want = [("--bits", bits), ("the model's config", config.bits if config is not None else None),
-            ("--model", model.config.bits if model is not None else None)]
-    have = old.bits if old is not None else (store_model.config.bits if store_model else None)
-    for what, b in want:
-        if b is None:
-            continue
-        if have is not None and b != have:
-            raise StoreError(f"{old.path if old else 'store'} holds {have}-bit codes but {what} asks for {b} bits; "
-                             "use another --store for a different code length")
-        have = b
-    return have or (fallback if isinstance(fallback, int) else 64)
+class _Job:
+    def __init__(self, run: IndexRun, old: StoreReader | None):
+        self.run, self.old = run, old
+        self.journal = Journal(run.store)
 
+    def execute(self, t0: float) -> IndexReport:
+        run, old = self.run, self.old
+        folder = run.folder or (old.folder if old else None)
+        if not folder:
+            raise ValueError("no folder given and the store does not name one")
+        folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: no such folder")
+        store_model = SemanticHasher.from_state(old.model_state()) if old is not None and old.has_model() else None
+        if store_model is not None and run.model is not None:
+            raise StoreError(f"{run.store} already has its own model; --model only applies to a new collection")
+        generation = old.generation if old is not None else ""
+        pending = self.journal.peek()
+        # an interrupted run's bit length, when nothing else decides it
+        fallback = pending.get("bits") if pending and pending.get("generation") == generation else None
+        bits = self._check_bits(store_model, fallback)
 
-def _train(folder, todo, cfg, auto_channels, workers, progress):
-    """Fit a model on a seeded sample (at most cfg.max_train) of the files to index. With
-    ``auto_channels``, a folder of grey images gets a one-channel model. Returns the model and, when the
-    sample is every file, the decoded images so the encode pass need not decode them again."""
-    if not todo:
-        raise ValueError(f"{folder}: nothing to train a model on")
-    rng = np.random.default_rng(cfg.seed)
-    pick = np.arange(len(todo))
-    if len(pick) > cfg.max_train:
-        pick = np.sort(rng.choice(pick, cfg.max_train, replace=False))
-    paths = [os.path.join(folder, todo[i].path) for i in pick]
-    with Progress(len(paths), "decode", unit="img", enabled=progress) as bar:
-        parts = []
-        for b in iter_batches(paths, cfg.image_size, 3, workers):
-            parts.append(b)
-            bar.update(len(b.positions) + len(b.failures))
-    images = np.concatenate([b.images for b in parts]) if parts else np.empty((0,))
-    if len(images) < 2:
-        raise ValueError(f"{folder}: fewer than 2 decodable images; cannot train a model")
-    if auto_channels and cfg.channels == 3 and is_grey(images):
-        cfg = cfg.replace(channels=1)
-    if cfg.channels == 1:
-        images = images[..., :1] if images.shape[-1] == 3 else images
-    from .hasher import SemanticHasher
-    hasher = SemanticHasher(cfg).fit(images, progress=progress)
-    if len(pick) < len(todo):
-        return hasher, None
-    # positions in `parts` refer to the sample, which here is all of todo
-    batches, offset = [], 0
-    for b in parts:
-        n = len(b.positions)
-        batches.append(Batch(b.positions, images[offset:offset + n], b.failures, phash=b.phash))
-        offset += n
-    return hasher, batches
+        with Progress(None, "scan", unit="entries", enabled=run.progress) as bar:
+            entries, scan_errors = scan(folder, on_folder=bar.update)
+        old_items = old.items() if old is not None and old.n else None
+        if not entries and old_items is None:
+            raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")
+        work = _Work(current={e.path: e for e in entries}, keep=self._unchanged(old_items, entries))
 
+        meta = {"generation": generation, "folder": folder, "bits": bits}
+        found = self.journal.resume(meta)
+        for part in found.items:
+            still = [work.current.get(p) for p in part.path]
+            ok = np.array([e is not None and (e.size, e.mtime_ns) == (s, t)
+                           for e, s, t in zip(still, part.size, part.mtime)], bool)
+            work.done.append(part.take(ok))
+        work.failures.update(found.failures)
+        work.resumed = sum(map(len, work.done))
+        kept = set() if old_items is None else {p for p, k in zip(old_items.path, work.keep) if k}
+        done = {p for part in work.done for p in part.path}
+        todo = [e for e in entries if e.path not in kept and e.path not in done]
 
-def _encode(hasher, folder, todo, predecoded, journal, done, failures, workers, progress, segment):
-    """Encode ``todo`` into journal segments of about ``segment`` items. Decoding and encoding
-    both happen in the worker processes; files decoded for training are encoded here."""
-    cfg = hasher.config
-    batches = predecoded if predecoded is not None else iter_batches(
-        [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, workers, encode=hasher.encode)
-    buf_pos, buf_codes, buf_phash, buf_fail = [], [], [], []
+        hasher = store_model or (SemanticHasher.from_state(found.model) if found.model else None) or run.model
+        trained, predecoded = False, None
+        self.journal.start(meta)
+        if hasher is None:
+            hasher, predecoded = self._train(folder, todo, run.config or HasherConfig(bits=bits))
+            trained = True
+        if found.model is None and store_model is None:
+            self.journal.save_model(hasher.state())
+        self._encode(hasher, folder, todo, predecoded, work)
+        done = {p for part in work.done for p in part.path}
 
-    def flush():
-        if not buf_pos and not buf_fail:
-            return
-        pos = np.concatenate(buf_pos) if buf_pos else np.empty(0, np.int64)
-        codes = np.concatenate(buf_codes) if buf_codes else np.empty((0, cfg.bits // 8), np.uint8)
-        hashes = np.concatenate(buf_phash) if buf_phash else np.empty((0, PHASH_BYTES), np.uint8)
-        ents = [todo[i] for i in pos]
-        fails = [(todo[i].path, r) for i, r in buf_fail]
-        journal.add_segment(codes, hashes, [e.path for e in ents], [e.size for e in ents],
-                            [e.mtime_ns for e in ents], fails)
-        for e, c, h in zip(ents, codes, hashes):
-            done[e.path] = (e.size, e.mtime_ns, c, h)
-        failures.update(fails)
-        buf_pos.clear(), buf_codes.clear(), buf_phash.clear(), buf_fail.clear()
+        # commit: kept rows + journal rows, sorted by path
+        kept_items = old_items.take(work.keep) if old_items is not None else Items.empty(bits // 8)
+        items = Items.concat([kept_items, *work.done], bits // 8).sorted()
+        skipped = sorted(scan_errors + [(p, r) for p, r in work.failures.items()
+                                        if p in work.current and p not in done])
+        removed = 0 if old_items is None else sum(p not in work.current for p in old_items.path)
+        if old is not None and not done and len(kept_items) == old.n and skipped == sorted(old.skipped()):
+            self.journal.discard()  # nothing changed: leave the committed file untouched
+            return IndexReport(indexed=0, unchanged=len(kept_items), removed=0, skipped=skipped, items=len(items),
+                               seconds=time.monotonic() - t0, trained=False)
+        created = old.attrs().get("created") if old is not None else None
+        write_store(run.store, StoreContents(bits=bits, items=items, folder=folder, skipped=skipped,
+                                             model=hasher.state(), created=created))
+        self.journal.discard()
+        return IndexReport(indexed=len(done), unchanged=len(kept_items), removed=removed, skipped=skipped,
+                           items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=work.resumed)
 
-    with Progress(len(todo), "encode", unit="img", enabled=progress) as bar:
-        for b in batches:
-            if len(b.positions):
-                buf_pos.append(b.positions)
-                buf_codes.append(b.codes if b.codes is not None else hasher.encode(b.images))
-                buf_phash.append(b.phash)
-            buf_fail.extend(b.failures)
-            bar.update(len(b.positions) + len(b.failures))
-            if sum(len(p) for p in buf_pos) + len(buf_fail) >= segment:
-                flush()
-        flush()
+    def _unchanged(self, old_items: Items | None, entries: list) -> np.ndarray:
+        """Which rows of the old store stay as they are: same path, size and mtime. A store
+        written before perceptual hashes keeps none: re-encoding once adds them."""
+        if old_items is None:
+            return np.zeros(0, bool)
+        if old_items.phash is None:
+            return np.zeros(len(old_items), bool)
+        current = {e.path: e for e in entries}
+        return np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
+                         for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
+
+    def _check_bits(self, store_model, fallback) -> int:
+        run, old = self.run, self.old
+        want = [("--bits", run.bits), ("the model's config", run.config.bits if run.config is not None else None),
+                ("--model", run.model.config.bits if run.model is not None else None)]
+        have = old.bits if old is not None else (store_model.config.bits if store_model else None)
+        for what, b in want:
+            if b is None:
+                continue
+            if have is not None and b != have:
+                raise StoreError(f"{old.path if old else 'store'} holds {have}-bit codes but {what} asks for {b} "
+                                 "bits; use another --store for a different code length")
+            have = b
+        return have or (fallback if isinstance(fallback, int) else 64)
+
+    def _train(self, folder: str, todo: list, cfg: HasherConfig):
+        """Fit a model on a seeded sample (at most cfg.max_train) of the files to index. With
+        ``auto_channels``, a folder of grey images gets a one-channel model. Returns the model
+        and, when the sample is every file, its decoded batches, so that the encode pass need not
+        decode them again. The sample is decoded as RGB and turned into the model's input by
+        ``model_input``, exactly as the encoding workers and queries do."""
+        run = self.run
+        if not todo:
+            raise ValueError(f"{folder}: nothing to train a model on")
+        rng = np.random.default_rng(cfg.seed)
+        pick = np.arange(len(todo))
+        if len(pick) > cfg.max_train:
+            pick = np.sort(rng.choice(pick, cfg.max_train, replace=False))
+        paths = [os.path.join(folder, todo[i].path) for i in pick]
+        with Progress(len(paths), "decode", unit="img", enabled=run.progress) as bar:
+            parts = []
+            for b in iter_batches(paths, cfg.image_size, 3, run.workers):
+                parts.append(b)
+                bar.update(len(b.positions) + len(b.failures))
+        rgb = np.concatenate([b.images for b in parts]) if parts else np.empty((0,))
+        if len(rgb) < 2:
+            raise ValueError(f"{folder}: fewer than 2 decodable images; cannot train a model")
+        if run.auto_channels and cfg.channels == 3 and is_grey(rgb):
+            cfg = cfg.replace(channels=1)
+        images = model_input(rgb, cfg.channels)
+        del rgb
+        hasher = SemanticHasher(cfg).fit(images, progress=run.progress)
+        if len(pick) < len(todo):
+            return hasher, None
+        # positions in `parts` refer to the sample, which here is all of todo
+        batches, offset = [], 0
+        for b in parts:
+            n = len(b.positions)
+            batches.append(Batch(b.positions, images[offset:offset + n], b.failures, phash=b.phash))
+            offset += n
+        return hasher, batches
+
+    def _encode(self, hasher, folder: str, todo: list, predecoded, work: _Work) -> None:
+        """Encode ``todo`` into journal segments of about ``run.segment`` items. Decoding and
+        encoding both happen in the worker processes; files decoded for training are encoded here."""
+        run, cfg = self.run, hasher.config
+        batches = predecoded if predecoded is not None else iter_batches(
+            [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, run.workers,
+            encode=hasher.encode)
+        buf: list = []  # (positions, codes, hashes) of encoded chunks
+        fails: list = []  # (position, reason)
+
+        def flush():
+            if not buf and not fails:
+                return
+            ents = [todo[i] for b in buf for i in b[0]]
+            items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
+                          np.concatenate([b[1] for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
+                          np.concatenate([b[2] for b in buf]) if buf else None)
+            failed = [(todo[i].path, r) for i, r in fails]
+            self.journal.add_segment(items, failed)
+            work.done.append(items)
+            work.failures.update(failed)
+            buf.clear(), fails.clear()
+
+        with Progress(len(todo), "encode", unit="img", enabled=run.progress) as bar:
+            for b in batches:
+                if len(b.positions):
+                    buf.append((b.positions, b.codes if b.codes is not None else hasher.encode(b.images), b.phash))
+                fails.extend(b.failures)
+                bar.update(len(b.positions) + len(b.failures))
+                if sum(len(x[0]) for x in buf) + len(fails) >= run.segment:
+                    flush()
+            flush()

@@ -5,7 +5,7 @@ import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .images import ImageError, load_image
+from .ingest import ImageError, load_image
 
 TILE, CAPTION = 128, 28
 

@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import components_reference, partition
 from hashae import Collection, cluster
 from hashae.cli import main
-from hashae.clustering import connected_components, relabel_by_size
+from hashae.search.clustering import connected_components, relabel_by_size
 from hashae.codes import hamming_matrix, pack
 from hashae.metrics import adjusted_rand, nmi
 
@@ -58,7 +58,7 @@ def test_kmeans_is_deterministic_and_separates_clusters():
     ("duplicates", {"radius": 2}, "duplicates"),
 ])
 def test_progress_bars_end_at_their_totals_and_change_nothing(capsys, method, kwargs, label):
-    from hashae.clustering import near_duplicates
+    from hashae.search import near_duplicates
     rng = np.random.default_rng(4)
     centres = rng.integers(0, 2, (5, 64))
     codes = pack(centres[rng.integers(0, 5, 5000)] ^ (rng.random((5000, 64)) < 0.03))
@@ -129,7 +129,7 @@ def test_duplicates_cli(trained_store):
 
 
 def test_public_functions_survive_importing_their_modules():
-    # `import hashae.clustering` must not shadow hashae.cluster (the function) with a module
-    code = ("import hashae.clustering, hashae.perceptual, hashae.codes, hashae; "
+    # importing the modules that define them must not shadow hashae.cluster (the function) with a module
+    code = ("import hashae.search.clustering, hashae.ingest.perceptual, hashae.codes, hashae; "
             "assert callable(hashae.cluster) and callable(hashae.phash) and callable(hashae.pack)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import SMALL, shared, store_state
 from hashae import Collection, HasherConfig
-from hashae.images import image_extensions, load_image
+from hashae.ingest import image_extensions, load_image
 from hashae.sample import make_sample
-from hashae.store import StoreError
+from hashae.storage import StoreError
 
 
 def _index(store, folder, **kw):

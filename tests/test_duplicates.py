@@ -6,11 +6,12 @@ from PIL import Image
 
 from conftest import components_reference, partition
 from hashae import Collection
-from hashae.clustering import near_duplicates
+from hashae.search import near_duplicates
 from hashae.codes import hamming, hamming_matrix, pack
-from hashae.images import load_image
-from hashae.perceptual import CONFIRM, phash
-from hashae.store import StoreError, write_store
+from hashae.ingest import load_image
+from hashae.ingest.perceptual import phash
+from hashae.search.duplicates import CONFIRM
+from hashae.storage import Items, StoreContents, StoreError, write_store
 
 
 def _photo(rng, w=96, h=72):
@@ -86,8 +87,8 @@ def test_near_duplicates_without_hashes_are_radius_components():
 
 def _store(path, codes, hashes):
     n = len(codes)
-    write_store(str(path), bits=codes.shape[1] * 8, folder="", codes=codes, paths=[f"{i}.jpg" for i in range(n)],
-                sizes=np.zeros(n), mtimes=np.zeros(n), skipped=[], model=None, phash=hashes)
+    items = Items([f"{i}.jpg" for i in range(n)], np.zeros(n), np.zeros(n), codes, hashes)
+    write_store(str(path), StoreContents(bits=codes.shape[1] * 8, items=items))
 
 
 def test_duplicates_drop_lookalikes_that_share_a_code(tmp_path):
@@ -112,7 +113,7 @@ def test_duplicates_drop_lookalikes_that_share_a_code(tmp_path):
 def test_nearly_equal_hashes_pair_up_when_an_edit_moved_the_codes():
     # pairs of items with 16-bit codes: the radius is 1; a hash-only pair needs hashes within
     # CLOSE bits and codes within 16 // 4 = 4 bits
-    from hashae.perceptual import CLOSE
+    from hashae.search.duplicates import CLOSE
 
     def joined(code_bits, hash_bits, **kw):
         codes = np.array([[0, 0], [(1 << code_bits) - 1, 0]], np.uint8)

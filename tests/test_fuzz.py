@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hashae import Collection, load_image
-from hashae.images import ImageError
-from hashae.store import StoreError
+from hashae.ingest import ImageError
+from hashae.storage import StoreError
 
 EXAMPLES = int(os.environ.get("HASHAE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("HASHAE_FUZZ_RANDOM"),

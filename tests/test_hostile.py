@@ -15,8 +15,8 @@ from PIL import Image
 from conftest import shared
 from hashae import Collection, load_image, scan
 from hashae.cli import main
-from hashae.collection import StoreBusy, StoreLock
-from hashae.images import ImageError, load_images
+from hashae.storage.lock import StoreBusy, StoreLock
+from hashae.ingest import ImageError, load_images
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_second_writer_fails_clearly_and_store_stays_intact(trained_store, sampl
 
 
 def test_lock_file_goes_with_the_writer_and_a_stale_one_is_not_trusted(tmp_path, monkeypatch):
-    import hashae.collection as collection
+    import hashae.storage.lock as lock_module
     store = str(tmp_path / "s.h5")
     lock = StoreLock(store)
     with lock:
@@ -126,11 +126,11 @@ def test_lock_file_goes_with_the_writer_and_a_stale_one_is_not_trusted(tmp_path,
     assert not os.path.exists(store + ".lock")  # no empty .lock file left beside the store
     # that writer now locks the deleted file: it must notice and lock the file at the path instead
     real_open, calls = os.open, []
-    monkeypatch.setattr(collection.os, "open", lambda *a: calls.append(a) or (stale if len(calls) == 1 else real_open(*a)))
+    monkeypatch.setattr(lock_module.os, "open", lambda *a: calls.append(a) or (stale if len(calls) == 1 else real_open(*a)))
     second = StoreLock(store)
     with second:
-        assert len(calls) == 2 and second.fd != stale and collection._same_file(second.fd, store + ".lock")
-        monkeypatch.setattr(collection.os, "open", real_open)
+        assert len(calls) == 2 and second.fd != stale and lock_module._same_file(second.fd, store + ".lock")
+        monkeypatch.setattr(lock_module.os, "open", real_open)
         with pytest.raises(StoreBusy):
             StoreLock(store).__enter__()
     assert not os.path.exists(store + ".lock")

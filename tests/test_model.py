@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import h5py
 import numpy as np
@@ -147,7 +148,7 @@ def test_any_wrong_type_in_a_stored_config_is_a_value_error():
 
 def test_image_stats_ignore_layout_and_stats_loss_sees_texture():
     import torch
-    from hashae import losses
+    from hashae.model import losses
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 16, 16, generator=g)
     flipped = x.flip(-1).transpose(-1, -2)  # same pixels elsewhere: same colour and texture
@@ -160,7 +161,7 @@ def test_image_stats_ignore_layout_and_stats_loss_sees_texture():
 
 def test_contrastive_loss_rewards_matching_views_and_punishes_collapse():
     import torch
-    from hashae import losses
+    from hashae.model import losses
     z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0)) * 4
     same = losses.contrastive(z, z, 0.3)
     shuffled = losses.contrastive(z, z[torch.randperm(32)], 0.3)
@@ -229,7 +230,7 @@ def test_statistics_weight_defaults_by_channels_and_round_trips():
 
 def test_pixel_neighbours_match_brute_force():
     import torch
-    from hashae.neighbours import pixel_neighbours
+    from hashae.model.neighbours import pixel_neighbours
     rng = np.random.default_rng(0)
     images = rng.random((40, 1, 6, 6)).astype(np.float32)  # 36 dims, PCA keeps all: exact ranks
     idx = np.arange(0, 80, 2)  # the caller's (sorted) rows of a larger array
@@ -262,7 +263,7 @@ def test_fit_from_h5py_equals_fit_from_numpy(clusters, tmp_path):
 
 
 def test_image_array_reads_any_order_and_repeats_from_h5py(clusters, tmp_path):
-    from hashae.hasher import ImageArray
+    from hashae.model.inputs import ImageArray
     images, _ = clusters
     idx = np.array([5, 2, 5, 0, 2])
     with h5py.File(tmp_path / "x.h5", "w") as f:
@@ -281,3 +282,45 @@ def test_statistics_input_defaults_to_colour_images():
     assert HasherConfig(channels=1, stats_input=True).uses_stats_input
     assert not HasherConfig(channels=3, arch="conv").uses_stats_input
     assert HasherConfig.from_json(HasherConfig(channels=3).to_json()).uses_stats_input
+
+
+def test_stored_config_rebuilds_the_network_and_training_is_a_record(fitted, clusters, tmp_path):
+    from hashae import ModelConfig, TrainConfig
+    fitted.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        model_cfg, training = json.loads(f.attrs["config"]), json.loads(f.attrs["training"])
+    assert set(model_cfg) == {f.name for f in dataclasses.fields(ModelConfig)}
+    assert set(training) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert training["epochs"] == fitted.config.epochs and model_cfg["bits"] == fitted.config.bits
+
+
+def test_files_with_every_setting_in_config_still_load(fitted, clusters, tmp_path):
+    # hashae 0.1 wrote the whole HasherConfig as `config` and no `training` record
+    fitted.save(tmp_path / "old.h5")
+    with h5py.File(tmp_path / "old.h5", "r+") as f:
+        f.attrs["config"] = fitted.config.to_json()
+        del f.attrs["training"]
+    again = SemanticHasher.load(tmp_path / "old.h5")
+    assert again.config == fitted.config
+    np.testing.assert_array_equal(again.encode(clusters[0]), fitted.encode(clusters[0]))
+
+
+def test_binarizers_are_one_file_each_and_named_by_it():
+    from hashae.model import binarizers
+    assert binarizers.names() == ("noise", "ste")
+    with pytest.raises(ValueError, match="binarizer must be one of 'noise', 'ste'"):
+        HasherConfig(binarizer="sign").validate()
+    import torch
+    z = torch.tensor([[-3.0, 0.5]])
+    assert binarizers.get("ste")(HasherConfig().training)(z).tolist() == [[0.0, 1.0]]
+    noisy = binarizers.get("noise")(HasherConfig(noise_std=4.0).training)
+    torch.testing.assert_close(noisy(z, ramp=0.0), torch.sigmoid(z))  # no noise before the ramp
+
+
+def test_weight_and_activation_budgets_are_checked_on_the_real_network():
+    from hashae.model.network import HashNet, check_budget
+    cfg = HasherConfig(image_size=16, hidden=(128, 64), bits=32)
+    meta = check_budget(cfg.model)
+    assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in HashNet(cfg.model).parameters())
+    with pytest.raises(ValueError, match="weights; at most"):
+        SemanticHasher(hidden=(8192, 8192, 8192))

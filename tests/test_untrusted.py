@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from hashae import Collection
 from hashae.cli import main
-from hashae.store import StoreError
+from hashae.storage import StoreError
 
 
 @pytest.fixture
@@ -143,3 +143,24 @@ def test_paths_outside_the_folder_are_refused(store, tmp_path, sample_dir):
     r = CliRunner().invoke(main, ["cluster", "--store", str(store), "--method", "exact", "--sheets",
                                   str(tmp_path / "sheets")])
     assert r.exit_code == 1 and "outside the collection folder" in r.output
+
+
+def test_a_config_within_the_weight_bound_but_too_much_work_is_refused(store):
+    # few weights, but 4.2M activations per image in the first conv layer alone (gigabytes a batch)
+    def edit(f):
+        cfg = json.loads(f["model"].attrs["config"])
+        cfg.update(arch="conv", image_size=256, conv_channels=[256, 8, 8, 8, 8, 8], hidden=[8])
+        f["model"].attrs["config"] = json.dumps(cfg)
+    _edit(store, edit)
+    with pytest.raises(StoreError, match="activations per image"):
+        _open_everything(store)
+
+
+@pytest.mark.parametrize("where", ["/", "/model"])
+def test_a_newer_format_is_refused_naming_the_version(store, where):
+    def edit(f):
+        f[where].attrs["format_version"] = 7
+        f.attrs["hashae_version"] = "9.0.0"
+    _edit(store, edit)
+    with pytest.raises(StoreError, match="format version 7 .*upgrade hashae"):
+        _open_everything(store)

@@ -2,16 +2,23 @@
 
 Keeping each stage's encoder and decoder together is what makes greedy layer-wise pretraining
 (pretrain.py) and the unrolled end-to-end network the same object: stage k's decoder is the
-mirror of stage k's encoder, and the full decoder runs the stages' decoders in reverse.
+mirror of stage k's encoder, and the full decoder runs the stages' decoders in reverse. The
+network is built from a ModelConfig alone; how its code layer is made binary while training is
+a binarizer's business (binarizers/), so encoding needs nothing but this module.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
-from .config import HasherConfig
+from .config import ModelConfig
+
+# budgets for configs read from files, checked on the real modules (check_budget): weights
+# (200 MB of float32) and activations of one image through encoder and decoder (16 MB)
+MAX_PARAMS = 50_000_000
+MAX_ACTIVATIONS = 4_000_000
 
 
 class Output(NamedTuple):
@@ -65,7 +72,7 @@ def _dense(a: int, b: int, out_act: nn.Module, is_code: bool, unflatten=None) ->
     return Stage(nn.Sequential(*enc), nn.Sequential(*dec), is_code)
 
 
-def build_stages(cfg: HasherConfig) -> nn.ModuleList:
+def build_stages(cfg: ModelConfig) -> nn.ModuleList:
     """Encoder/decoder stages for ``cfg.arch``; the first decoder ends in a sigmoid (pixels in
     [0, 1]), inner decoders in ReLU (they reconstruct ReLU activations)."""
     stages, c, s = [], cfg.channels, cfg.image_size
@@ -86,22 +93,10 @@ def build_stages(cfg: HasherConfig) -> nn.ModuleList:
     return nn.ModuleList(stages)
 
 
-def noisy_sigmoid(z: torch.Tensor, std: float) -> torch.Tensor:
-    """Semantic hashing's bottleneck: Gaussian noise on the code layer's input. To get any signal
-    through, the encoder must push |z| far beyond the noise, so the sigmoid saturates to 0/1."""
-    return torch.sigmoid(z + std * torch.randn_like(z)) if std > 0 else torch.sigmoid(z)
-
-
-def straight_through(z: torch.Tensor) -> torch.Tensor:
-    """Hard 0/1 bits forward, the sigmoid's gradient backward (the ablation's binarizer)."""
-    soft = torch.sigmoid(z)
-    return soft + ((z > 0).to(z.dtype) - soft).detach()
-
-
 class HashNet(nn.Module):
     """Encoder -> code layer -> mirrored decoder, with per-pixel input centering."""
 
-    def __init__(self, cfg: HasherConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.stages = build_stages(cfg)
@@ -121,12 +116,37 @@ class HashNet(nn.Module):
             h = stage.dec(h)
         return h
 
-    def forward(self, x: torch.Tensor, noise_std: float = 0.0) -> Output:
+    def forward(self, x: torch.Tensor, binarize: Callable | None = None) -> Output:
+        """Encode and decode ``x``; the decoder sees ``binarize(z)`` (a training binarizer) or,
+        by default, the hard bits z > 0 that encoding stores."""
         z = self.logits(x)
-        if not self.training:
-            code = (z > 0).to(z.dtype)
-        elif self.cfg.binarizer == "ste":
-            code = straight_through(z)
-        else:
-            code = noisy_sigmoid(z, noise_std)
+        code = binarize(z) if binarize is not None else (z > 0).to(z.dtype)
         return Output(z, code, self.decode(code))
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    """Name -> shape of every tensor in the state dict of ``HashNet(cfg)``, within budget
+    (check_budget); nothing is allocated."""
+    return {name: tuple(t.shape) for name, t in check_budget(cfg).state_dict().items()}
+
+
+def check_budget(cfg: ModelConfig) -> HashNet:
+    """Build ``HashNet(cfg)`` on torch's meta device (shapes only, no memory) and refuse it when
+    its weights or one image's activations exceed the budgets; returns the meta network."""
+    with torch.device("meta"):
+        net = HashNet(cfg)
+    params = sum(p.numel() for p in net.parameters())
+    if params > MAX_PARAMS:
+        raise ValueError(f"this config has {params:,} weights; at most {MAX_PARAMS:,}")
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel()))
+             for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net(torch.empty((1, *cfg.input_shape), device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    if sum(sizes) > MAX_ACTIVATIONS:
+        raise ValueError(f"this config needs {sum(sizes):,} activations per image; at most {MAX_ACTIVATIONS:,}")
+    return net

@@ -16,7 +16,7 @@ import os
 import faiss
 import numpy as np
 
-from .codes import as_codes, check_bits
+from ..codes import as_codes, check_bits
 
 # "auto" radius search hashes only when it pays (bench/scale.py, bench/search.py, 64 bits):
 # below ~50k items a scan costs about what a hash lookup does; building the hash tables costs

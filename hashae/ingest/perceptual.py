@@ -7,8 +7,8 @@ sign of the lowest 8x8 DCT frequencies of a 32x32 grey thumbnail against their m
 imagehash package defines it) changes little under re-encoding, resizing and small crops, but
 differs in about half of its 64 bits between unrelated images. ``bench/duplicates.py`` measures both.
 
-The hash is taken from the decoded model input (the image already squashed to the model's
-square size), so indexing decodes each file once; measured on real photos it is within 2 bits
+The hash is taken from the decoded RGB square (ingest/decode.py; a 32x32 thumbnail when the
+model's input is smaller), so indexing decodes each file once; measured on real photos it is within 2 bits
 on average of a pHash taken from the file itself.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .codes import pack
+from ..codes import pack
 
 BITS = 64
 SIDE = 32
@@ -46,8 +46,11 @@ def phash(images: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.empty((0, BITS // 8), np.uint8)
     # no matmul here (nor below): BLAS would start its own threads in every indexing worker
-    grey = images[..., 0].astype(np.float64) if images.shape[-1] == 1 else (
-        _LUMA[0] * images[..., 0] + _LUMA[1] * images[..., 1] + _LUMA[2] * images[..., 2])
+    grey = images[..., 0].astype(np.float64)
+    if images.shape[-1] == 3:  # grey pictures given as RGB hash exactly as given as one channel
+        luma = _LUMA[0] * images[..., 0] + _LUMA[1] * images[..., 1] + _LUMA[2] * images[..., 2]
+        colour = ((images[..., 0] != images[..., 1]) | (images[..., 1] != images[..., 2])).any(axis=(1, 2))
+        grey[colour] = luma[colour]
     if grey.shape[1:] != (SIDE, SIDE):
         grey = np.stack([np.asarray(Image.fromarray(g.astype(np.float32), "F").resize(
             (SIDE, SIDE), Image.Resampling.BILINEAR), np.float64) for g in grey])

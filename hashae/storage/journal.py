@@ -2,10 +2,11 @@
 
 It holds ``meta.json`` (which committed store generation, folder and bit length it continues),
 ``model.h5`` (the model the run encodes with, saved before any code is written) and segments
-``seg-NNNNNN.h5`` of encoded items and failures. Every file appears by atomic rename after an
-fsync, so after a crash each one is either complete or absent. A run that finds a journal
-matching the store continues it; one that does not match (another generation, folder or bit
-length) is discarded. The journal is removed once its items are committed to the store.
+``seg-NNNNNN.h5`` of encoded items and failures, in the store's own item layout. Every file
+appears by atomic rename after an fsync, so after a crash each one is either complete or absent.
+A run that finds a journal matching the store continues it; one that does not match (another
+generation, folder, bit length or journal version) is discarded. The journal is removed once its
+items are committed to the store.
 """
 from __future__ import annotations
 
@@ -13,13 +14,26 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 
 import h5py
-import numpy as np
 
-from .store import PHASH_BYTES, STR, decode_paths, encode_path, fsync_path, write_guard
+from ..model.hasher import ModelState
+from . import layout
+from .atomic import fsync_path, write_guard
+from .items import Items
 
 SEGMENT = re.compile(r"^seg-(\d{6})\.h5$")
+VERSION = 2  # segments in the store's item layout (1: hashae 0.1's own columns)
+
+
+@dataclass
+class Resumed:
+    """What an interrupted run left: its model, its encoded items and its failures."""
+
+    model: ModelState | None = None
+    items: list = field(default_factory=list)  # of Items, one per segment
+    failures: dict = field(default_factory=dict)  # path -> reason
 
 
 class Journal:
@@ -46,24 +60,22 @@ class Journal:
         except (OSError, ValueError):
             return None
 
-    def resume(self, meta: dict):
-        """Open the journal if it continues ``meta``; returns (model or None, done, failures)
-        with ``done`` mapping path -> (size, mtime_ns, code row, phash row) and ``failures``
-        path -> reason."""
-        from .hasher import SemanticHasher
-        done, failures, model = {}, {}, None
+    def resume(self, meta: dict) -> Resumed:
+        """Open the journal if it continues ``meta`` (else discard it) and return what it holds."""
+        meta = {**meta, "journal": VERSION}
         if not os.path.isdir(self.dir):
-            return model, done, failures
+            return Resumed()
         if self.peek() != meta:
             self.discard()
-            return model, done, failures
+            return Resumed()
         self.meta = meta
+        found = Resumed()
         if os.path.exists(os.path.join(self.dir, "model.h5")):
             try:
-                model = SemanticHasher.load(os.path.join(self.dir, "model.h5"))
+                found.model = layout.load_model_file(os.path.join(self.dir, "model.h5"))
             except (ValueError, OSError, KeyError):
                 self.discard()  # no model, no valid segments: start over
-                return None, {}, {}
+                return Resumed()
         for name in sorted(os.listdir(self.dir)):
             m = SEGMENT.match(name)
             if not m:
@@ -71,18 +83,14 @@ class Journal:
             self.next_segment = max(self.next_segment, int(m.group(1)) + 1)
             try:
                 with h5py.File(os.path.join(self.dir, name), "r") as f:
-                    codes, hashes = f["codes"][()], f["phash"][()]
-                    if hashes.shape != (len(codes), PHASH_BYTES):
-                        raise ValueError("phash rows do not match codes")
-                    for p, s, t, c, h in zip(decode_paths(f["path"]), f["size"][()], f["mtime"][()], codes, hashes):
-                        done[p] = (int(s), int(t), c, h)
-                    for p, r in zip(decode_paths(f["failed_path"]), decode_paths(f["failed_reason"])):
-                        failures[p] = r
+                    found.items.append(layout.read_items(f, meta["bits"] // 8))
+                    found.failures.update(layout.read_skipped(f))
             except (OSError, KeyError, ValueError):
                 os.unlink(os.path.join(self.dir, name))  # only a damaged disk gets here; redo it
-        return model, done, failures
+        return found
 
     def start(self, meta: dict) -> None:
+        meta = {**meta, "journal": VERSION}
         if self.meta == meta:
             return
         self.discard()
@@ -95,21 +103,15 @@ class Journal:
                 json.dump(meta, f)
         self._write_atomic("meta.json", write)
 
-    def save_model(self, model) -> None:
-        self._write_atomic("model.h5", model.save)
+    def save_model(self, state: ModelState) -> None:
+        self._write_atomic("model.h5", lambda tmp: layout.save_model_file(tmp, state))
 
-    def add_segment(self, codes: np.ndarray, phash: np.ndarray, paths: list, sizes, mtimes, failures: list) -> None:
+    def add_segment(self, items: Items, failures: list) -> None:
+        """Encoded ``items`` and ``failures`` (path, reason) as the next segment."""
         def write(tmp):
             with h5py.File(tmp, "w") as f:
-                f["codes"] = np.asarray(codes, np.uint8)
-                f["phash"] = np.asarray(phash, np.uint8)
-                f.create_dataset("path", data=np.array([encode_path(p) for p in paths], dtype=object), dtype=STR)
-                f["size"] = np.asarray(sizes, np.int64)
-                f["mtime"] = np.asarray(mtimes, np.int64)
-                f.create_dataset("failed_path", data=np.array([encode_path(p) for p, _ in failures], dtype=object),
-                                 dtype=STR)
-                f.create_dataset("failed_reason", data=np.array([r.encode("utf-8", "replace") for _, r in failures],
-                                                                dtype=object), dtype=STR)
+                layout.write_items(f, items)
+                layout.write_skipped(f, failures)
         self._write_atomic(f"seg-{self.next_segment:06d}.h5", write)
         self.next_segment += 1
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .model import image_stats, straight_through
+from .binarizers.ste import straight_through
+from .network import image_stats
 
 
 def reconstruction(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,66 @@
+"""Finding the image files of a folder: a sorted list of entries (path, size, mtime) and the
+entries that could not be read."""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the scanned folder, '/'-separated
+    size: int
+    mtime_ns: int
+
+
+def image_extensions() -> frozenset:
+    """Lower-case file extensions of every format this Pillow can open."""
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def scan(folder: str | os.PathLike, on_folder=None) -> tuple[list[FileEntry], list[tuple[str, str]]]:
+    """Recursively list image files under ``folder`` (sorted by path) and the entries that could
+    not be read. Symlinked folders are followed once each (no loops); hidden names are skipped.
+    ``on_folder(n_entries)`` is called after each folder is read (for progress displays)."""
+    root = os.fspath(folder)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder")
+    exts = image_extensions()
+    files, errors = [], []
+    seen = {os.path.realpath(root)}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir)) as it:
+                entries = list(it)
+        except OSError as e:
+            errors.append((rel_dir or ".", f"folder not readable: {e.strerror or e}"))
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                st = e.stat(follow_symlinks=True)
+            except OSError as err:
+                if os.path.splitext(e.name)[1].lower() in exts:
+                    errors.append((rel, "broken link" if e.is_symlink() else f"not readable: {err.strerror or err}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                real = os.path.realpath(e.path)
+                if real not in seen:
+                    seen.add(real)
+                    stack.append(rel)
+            elif stat.S_ISREG(st.st_mode) and os.path.splitext(e.name)[1].lower() in exts:
+                files.append(FileEntry(rel, st.st_size, st.st_mtime_ns))
+        if on_folder is not None:
+            on_folder(len(entries))
+    files.sort(key=lambda f: f.path)
+    return files, errors
+
+

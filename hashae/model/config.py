@@ -1,0 +1,273 @@
+"""Model settings, in two parts that travel differently.
+
+``ModelConfig`` is what rebuilds the network: it is stored with the weights and, since a
+collection may come from someone else, validated whenever a file is opened. ``TrainConfig`` is
+how the network was trained: a record kept beside it, never needed to encode. ``HasherConfig``
+is the flat recipe a user writes (``HasherConfig(bits=32, epochs=30)``), every field of both;
+``.model`` and ``.training`` split it. Why each default is what it is: bench/README.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from dataclasses import dataclass, field
+
+from ..codes import check_bits
+
+ARCHS = ("mlp", "conv")
+PRETRAIN = ("dae", "none")
+CORRUPTIONS = ("mask", "gaussian", "none")
+SPARSITY = ("kl", "l1")
+
+# Bounds for configs read from files: generous for real use, small enough that a hostile file
+# cannot ask for gigabytes. The weight and activation budgets are checked on the real modules
+# (network.check_budget), not re-derived here.
+MAX_IMAGE_SIZE = 256
+MAX_WIDTH = 8192
+MAX_LAYERS = 8
+
+
+@dataclass
+class ModelConfig:
+    """What rebuilds the network: input shape, architecture, code length."""
+
+    bits: int = 64
+    image_size: int = 32
+    channels: int = 3
+    arch: str = "mlp"
+    # dense widths between the input (mlp) or the last conv stage (conv) and the code layer;
+    # None picks the arch's default
+    hidden: tuple | None = None
+    conv_channels: tuple = (32, 64, 128)
+    # the first dense layer also sees per-channel image statistics (network.WithStats);
+    # None: colour images only. mlp only
+    stats_input: bool | None = None
+
+    @property
+    def dense_widths(self) -> tuple:
+        if self.hidden is not None:
+            return tuple(self.hidden)
+        return (1024, 512, 256) if self.arch == "mlp" else (512,)
+
+    @property
+    def uses_stats_input(self) -> bool:
+        """stats_input (None: colour images) applies to the mlp arch (network.WithStats says why
+        not conv)."""
+        wanted = self.stats_input if self.stats_input is not None else self.channels == 3
+        return wanted and self.arch == "mlp"
+
+    @property
+    def input_shape(self) -> tuple:
+        return (self.channels, self.image_size, self.image_size)
+
+    def validate(self) -> "ModelConfig":
+        """Check every field; raise ValueError naming the field and the allowed values."""
+        check_bits(self.bits)
+        _choice("arch", self.arch, ARCHS)
+        _int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
+        _int("channels", self.channels, 1, 3)
+        if self.channels == 2:
+            raise ValueError("channels must be 1 (grey) or 3 (RGB), got 2")
+        for name in ("hidden", "conv_channels"):  # a config read from a file may hold anything
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) and not (name == "hidden" and value is None):
+                raise ValueError(f"{name} must be a list of layer widths, got {value!r}")
+        if self.hidden is not None:
+            self.hidden = tuple(self.hidden)
+        self.conv_channels = tuple(self.conv_channels)
+        for name, widths in (("hidden", self.dense_widths), ("conv_channels", self.conv_channels)):
+            if len(widths) > MAX_LAYERS:
+                raise ValueError(f"{name} has {len(widths)} layers; at most {MAX_LAYERS}")
+            for w in widths:
+                _int(name, w, 1, MAX_WIDTH)
+        if self.arch == "conv":
+            if not self.conv_channels:
+                raise ValueError("arch='conv' needs at least one entry in conv_channels")
+            if self.image_size % (2 ** len(self.conv_channels)):
+                raise ValueError(
+                    f"image_size {self.image_size} must be divisible by 2**len(conv_channels) "
+                    f"= {2 ** len(self.conv_channels)} for arch='conv'"
+                )
+        if self.stats_input is not None and not isinstance(self.stats_input, bool):
+            raise ValueError(f"stats_input must be true, false or null (by channels), got {self.stats_input!r}")
+        return self
+
+
+@dataclass
+class TrainConfig:
+    """How the network is trained; kept with the model as a record."""
+
+    # binary bottleneck (Salakhutdinov & Hinton 2009): a binarizer from model/binarizers/;
+    # "noise" feeds the decoder sigmoid(z + N(0, noise_std^2)), the paper's variance 16
+    binarizer: str = "noise"
+    noise_std: float = 4.0
+    noise_anneal: float = 0.3  # fraction of fine-tuning over which the noise ramps up from 0
+    # greedy layer-wise denoising pretraining (Vincent et al. 2008)
+    pretrain: str = "dae"
+    pretrain_epochs: int = 2
+    corruption: str = "mask"
+    corruption_level: float = 0.2
+    # end-to-end fine-tuning
+    epochs: int = 15
+    # small folders give few steps per epoch: train for at least this many optimiser steps
+    # (pretraining: a quarter of it per stage)
+    min_steps: int = 400
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # regularisers on code-unit probabilities p = sigmoid(z); 0 (off) by default: measured to
+    # cost more than they give across sets
+    sparsity: float = 0.0
+    sparsity_kind: str = "kl"
+    sparsity_target: float = 0.5
+    balance: float = 0.0
+    decorrelation: float = 0.0
+    augment: float = 0.0  # weight of plain augmentation consistency (hard bits of two views)
+    # NT-Xent agreement of two augmented views' relaxed codes against the rest of the batch
+    contrastive: float = 0.2
+    temperature: float = 0.3
+    crop_min: float = 0.6  # smallest crop area of an augmented view, as a fraction of the image
+    # weight of matching the image statistics in the reconstruction; None picks by channels
+    # (HasherConfig.stats_weight)
+    stats: float | None = None
+    # weight of the neighbour term (a view of one of ``neighbour_k`` pixel-space neighbours
+    # must be picked out, model/neighbours.py); None picks by channels (neighbour_weight)
+    neighbours: float | None = None
+    neighbour_k: int = 5
+    # bookkeeping
+    val_fraction: float = 0.1
+    patience: int = 4
+    max_train: int = 50_000
+    seed: int = 0
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)  # free-form notes kept with the model
+
+    def epochs_for(self, n_train: int, epochs: int, min_steps: int) -> int:
+        """``epochs``, raised so that training takes at least ``min_steps`` steps (0 stays 0)."""
+        if epochs == 0:
+            return 0
+        steps_per_epoch = max(1, -(-n_train // self.batch_size))
+        return max(epochs, -(-min_steps // steps_per_epoch))
+
+    def validate(self) -> "TrainConfig":
+        from .binarizers import names as binarizer_names
+        _choice("binarizer", self.binarizer, binarizer_names())
+        _choice("pretrain", self.pretrain, PRETRAIN)
+        _choice("corruption", self.corruption, CORRUPTIONS)
+        _choice("sparsity_kind", self.sparsity_kind, SPARSITY)
+        for name in ("pretrain_epochs", "epochs", "patience", "min_steps"):
+            _int(name, getattr(self, name), 0, 100_000)
+        _int("batch_size", self.batch_size, 1, 1 << 16)
+        _int("max_train", self.max_train, 1, 1 << 31)
+        _int("seed", self.seed, 0, 2**63 - 1)
+        if self.threads is not None:
+            _int("threads", self.threads, 1, 4096)
+        for name in ("noise_std", "lr", "weight_decay", "sparsity", "balance", "decorrelation",
+                     "augment", "contrastive", "corruption_level"):
+            _float(name, getattr(self, name), 0.0, 1e6)
+        for name in ("stats", "neighbours"):
+            if getattr(self, name) is not None:
+                _float(name, getattr(self, name), 0.0, 1e6)
+        _int("neighbour_k", self.neighbour_k, 1, 1000)
+        _float("temperature", self.temperature, 0.01, 10.0)
+        for name in ("noise_anneal", "sparsity_target", "val_fraction", "crop_min"):
+            _float(name, getattr(self, name), 0.0, 1.0)
+        if not 0 <= self.corruption_level < 1 and self.corruption == "mask":
+            raise ValueError("corruption_level for masking is a probability in [0, 1)")
+        if not isinstance(self.extra, dict):
+            raise ValueError("extra must be a dict")
+        return self
+
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+@dataclass
+class HasherConfig(TrainConfig, ModelConfig):
+    """Every setting of a SemanticHasher in one flat, validated, JSON-serialisable recipe:
+    the fields of ModelConfig (first) and of TrainConfig."""
+
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig(**{k: getattr(self, k) for k in MODEL_FIELDS})
+
+    @property
+    def training(self) -> TrainConfig:
+        return TrainConfig(**{k: getattr(self, k) for k in TRAIN_FIELDS})
+
+    @classmethod
+    def from_parts(cls, model: ModelConfig, training: TrainConfig | None = None) -> "HasherConfig":
+        parts = dataclasses.asdict(training or TrainConfig())
+        parts.update(dataclasses.asdict(model))
+        return cls(**parts).validate()
+
+    @property
+    def stats_weight(self) -> float:
+        """``stats``, or when None the default for the channel count: 0.4 colour, 0.05 grey."""
+        if self.stats is not None:
+            return self.stats
+        return 0.4 if self.channels == 3 else 0.05
+
+    @property
+    def neighbour_weight(self) -> float:
+        """``neighbours``, or when None the default for the channel count: 0.5 grey, 0 colour."""
+        if self.neighbours is not None:
+            return self.neighbours
+        return 0.5 if self.channels == 1 else 0.0
+
+    def replace(self, **changes) -> "HasherConfig":
+        return dataclasses.replace(self, **changes).validate()
+
+    def validate(self) -> "HasherConfig":
+        """Check every field; raise ValueError naming the field and the allowed values."""
+        ModelConfig.validate(self)
+        TrainConfig.validate(self)
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "HasherConfig":
+        return cls.from_dict(parse_json_object(text, "model config"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HasherConfig":
+        """A config from a flat dict (unknown fields refused). Models saved before stats_input
+        existed have no side branch among their weights, so a missing stats_input is False."""
+        if not isinstance(data, dict):
+            raise ValueError("model config must be a JSON object")
+        unknown = sorted(set(data) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**{"stats_input": False, **data}).validate()
+
+
+def parse_json_object(text, what: str) -> dict:
+    """``text`` (str or bytes) parsed as a JSON object, or a ValueError naming ``what``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return data
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def _int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def _float(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")

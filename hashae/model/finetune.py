@@ -1,0 +1,63 @@
+"""The fine-tuning objective: reconstruction through the binarized code, plus the terms the
+config switches on (contrast between augmented views, image statistics, pixel neighbours,
+code regularisers). One object per fit, called by the trainer once per batch."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import losses
+from .augment import random_views
+from .binarizers import get as get_binarizer
+from .config import HasherConfig
+from .network import HashNet
+
+
+class FineTune:
+    """``objective(idx, frac) -> (loss, metrics)`` for fit_loop. ``neighbours``, if given, is
+    (sorted training rows, (rows, k) table of neighbour positions into them) from
+    neighbours.pixel_neighbours."""
+
+    def __init__(self, net: HashNet, data, cfg: HasherConfig, neighbours=None):
+        self.net, self.data, self.cfg = net, data, cfg
+        self.binarize = get_binarizer(cfg.binarizer)(cfg.training)
+        self.stats_weight, self.neighbour_weight = cfg.stats_weight, cfg.neighbour_weight
+        self.neighbours = neighbours
+        self.rng = np.random.default_rng(cfg.seed + 1)  # neighbour picks, apart from the trainer's
+
+    def __call__(self, idx: np.ndarray, frac: float):
+        cfg, net = self.cfg, self.net
+        x = self.data.batch(idx)
+        ramp = min(1.0, frac / cfg.noise_anneal) if cfg.noise_anneal > 0 else 1.0
+        views = cfg.augment > 0 or cfg.contrastive > 0 or self.neighbours is not None
+        if views:  # two views of each image: reconstruct both, agree on bits
+            x = torch.cat([random_views(x, cfg.crop_min), random_views(x, cfg.crop_min)])
+        out = net(x, binarize=lambda z: self.binarize(z, ramp))
+        p = torch.sigmoid(out.logits)
+        terms = {"recon": losses.reconstruction(out.recon, x)}
+        if self.stats_weight > 0:
+            terms["stats"] = self.stats_weight * losses.stats_loss(out.recon, x)
+        if views:
+            z1, z2 = out.logits.chunk(2)
+        if cfg.augment > 0:
+            terms["consistency"] = cfg.augment * losses.consistency(z1, z2)
+        if cfg.contrastive > 0:
+            terms["contrastive"] = cfg.contrastive * losses.contrastive(z1, z2, cfg.temperature)
+        if self.neighbours is not None:
+            terms["neighbours"] = self.neighbour_weight * losses.contrastive(z1, self._neighbour_logits(idx),
+                                                                             cfg.temperature)
+        if cfg.balance > 0:
+            terms["balance"] = cfg.balance * losses.balance(p)
+        if cfg.decorrelation > 0:
+            terms["decorrelation"] = cfg.decorrelation * losses.decorrelation(p)
+        if cfg.sparsity > 0:
+            sp = losses.sparsity_l1(p) if cfg.sparsity_kind == "l1" else losses.sparsity_kl(p, cfg.sparsity_target)
+            terms["sparsity"] = cfg.sparsity * sp
+        return sum(terms.values()), {k: float(v.detach()) for k, v in terms.items()}
+
+    def _neighbour_logits(self, idx: np.ndarray) -> torch.Tensor:
+        """Code-layer logits of an augmented view of one random pixel neighbour of each image."""
+        train_sorted, table = self.neighbours
+        rows = table[np.searchsorted(train_sorted, idx)]
+        picked = train_sorted[rows[np.arange(len(idx)), self.rng.integers(0, rows.shape[1], len(idx))]]
+        return self.net.logits(random_views(self.data.batch(picked), self.cfg.crop_min))

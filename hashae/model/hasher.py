@@ -1,0 +1,173 @@
+"""Hasher: the scikit-learn-like face of the model (numpy in, packed uint8 codes out), and
+ModelState, the plain data (configs and float arrays) that storage writes and reads back.
+
+Nothing here knows about files: ``hashae.SemanticHasher`` adds HDF5 save/load on top.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import codes as codes_mod
+from . import losses
+from .config import HasherConfig, ModelConfig, TrainConfig
+from .finetune import FineTune
+from .inputs import ImageArray
+from .network import HashNet, check_budget
+from .neighbours import pixel_neighbours
+from .pretrain import pretrain_stages
+from .train import History, Phase, fit_loop, mean_over
+
+
+@dataclass
+class ModelState:
+    """Everything a trained model is: what rebuilds the network, how it was trained, and its
+    tensors by state-dict name (float32 numpy arrays)."""
+
+    model: ModelConfig
+    training: TrainConfig
+    weights: dict
+
+
+@dataclass
+class Split:
+    """Rows of the training array that train the model and that judge it (early stopping)."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+class Hasher:
+    """Deep autoencoder with a noise-forced binary bottleneck.
+
+    ``Hasher(bits=32).fit(images).encode(images)`` -> (n, 4) uint8 codes. Images are arrays
+    (n, C, S, S), (n, S, S, C) or, for one channel, (n, S, S); uint8 in [0, 255] or float in
+    [0, 1], with S = ``image_size`` and C = ``channels``.
+    """
+
+    def __init__(self, config: HasherConfig | None = None, **overrides):
+        cfg = config if config is not None else HasherConfig()
+        self.config = cfg.replace(**overrides) if overrides else HasherConfig(**cfg.__dict__).validate()
+        check_budget(self.config.model)
+        self.net: HashNet | None = None
+        self.history_ = History()
+        self.fit_seconds_: float | None = None
+
+    # ------------------------------------------------------------------ training
+    def fit(self, images, progress: bool | None = None) -> "Hasher":
+        """Pretrain (unless ``pretrain='none'``) and fine-tune on ``images``; returns self."""
+        cfg = self.config
+        data = ImageArray(images, cfg.model)
+        if len(data) < 2:
+            raise ValueError(f"fit needs at least 2 images, got {len(data)}")
+        t0 = time.monotonic()
+        _set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        split = _split(len(data), cfg, rng)
+
+        net = HashNet(cfg.model)
+        net.mean.copy_(data.mean(np.sort(split.train)))
+        self.net, self.history_ = net, History()
+        if cfg.pretrain == "dae" and cfg.pretrain_epochs > 0:
+            pretrain_stages(net, data, split, cfg.training, rng, self.history_, progress)
+
+        def recon_loss(i):  # what encode/decode will do: reconstruction through hard bits
+            x = data.batch(i)
+            return losses.reconstruction(net(x).recon, x)
+
+        neighbours = None
+        if cfg.neighbour_weight > 0:  # positions into train_sorted of each image's neighbours
+            train_sorted = np.sort(split.train)
+            table = pixel_neighbours(data.batch, train_sorted, cfg.neighbour_k, cfg.seed)
+            if table.shape[1]:
+                neighbours = (train_sorted, table)
+        phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
+                      val_loss=(lambda: mean_over(split.val, cfg.batch_size * 4, recon_loss)) if len(split.val) else None,
+                      rows=split.train, epochs=cfg.epochs_for(len(split.train), cfg.epochs, cfg.min_steps),
+                      patience=cfg.patience, watch_from=cfg.noise_anneal)
+        fit_loop(net, phase, cfg.training, rng, self.history_, progress)
+        self.fit_seconds_ = time.monotonic() - t0
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def _require_fit(self) -> HashNet:
+        if self.net is None:
+            raise RuntimeError("this model is not fitted: call .fit(images) or SemanticHasher.load(path)")
+        return self.net
+
+    def logits(self, images, batch_size: int = 1024) -> np.ndarray:
+        """Code-layer inputs z, (n, bits) float32; the code is z > 0."""
+        net = self._require_fit()
+        data = ImageArray(images, self.config.model)
+        out = np.empty((len(data), self.config.bits), np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(data), batch_size):
+                i = np.arange(s, min(s + batch_size, len(data)))
+                out[i] = net.logits(data.batch(i)).numpy()
+        return out
+
+    def encode(self, images, batch_size: int = 1024) -> np.ndarray:
+        """Packed codes (n, bits // 8) uint8 in FAISS bit order."""
+        return codes_mod.pack(self.logits(images, batch_size) > 0)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Reconstructions (n, C, S, S) float32 in [0, 1] of packed codes."""
+        net = self._require_fit()
+        bits = codes_mod.unpack(codes_mod.as_codes(codes, self.config.bits // 8))
+        with torch.inference_mode():
+            return net.decode(torch.from_numpy(bits.astype(np.float32))).numpy()
+
+    def reconstruction_error(self, images, batch_size: int = 1024) -> np.ndarray:
+        """Per-image mean squared error of reconstructing through the binary code."""
+        net = self._require_fit()
+        data = ImageArray(images, self.config.model)
+        out = np.empty(len(data), np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(data), batch_size):
+                i = np.arange(s, min(s + batch_size, len(data)))
+                x = data.batch(i)
+                out[i] = (net(x).recon - x).pow(2).flatten(1).mean(1).numpy()
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> ModelState:
+        """The fitted model as plain data (what storage writes)."""
+        net = self._require_fit()
+        weights = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+        return ModelState(self.config.model, self.config.training, weights)
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> "Hasher":
+        """Rebuild a fitted model; the weights must match the network the config builds (a
+        reader checks them before reading, see storage/layout.py)."""
+        model = cls(HasherConfig.from_parts(state.model, state.training))
+        net = HashNet(model.config.model)
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.weights.items()})
+        net.eval()
+        model.net = net
+        return model
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}(bits={c.bits}, arch={c.arch!r}, image_size={c.image_size}, "
+                f"fitted={self.net is not None})")
+
+
+def _split(n: int, cfg: HasherConfig, rng: np.random.Generator) -> Split:
+    """A seeded subsample of at most ``max_train`` rows, split into training and validation."""
+    idx = np.arange(n)
+    if len(idx) > cfg.max_train:
+        idx = np.sort(rng.choice(idx, cfg.max_train, replace=False))
+    perm = rng.permutation(idx)
+    n_val = int(len(perm) * cfg.val_fraction) if len(perm) >= 20 else 0
+    return Split(train=perm[n_val:], val=np.sort(perm[:n_val]))
+
+
+def _set_threads(threads: int | None) -> None:
+    """Use every core by default (torch picks physical cores, which can be fewer than we have)."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)

@@ -1,0 +1,114 @@
+"""A minibatch Adam trainer that knows nothing of the model: a Phase says what to optimise
+(parameters, a batch loss, a validation loss, the rows to stream), the training settings say
+how; it keeps the weights with the best validation loss (early stopping). Pretraining and
+fine-tuning both use it."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..progress import Progress
+from .config import TrainConfig
+
+
+@dataclass
+class History:
+    """One row per epoch: phase, epoch, train and validation loss, seconds, extra metrics."""
+
+    rows: list = field(default_factory=list)
+
+    def add(self, **row) -> None:
+        self.rows.append(row)
+
+    def phase(self, name: str) -> list:
+        return [r for r in self.rows if r["phase"] == name]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class Phase:
+    """One training phase.
+
+    ``batch_loss(indices, progress_fraction)`` returns ``(loss_tensor, metrics_dict)``;
+    ``progress_fraction`` (0..1 over the phase) lets the caller anneal, e.g. code-layer noise.
+    With ``val_loss``, the weights with the best validation loss among epochs that end after
+    ``watch_from`` (a fraction of the phase: e.g. once a noise ramp is over, so that half-trained
+    states are never "best") are kept and, with ``patience > 0``, training stops after
+    ``patience`` epochs (at least a tenth of the phase) without improvement."""
+
+    name: str
+    params: Iterable
+    batch_loss: Callable[[np.ndarray, float], tuple]
+    val_loss: Callable[[], float] | None
+    rows: np.ndarray
+    epochs: int
+    patience: int = 0
+    watch_from: float = 0.0
+
+
+def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: np.random.Generator,
+             history: History, progress: bool | None = None) -> History:
+    """Train ``phase.params`` for up to ``phase.epochs`` passes over ``phase.rows`` with Adam
+    (``settings``: batch_size, lr, weight_decay)."""
+    params = [p for p in phase.params if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    batch_size, epochs = settings.batch_size, phase.epochs
+    steps_per_epoch = max(1, -(-len(phase.rows) // batch_size))
+    total_steps = max(1, epochs * steps_per_epoch)
+    best, best_state, stale, step = float("inf"), None, 0, 0
+    patience = max(phase.patience, -(-epochs // 10)) if phase.patience else 0
+    with Progress(total_steps * batch_size, phase.name, unit="img", enabled=progress) as bar:
+        for epoch in range(epochs):
+            module.train()
+            t0, losses = time.monotonic(), []
+            order = rng.permutation(phase.rows)
+            for s in range(0, len(order), batch_size):
+                idx = np.sort(order[s:s + batch_size])  # sorted: cheap reads from h5py / memmap
+                if len(idx) < 2:
+                    continue
+                loss, metrics = phase.batch_loss(idx, step / total_steps)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}; "
+                                             "lower the learning rate (lr) or the regulariser weights")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                losses.append(loss.item())
+                bar.update(len(idx), epoch=epoch + 1, loss=float(np.mean(losses[-20:])))
+            row = dict(phase=phase.name, epoch=epoch + 1,
+                       train_loss=float(np.mean(losses)) if losses else float("nan"), seconds=time.monotonic() - t0)
+            if phase.val_loss is not None and step / total_steps >= phase.watch_from:
+                module.eval()
+                with torch.no_grad():
+                    v = float(phase.val_loss())
+                row["val_loss"] = v
+                if v < best - 1e-6:
+                    best, stale = v, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                else:
+                    stale += 1
+            history.add(**row)
+            if patience and best_state is not None and stale >= patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return history
+
+
+def mean_over(idx: np.ndarray, batch_size: int, fn) -> float:
+    """Size-weighted mean of ``fn(indices)`` over ``idx`` in batches."""
+    total, n = 0.0, 0
+    for s in range(0, len(idx), batch_size):
+        part = idx[s:s + batch_size]
+        total += float(fn(part)) * len(part)
+        n += len(part)
+    return total / max(n, 1)

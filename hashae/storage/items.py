@@ -1,0 +1,71 @@
+"""Items: the rows of a collection as one record of columns, so that code moving items around
+(the indexer, the journal, the store) never unpacks positional tuples. A new column is a field
+here and an entry in layout.ITEM_COLUMNS."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+
+PHASH_BYTES = 8  # 64-bit perceptual hashes (ingest/perceptual.py)
+
+
+@dataclass
+class Items:
+    """Row i of every column is one item. ``path`` may be any sequence with len and slicing
+    (a lazy one for millions of items); the others are numpy arrays."""
+
+    path: Sequence[str]  # relative to the collection's folder, '/'-separated
+    size: np.ndarray  # (n,) int64 file size in bytes
+    mtime: np.ndarray  # (n,) int64 modification time, ns since the epoch
+    code: np.ndarray  # (n, bits // 8) uint8 packed codes, FAISS bit order
+    phash: np.ndarray | None = None  # (n, 8) uint8 perceptual hashes; None for codes alone
+
+    def __post_init__(self):
+        n = len(self.path)
+        self.size = np.asarray(self.size, np.int64).reshape(-1)
+        self.mtime = np.asarray(self.mtime, np.int64).reshape(-1)
+        self.code = np.ascontiguousarray(self.code, dtype=np.uint8)
+        if self.code.ndim != 2:
+            raise ValueError(f"codes must be 2-D (n, bits // 8), got shape {self.code.shape}")
+        if self.phash is not None:
+            self.phash = np.ascontiguousarray(self.phash, dtype=np.uint8).reshape(-1, PHASH_BYTES)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"items have {n} paths but {len(value)} rows of {f.name}")
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    @property
+    def nbytes(self) -> int:
+        return self.code.shape[1]
+
+    @classmethod
+    def empty(cls, nbytes: int, phash: bool = True) -> "Items":
+        z = np.empty(0, np.int64)
+        return cls([], z, z, np.empty((0, nbytes), np.uint8), np.empty((0, PHASH_BYTES), np.uint8) if phash else None)
+
+    def take(self, rows) -> "Items":
+        """The items at ``rows`` (an index array or boolean mask), in that order."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, np.int64)
+        return Items([self.path[i] for i in rows], self.size[rows], self.mtime[rows], self.code[rows],
+                     None if self.phash is None else self.phash[rows])
+
+    @classmethod
+    def concat(cls, parts: list, nbytes: int) -> "Items":
+        """All rows of ``parts`` in order; hashes are kept only if every part has them."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty(nbytes)
+        with_hash = all(p.phash is not None for p in parts)
+        return cls([x for p in parts for x in p.path], np.concatenate([p.size for p in parts]),
+                   np.concatenate([p.mtime for p in parts]), np.concatenate([p.code for p in parts]),
+                   np.concatenate([p.phash for p in parts]) if with_hash else None)
+
+    def sorted(self) -> "Items":
+        """The same items ordered by path (the order a store keeps)."""
+        order = sorted(range(len(self)), key=self.path.__getitem__)
+        return self if order == list(range(len(self))) else self.take(order)

@@ -1,0 +1,301 @@
+"""The HDF5 layout, version 1: every path, dtype and attribute of a collection file, of a model
+group and of a journal segment, and the code that writes and reads them. No other module names
+an HDF5 path. README.md, "File layout", documents the same table for users.
+
+Strings are UTF-8; non-UTF-8 file names are stored as their raw bytes and read back with
+surrogateescape, so every POSIX name round-trips. Everything read is validated (types, shapes,
+sizes) before use: a file may come from someone else, truncated, corrupted or hand-crafted.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import h5py
+import numpy as np
+
+from ..model.config import HasherConfig, parse_json_object
+from ..version import __version__
+from ..model.hasher import ModelState
+from .items import PHASH_BYTES, Items
+
+FORMAT, FORMAT_VERSION = "hashae", 1
+MODEL_FORMAT, MODEL_VERSION = "hashae-model", 1
+
+# root attributes of a collection file
+ATTR_FORMAT, ATTR_VERSION, ATTR_HASHAE = "format", "format_version", "hashae_version"
+ATTR_BITS, ATTR_FOLDER, ATTR_GENERATION = "bits", "folder", "generation"
+ATTR_CREATED, ATTR_UPDATED = "created", "updated"
+ATTR_IMAGE_SIZE, ATTR_CHANNELS = "image_size", "channels"  # written with a model
+# groups and datasets
+MODEL, WEIGHTS = "model", "weights"
+SKIPPED_PATH, SKIPPED_REASON = "skipped/path", "skipped/reason"
+# attributes of a model group: its format, the ModelConfig JSON that rebuilds the network
+# (files of hashae 0.1 hold every HasherConfig field there) and the TrainConfig JSON record
+MODEL_ATTR_CONFIG, MODEL_ATTR_TRAINING = "config", "training"
+
+STR = h5py.string_dtype("utf-8")
+CHUNK_ROWS = 8192
+PATH_BLOCK = 1 << 16  # strings converted per write: ~10 MB of Python objects at a time
+MAX_ITEMS = 1 << 34  # a declared row count above this is a hostile or broken file
+# a dataset may declare far more rows than the file stores (unallocated chunks read as fill
+# values): refuse numeric data declaring over 64 MiB beyond 100x what is actually stored
+SPARSE_SLACK, SPARSE_RATIO = 64 << 20, 100
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of Items as stored: the Items field, its dataset path, dtype, bytes per row
+    for 2-D uint8 columns (0: one value per row; "code": bits // 8), and attributes."""
+
+    field: str
+    path: str
+    dtype: object
+    width: int | str = 0
+    optional: bool = False
+    attrs: dict = field(default_factory=dict)
+
+    def row_shape(self, nbytes: int) -> tuple:
+        width = nbytes if self.width == "code" else self.width
+        return (width,) if width else ()
+
+
+ITEM_COLUMNS = (
+    Column("code", "codes", np.uint8, "code"),
+    Column("path", "items/path", STR),
+    Column("size", "items/size", np.int64),
+    Column("mtime", "items/mtime", np.int64, attrs={"unit": "ns since the epoch"}),
+    Column("phash", "items/phash", np.uint8, PHASH_BYTES, optional=True,
+           attrs={"method": "pHash: 8x8 lowest DCT of 32x32 grey > median, FAISS bit order"}),
+)
+CODES = ITEM_COLUMNS[0].path
+COLUMN = {c.field: c for c in ITEM_COLUMNS}
+
+
+class LayoutError(ValueError):
+    """A file whose structure is not what this layout says; one-line message."""
+
+
+# ---------------------------------------------------------------------------- strings
+def encode_path(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def read_strings(ds: h5py.Dataset, sel=slice(None)) -> list:
+    return list(ds.asstr("utf-8", "surrogateescape")[sel]) if ds.shape[0] else []
+
+
+def find_string(ds: h5py.Dataset, text: str, block: int = PATH_BLOCK) -> int | None:
+    """First row of a string dataset equal to ``text``, reading a block at a time."""
+    key = encode_path(text)
+    for s in range(0, ds.shape[0], block):
+        rows = np.flatnonzero(ds[s:s + block] == key)
+        if len(rows):
+            return s + int(rows[0])
+    return None
+
+
+def _dataset(g: h5py.Group, name: str, data, dtype, row_shape: tuple = ()) -> h5py.Dataset:
+    """A chunked dataset, resizable along rows; strings are converted a block at a time so that
+    millions of paths never exist as one big array of bytes objects."""
+    n = len(data)
+    shape = (n,) + row_shape
+    ds = g.create_dataset(name, shape=shape, maxshape=(None,) + row_shape, dtype=dtype,
+                          chunks=(max(1, min(CHUNK_ROWS, n)),) + row_shape)
+    if dtype is STR:
+        for s in range(0, n, PATH_BLOCK):
+            ds[s:s + PATH_BLOCK] = np.array([encode_path(t) for t in data[s:s + PATH_BLOCK]], dtype=object)
+    elif n:
+        ds[...] = data
+    return ds
+
+
+# ---------------------------------------------------------------------------- items
+def write_items(g: h5py.Group, items: Items) -> None:
+    """Every column of ``items`` under ``g`` (a collection file or a journal segment)."""
+    for col in ITEM_COLUMNS:
+        data = getattr(items, col.field)
+        if data is None:
+            continue
+        ds = _dataset(g, col.path, data, col.dtype, col.row_shape(items.nbytes))
+        ds.attrs.update(col.attrs)
+
+
+def read_items(g: h5py.Group, nbytes: int) -> Items:
+    """All items under ``g``, checked against the layout (as ``check_items``)."""
+    n, has = check_items(g, nbytes)
+    return Items(read_strings(g[COLUMN["path"].path]), g[COLUMN["size"].path][()], g[COLUMN["mtime"].path][()],
+                 g[CODES][()] if n else np.empty((0, nbytes), np.uint8),
+                 (g[COLUMN["phash"].path][()] if n else np.empty((0, PHASH_BYTES), np.uint8)) if has["phash"] else None)
+
+
+def check_items(g: h5py.Group, nbytes: int) -> tuple:
+    """Validate every item column under ``g``; returns (rows, {field: present})."""
+    n, present = None, {}
+    for col in ITEM_COLUMNS:
+        present[col.field] = col.path in g
+        if not present[col.field]:
+            if col.optional:
+                continue
+            raise LayoutError(f"/{col.path} is missing")
+        rows = check_dataset(g, col.path, col.row_shape(nbytes), "O" if col.dtype is STR else col.dtype)
+        if n is None:
+            n = rows
+        elif rows != n:
+            raise LayoutError(f"/{col.path} has a different number of rows than /{CODES}")
+    return n, present
+
+
+def check_dataset(g: h5py.Group, name: str, row_shape: tuple, dtype) -> int:
+    """Rows of dataset ``name``, after checking its shape, dtype and declared size."""
+    ds = g.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        raise LayoutError(f"/{name} is missing")
+    if len(ds.shape) != 1 + len(row_shape) or tuple(ds.shape[1:]) != row_shape:
+        raise LayoutError(f"/{name} has shape {ds.shape}, expected {(None, *row_shape)}")
+    if dtype == "O":
+        ok = h5py.check_string_dtype(ds.dtype) is not None
+    elif np.dtype(dtype) == np.uint8:
+        ok = ds.dtype == np.uint8
+    else:
+        ok = ds.dtype.kind == np.dtype(dtype).kind
+    if not ok:
+        raise LayoutError(f"/{name} has dtype {ds.dtype}")
+    if ds.shape[0] > MAX_ITEMS:
+        raise LayoutError(f"/{name} declares {ds.shape[0]} rows")
+    if dtype != "O":
+        declared = ds.size * ds.dtype.itemsize
+        if declared > SPARSE_SLACK + SPARSE_RATIO * ds.id.get_storage_size():
+            raise LayoutError(f"/{name} declares {ds.shape[0]} rows but the file holds "
+                              f"{ds.id.get_storage_size()} bytes of it")
+    return ds.shape[0]
+
+
+# ---------------------------------------------------------------------------- skipped files
+def write_skipped(g: h5py.Group, skipped: list) -> None:
+    _dataset(g, SKIPPED_PATH, [p for p, _ in skipped], STR)
+    _dataset(g, SKIPPED_REASON, [r.encode("utf-8", "replace").decode("utf-8") for _, r in skipped], STR)
+
+
+def check_skipped(g: h5py.Group) -> int:
+    m = check_dataset(g, SKIPPED_PATH, (), "O")
+    if check_dataset(g, SKIPPED_REASON, (), "O") != m:
+        raise LayoutError(f"/{SKIPPED_PATH} and /{SKIPPED_REASON} differ in length")
+    return m
+
+
+def read_skipped(g: h5py.Group) -> list:
+    return list(zip(read_strings(g[SKIPPED_PATH]), read_strings(g[SKIPPED_REASON])))
+
+
+# ---------------------------------------------------------------------------- root attributes
+def write_root_attrs(f: h5py.File, attrs: dict) -> None:
+    f.attrs.update({ATTR_FORMAT: FORMAT, ATTR_VERSION: FORMAT_VERSION, **attrs})
+
+
+def check_root(f: h5py.File) -> int:
+    """The collection's code length, after checking the format and its version."""
+    if f.attrs.get(ATTR_FORMAT) != FORMAT:
+        raise LayoutError(f"not a hashae collection (no {ATTR_FORMAT}='{FORMAT}' attribute)")
+    _check_version(f.attrs, FORMAT_VERSION, "collection", f.attrs.get(ATTR_HASHAE))
+    from ..codes import check_bits
+    try:
+        return check_bits(f.attrs.get(ATTR_BITS))
+    except ValueError as e:
+        raise LayoutError(str(e)) from None
+
+
+def text_attr(attrs, name: str) -> str:
+    v = attrs.get(name, "")
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return v if isinstance(v, str) else ""
+
+
+def plain_attrs(attrs) -> dict:
+    """Attributes as Python values (numpy scalars unwrapped, bytes decoded)."""
+    out = {}
+    for k, v in attrs.items():
+        out[k] = v.item() if isinstance(v, np.generic) else (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+    return out
+
+
+def _check_version(attrs, supported: int, what: str, writer=None) -> None:
+    version = attrs.get(ATTR_VERSION)
+    if isinstance(version, (int, np.integer)) and not isinstance(version, bool) and version == supported:
+        return
+    shown = version.item() if isinstance(version, np.generic) else version
+    if isinstance(shown, int) and shown > supported:
+        by = f" by hashae {text_attr(attrs, ATTR_HASHAE) or writer}" if (writer or text_attr(attrs, ATTR_HASHAE)) else ""
+        raise LayoutError(f"{what} format version {shown} (written{by}); this hashae {__version__} reads version "
+                          f"{supported}: upgrade hashae to open it")
+    raise LayoutError(f"{what} format version {shown!r}; this hashae reads version {supported}")
+
+
+# ---------------------------------------------------------------------------- model
+def write_model(g: h5py.Group, state: ModelState) -> None:
+    """A model group: format attributes, the config that rebuilds the network, the training
+    record, and ``weights/<tensor>`` float32 datasets (no pickle anywhere)."""
+    g.attrs[ATTR_FORMAT] = MODEL_FORMAT
+    g.attrs[ATTR_VERSION] = MODEL_VERSION
+    g.attrs[ATTR_HASHAE] = __version__
+    g.attrs[MODEL_ATTR_CONFIG] = json.dumps(asdict(state.model), sort_keys=True)
+    g.attrs[MODEL_ATTR_TRAINING] = json.dumps(asdict(state.training), sort_keys=True)
+    w = g.create_group(WEIGHTS)
+    for name, array in state.weights.items():
+        w.create_dataset(name, data=np.asarray(array, np.float32))
+
+
+def model_settings(g: h5py.Group) -> dict:
+    """The flat dict of a model group's settings (config and training record together, as
+    ``HasherConfig`` fields), not validated; raises LayoutError if they are not JSON objects."""
+    try:
+        data = parse_json_object(g.attrs.get(MODEL_ATTR_CONFIG), "model config")
+        if MODEL_ATTR_TRAINING in g.attrs:
+            data = {**parse_json_object(g.attrs.get(MODEL_ATTR_TRAINING), "training record"), **data}
+    except ValueError as e:
+        raise LayoutError(str(e)) from None
+    return data
+
+
+def read_model(g: h5py.Group) -> ModelState:
+    """A model group written by ``write_model`` (or hashae 0.1's ``save``): the config is
+    validated and every dataset checked against the shapes the network it builds has (on
+    torch's meta device, within the weight and activation budgets) before any is read."""
+    from ..model.network import param_shapes
+    if g.attrs.get(ATTR_FORMAT) != MODEL_FORMAT or WEIGHTS not in g:
+        raise LayoutError(f"{g.file.filename}:{g.name} holds no hashae model")
+    _check_version(g.attrs, MODEL_VERSION, "model")
+    try:
+        cfg = HasherConfig.from_dict(model_settings(g))
+        shapes = param_shapes(cfg.model)
+    except (TypeError, ValueError) as e:
+        raise LayoutError(str(e)) from None
+    weights = g[WEIGHTS]
+    if not isinstance(weights, h5py.Group) or set(weights.keys()) != set(shapes):
+        raise LayoutError("stored weights do not match the model config (missing or extra tensors)")
+    state = {}
+    for name, shape in shapes.items():
+        ds = weights[name]
+        if not isinstance(ds, h5py.Dataset) or ds.shape != shape or ds.dtype.kind != "f":
+            raise LayoutError(f"stored weight {name!r} has shape {getattr(ds, 'shape', None)}, expected {shape} float")
+        arr = np.asarray(ds[()], dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise LayoutError(f"stored weight {name!r} has non-finite values")
+        state[name] = arr
+    return ModelState(cfg.model, cfg.training, state)
+
+
+def save_model_file(path, state: ModelState) -> None:
+    with h5py.File(path, "w") as f:
+        write_model(f, state)
+
+
+def load_model_file(path) -> ModelState:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise LayoutError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        return read_model(f)
+

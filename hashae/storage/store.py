@@ -1,0 +1,213 @@
+"""The collection file: one HDF5 file per collection (layout.py names its contents).
+
+A committed file is never modified in place: ``write_store`` writes a complete new file beside
+it, fsyncs it and renames it over the old one (atomic on POSIX), so a crash leaves either the
+old or the new store, never a torn one. Work in progress lives in a journal (journal.py).
+``StoreReader`` validates a file before anything is read from it, and reads lazily.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from ..codes import check_bits
+from ..model.hasher import ModelState
+from ..version import __version__
+from . import layout
+from .atomic import first_line, replace_atomically, write_guard
+from .items import PHASH_BYTES, Items
+
+
+class StoreError(ValueError):
+    """A collection file that is missing, not a hashae file, or inconsistent; one-line message."""
+
+
+@dataclass
+class StoreContents:
+    """Everything a store holds: its items (sorted by path), the files that could not be
+    indexed and why, the model (if any), and where the items came from."""
+
+    bits: int
+    items: Items
+    folder: str = ""
+    skipped: list = ()
+    model: ModelState | None = None
+    created: float | None = None
+
+
+def write_store(path: str, contents: StoreContents) -> str:
+    """Write a complete store to ``path`` atomically (temporary file, fsync, rename); returns the
+    new generation id."""
+    bits = check_bits(contents.bits)
+    items = contents.items
+    if items.nbytes != bits // 8:
+        raise ValueError(f"codes have {items.nbytes * 8} bits, expected {bits}")
+    generation = uuid.uuid4().hex
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with write_guard(path), h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+            now = time.time()
+            attrs = {
+                layout.ATTR_BITS: bits, layout.ATTR_GENERATION: generation,
+                layout.ATTR_FOLDER: os.path.abspath(contents.folder) if contents.folder else "",
+                layout.ATTR_CREATED: contents.created or now, layout.ATTR_UPDATED: now,
+                layout.ATTR_HASHAE: __version__,
+            }
+            if contents.model is not None:
+                attrs.update({layout.ATTR_IMAGE_SIZE: contents.model.model.image_size,
+                              layout.ATTR_CHANNELS: contents.model.model.channels})
+            layout.write_root_attrs(f, attrs)
+            layout.write_items(f, items)
+            layout.write_skipped(f, list(contents.skipped))
+            if contents.model is not None:
+                layout.write_model(f.create_group(layout.MODEL), contents.model)
+        replace_atomically(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return generation
+
+
+def _guarded(method):
+    """Damage found after opening (lazy reads of a corrupted file) is a StoreError too."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (StoreError, IndexError):
+            raise
+        except Exception as e:  # h5py raises OSError, RuntimeError, KeyError, ValueError... on bad bytes
+            raise StoreError(f"{self.path}: damaged collection file ({type(e).__name__}: {first_line(e)})") from None
+    return wrapper
+
+
+class StoreReader:
+    """Read-only, validated view of a collection file; datasets are read lazily."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if not os.path.exists(path):
+            raise StoreError(f"{path}: no such collection (build one with `hashae index FOLDER --store {path}`)")
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as e:
+            raise StoreError(f"{path}: not a readable HDF5 file ({first_line(e)})") from None
+        try:
+            self._validate()
+        except layout.LayoutError as e:
+            self.file.close()
+            raise StoreError(f"{path}: {e}") from None
+        except Exception as e:  # anything h5py raises on a damaged file
+            self.file.close()
+            raise StoreError(f"{path}: damaged collection file ({type(e).__name__}: {first_line(e)})") from None
+
+    def _validate(self) -> None:
+        f = self.file
+        self.bits = layout.check_root(f)
+        self.n, present = layout.check_items(f, self.bits // 8)
+        self.has_phash = present["phash"]
+        self.n_skipped = layout.check_skipped(f)
+        self.folder = layout.text_attr(f.attrs, layout.ATTR_FOLDER)
+        self.generation = layout.text_attr(f.attrs, layout.ATTR_GENERATION)
+
+    # lazy accessors ------------------------------------------------------------------
+    @_guarded
+    def codes(self) -> np.ndarray:
+        return self.file[layout.CODES][()] if self.n else np.empty((0, self.bits // 8), np.uint8)
+
+    @_guarded
+    def code(self, row: int) -> np.ndarray:
+        """The packed code of one item."""
+        if not 0 <= row < self.n:
+            raise IndexError(f"item id {row} out of range 0..{self.n - 1}")
+        return self.file[layout.CODES][int(row)]
+
+    @_guarded
+    def paths(self, ids=None) -> list:
+        ds = self.file[layout.COLUMN["path"].path]
+        if ids is None:
+            return layout.read_strings(ds)
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return []
+        uniq, inverse = np.unique(ids, return_inverse=True)  # h5py wants increasing indices
+        if uniq[0] < 0 or uniq[-1] >= self.n:
+            raise IndexError(f"item ids out of range 0..{self.n - 1}")
+        vals = layout.read_strings(ds, uniq)
+        return [vals[i] for i in inverse.ravel()]
+
+    @_guarded
+    def find_path(self, path: str) -> int | None:
+        """Row of the item with this relative path, or None; reads the paths a block at a time."""
+        return layout.find_string(self.file[layout.COLUMN["path"].path], path)
+
+    @_guarded
+    def phash(self) -> np.ndarray | None:
+        """The items' perceptual hashes (N, 8) uint8; None for stores without them (written from
+        codes alone, or by an earlier hashae)."""
+        if not self.has_phash:
+            return None
+        return self.file[layout.COLUMN["phash"].path][()] if self.n else np.empty((0, PHASH_BYTES), np.uint8)
+
+    @_guarded
+    def sizes(self) -> np.ndarray:
+        return self.file[layout.COLUMN["size"].path][()].astype(np.int64)
+
+    @_guarded
+    def mtimes(self) -> np.ndarray:
+        return self.file[layout.COLUMN["mtime"].path][()].astype(np.int64)
+
+    @_guarded
+    def items(self) -> Items:
+        """Every item, all columns."""
+        return layout.read_items(self.file, self.bits // 8)
+
+    @_guarded
+    def skipped(self) -> list:
+        return layout.read_skipped(self.file)
+
+    @_guarded
+    def has_model(self) -> bool:
+        return layout.MODEL in self.file
+
+    @_guarded
+    def model_state(self) -> ModelState:
+        """The stored model as plain data (configs and weights), validated."""
+        if not self.has_model():
+            raise StoreError(f"{self.path}: this collection has no model yet (run `hashae index` on it)")
+        try:
+            return layout.read_model(self.file[layout.MODEL])
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise StoreError(f"{self.path}: model is damaged or invalid ({first_line(e)})") from None
+
+    @_guarded
+    def attrs(self) -> dict:
+        return layout.plain_attrs(self.file.attrs)
+
+    @_guarded
+    def model_config(self) -> dict | None:
+        """The model's settings as one flat dict (what `hashae info --json` shows), unvalidated;
+        None without a model or when they are not readable JSON."""
+        if not self.has_model():
+            return None
+        try:
+            return layout.model_settings(self.file[layout.MODEL])
+        except layout.LayoutError:
+            return None
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
