@@ -1,5 +1,7 @@
 """Long fuzzing run of the image loader and the store reader (tests/test_fuzz.py), with random
-(not derandomized) examples: python bench/fuzz.py [EXAMPLES]   (default 5000 per target)."""
+(not derandomized) examples: python bench/fuzz.py [EXAMPLES]   (default 5000 per target).
+The store targets mutate bytes of plain stores and of stores whose datasets were replaced by
+external storage, external and soft links and virtual datasets."""
 import os
 import subprocess
 import sys

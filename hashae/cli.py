@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import glob
 import json
+import math
 import os
 import sys
 
@@ -23,16 +24,49 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError) as e:
-            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            raise click.ClickException(shown(str(e).splitlines()[0]) if str(e) else type(e).__name__) from None
+        except MemoryError:
+            raise click.ClickException("out of memory (a model or collection too large for this machine)") from None
         except OSError as e:
             msg = f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e))
-            raise click.ClickException(str(msg).splitlines()[0]) from None
+            raise click.ClickException(shown(str(msg).splitlines()[0])) from None
     return wrapper
+
+
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)])
+
+
+def shown(text) -> str:
+    """``text`` for a terminal: control characters (escape sequences, newlines, carriage
+    returns) written as \\xNN, so a file name cannot clear the screen or fake output lines;
+    undecodable bytes of a name (surrogate escapes) as \\udcNN."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if (ord(c) in _CONTROL or 0xD800 <= ord(c) < 0xE000)
+                   else c for c in text)
+
+
+def json_safe(value):
+    """``value`` with every non-finite float as None, so that --json output is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _store_option(fn):
     return click.option("--store", "store", type=click.Path(dir_okay=False),
                         help="collection file (default: the only .h5 file in indexes/)")(fn)
+
+
+def _folder_option(fn):
+    return click.option("--folder", "folder", type=click.Path(file_okay=False),
+                        help="where the items' images are, for sheets (default: the indexed folder, "
+                             "if you indexed it on this machine)")(fn)
 
 
 def _resolve_store(store: str | None) -> str:
@@ -63,29 +97,31 @@ def main():
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="architecture when training (default mlp)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
 @click.option("--workers", type=int, default=2, show_default=True, help="image-decoding processes (0: none)")
+@click.option("--follow-links", is_flag=True, help="follow symbolic links that lead out of FOLDER")
+@click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_friendly
-def index(folder, store, bits, model_store, epochs, image_size, arch, seed, workers, quiet):
+def index(folder, store, bits, model_store, epochs, image_size, arch, seed, workers, follow_links, allow_shrink,
+          quiet):
     """Index the images under FOLDER (recursively) into a collection; re-runs are incremental."""
     from .collection import Collection, default_store
     from .model.config import HasherConfig
     store = store or default_store(folder)
-    os.makedirs(os.path.dirname(os.path.abspath(store)), exist_ok=True)
-    model = Collection.open(model_store).model if model_store else None
     config = None
-    if model is None:
+    if not model_store:
         overrides = {k: v for k, v in dict(epochs=epochs, image_size=image_size, arch=arch).items() if v is not None}
         store_bits = Collection.open(store).bits if os.path.exists(store) else None
         config = HasherConfig(bits=bits or store_bits or 64, seed=seed).replace(**overrides)
-    report = Collection(store).index(folder, bits=bits, model=model, config=config, workers=workers,
-                                     progress=False if quiet else None)
+    report = Collection(store).index(folder, bits=bits, model=model_store, config=config, workers=workers,
+                                     progress=False if quiet else None, follow_links=follow_links,
+                                     allow_shrink=allow_shrink)
     if report.trained:
-        click.echo(f"trained a {report_bits(store)}-bit model on {folder}", err=True)
+        click.echo(f"trained a {report_bits(store)}-bit model on {shown(folder)}", err=True)
     for path, reason in report.skipped[:10]:
-        click.echo(f"skipped {path}: {reason}", err=True)
+        click.echo(f"skipped {shown(path)}: {shown(reason)}", err=True)
     if len(report.skipped) > 10:
         click.echo(f"... and {len(report.skipped) - 10} more skipped (see `hashae info --json`)", err=True)
-    click.echo(f"{store}: {report}")
+    click.echo(f"{shown(store)}: {report}")
 
 
 def report_bits(store: str) -> int:
@@ -101,21 +137,24 @@ def report_bits(store: str) -> int:
 @click.option("--radius", type=int, help="all items within this Hamming distance instead of the k nearest")
 @click.option("--json", "as_json", is_flag=True, help="print JSON: [{query, hits: [{path, distance}]}]")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of each query and its hits")
+@_folder_option
 @_friendly
-def query(images, store, k, radius, as_json, sheet):
+def query(images, store, k, radius, as_json, sheet, folder):
     """Find the items most similar to each IMAGE."""
     from .collection import Collection
     if k is not None and k < 1:
         raise click.ClickException("-k must be at least 1")
-    with Collection.open(_resolve_store(store)) as coll:
+    with Collection.open(_resolve_store(store), folder) as coll:
+        if sheet:
+            coll.images_root()  # refuse an untrusted folder before anything is printed or written
         results = coll.query(list(images), k=k if (k or radius is not None) else 10, radius=radius)
         if as_json:
             click.echo(json.dumps(results))
         else:
             for r in results:
-                click.echo(f"{r['query']}: {len(r['hits'])} hits")
+                click.echo(f"{shown(r['query'])}: {len(r['hits'])} hits")
                 for h in r["hits"]:
-                    click.echo(f"  {h['distance']:4d}  {h['path']}")
+                    click.echo(f"  {h['distance']:4d}  {shown(h['path'])}")
         if sheet:
             from .sheet import contact_sheet
             written = []
@@ -143,14 +182,14 @@ def info(store, as_json):
         data = coll.info()
         if as_json:
             data["skipped_files"] = [{"path": p, "reason": r} for p, r in coll.skipped]
-            click.echo(json.dumps(data, default=str))
+            click.echo(json.dumps(json_safe(data), default=str))
             return
-        click.echo(f"collection  {data['path']}")
-        click.echo(f"folder      {data['folder']}")
+        click.echo(f"collection  {shown(data['path'])}")
+        click.echo(f"folder      {shown(data['folder'])}")
         click.echo(f"items       {data['items']}")
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
-        click.echo(f"model       {_describe_model(data['model'])}")
+        click.echo(f"model       {shown(_describe_model(data['model']))}")
         click.echo(f"file size   {data['file_size']:,} bytes")
 
 
@@ -169,13 +208,15 @@ def _describe_model(model: dict | None) -> str:
 
 
 def _emit_groups(coll, groups, as_json, sheets, title):
+    if sheets:
+        coll.images_root()  # refuse an untrusted folder before anything is printed or written
     if as_json:
         click.echo(json.dumps([{"cluster": n, "paths": g} for n, g in enumerate(groups)]))
     else:
         for n, g in enumerate(groups):
             click.echo(f"#{n} ({len(g)} images)")
             for p in g[:20]:
-                click.echo(f"  {p}")
+                click.echo(f"  {shown(p)}")
             if len(g) > 20:
                 click.echo(f"  ... and {len(g) - 20} more")
     if sheets:
@@ -193,12 +234,13 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...], every item once')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per cluster and index.html here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@_folder_option
 @_friendly
-def cluster(store, method, radius, k, seed, as_json, sheets, quiet):
+def cluster(store, method, radius, k, seed, as_json, sheets, quiet, folder):
     """Group the items of a collection by their codes (largest group first)."""
     from .search import default_radius
     from .collection import Collection
-    with Collection.open(_resolve_store(store)) as coll:
+    with Collection.open(_resolve_store(store), folder) as coll:
         kwargs = {"progress": False} if quiet else {}
         if method == "radius":
             kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
@@ -219,18 +261,19 @@ def cluster(store, method, radius, k, seed, as_json, sheets, quiet):
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@_folder_option
 @_friendly
-def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet):
+def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet, folder):
     """Groups of near-duplicate images: codes within the radius confirmed by perceptual hashes,
     or nearly equal perceptual hashes."""
     import warnings
 
     from .collection import Collection
-    with Collection.open(_resolve_store(store)) as coll, warnings.catch_warnings(record=True) as caught:
+    with Collection.open(_resolve_store(store), folder) as coll, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         groups = coll.duplicates(radius, verify=not no_verify, confirm=confirm, progress=False if quiet else None)
         for w in caught:
-            click.echo(f"Warning: {w.message}", err=True)
+            click.echo(f"Warning: {shown(str(w.message))}", err=True)
         _emit_groups(coll, groups, as_json, sheets, "near duplicates")
         if not as_json:
             click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)

@@ -35,17 +35,20 @@ def default_store(folder: str) -> str:
 class Collection:
     """An image collection stored in one HDF5 file at ``path`` (created by the first ``index``)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, folder: str | os.PathLike | None = None):
+        """``folder``: where the items' image files are, for what reads them (contact sheets);
+        default: the folder the collection was indexed from, if this user indexed it here."""
         self.path = os.path.expanduser(os.fspath(path))
+        self.images_folder = os.path.abspath(os.path.expanduser(os.fspath(folder))) if folder else None
         self._reader: StoreReader | None = None
         self._index = None
         self._model = None
 
     # ------------------------------------------------------------------ reading
     @classmethod
-    def open(cls, path) -> "Collection":
+    def open(cls, path, folder=None) -> "Collection":
         """Open an existing collection, validating the file (raises StoreError)."""
-        c = cls(path)
+        c = cls(path, folder)
         c.reader  # noqa: B018 - validates now
         return c
 
@@ -124,11 +127,22 @@ class Collection:
         return self._model
 
     def item_path(self, rel: str) -> str:
-        """Absolute path of an item inside the collection's folder; refuses paths that would
-        leave it (absolute or '..'), since the file may come from someone else."""
+        """Absolute path of an item's image file. The folder is the one given to the collection
+        or, failing that, the stored one only if this user indexed it here (storage/seal.py):
+        a file from someone else must not choose what is read from this disk. Paths that would
+        leave the folder (absolute or '..') are refused."""
         if not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
             raise StoreError(f"refusing item path outside the collection folder: {rel!r}")
-        return os.path.join(self.folder, rel)
+        return os.path.join(self.images_root(), rel)
+
+    def images_root(self) -> str:
+        """The folder the items' image files are read from (see item_path)."""
+        if self.images_folder:
+            return self.images_folder
+        if not self.reader.folder_trusted:
+            raise StoreError(f"{self.path} names the folder {self.folder!r}, but it was not indexed by you on "
+                             "this machine (or by an older hashae): name the images' folder (--folder)")
+        return self.folder
 
     def info(self) -> dict:
         r = self.reader
@@ -246,18 +260,21 @@ class Collection:
     # ------------------------------------------------------------------ indexing
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,
               workers: int = 2, progress: bool | None = None, auto_channels: bool = True,
-              segment: int = SEGMENT_ITEMS) -> IndexReport:
+              segment: int = SEGMENT_ITEMS, follow_links: bool = False, allow_shrink: bool = False) -> IndexReport:
         """Index ``folder`` (default: the one this store was built from) into this store.
 
-        Trains a model first if the store has none and no ``model`` (a SemanticHasher) is
-        given, using ``config`` (a HasherConfig; default: HasherConfig(bits=bits)); with
-        ``auto_channels`` a folder of grey images gets a one-channel model. Re-runs are
-        incremental; an interrupted run is continued by the next one. See indexer.py.
-        The folder may start with ``~``; the store's folder is created if missing."""
+        Trains a model first if the store has none and no ``model`` (a SemanticHasher, or the
+        path of a collection or model file) is given, using ``config`` (a HasherConfig; default:
+        HasherConfig(bits=bits)); with ``auto_channels`` a folder of grey images gets a
+        one-channel model. Re-runs are incremental; an interrupted run is continued by the next
+        one. Symbolic links out of the folder are skipped unless ``follow_links``; a run that
+        would remove more than half of the items is refused unless ``allow_shrink``. See
+        indexer.py. The folder may start with ``~``; the store's folder is created if missing."""
         self.close()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         report = run_index(IndexRun(store=self.path, folder=folder, bits=bits, model=model, config=config,
-                                    workers=workers, progress=progress, auto_channels=auto_channels, segment=segment))
+                                    workers=workers, progress=progress, auto_channels=auto_channels, segment=segment,
+                                    follow_links=follow_links, allow_shrink=allow_shrink))
         self.close()
         return report
 

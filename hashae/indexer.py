@@ -10,6 +10,7 @@ Items are kept sorted by path, so a resumed run ends with exactly the store of a
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .ingest import Batch, is_grey, iter_batches, model_input, scan
 from .model.config import HasherConfig
 from .progress import Progress
 from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, write_store
+from .storage.store import remove_stale_temporaries
 from .storage.journal import Journal
 
 SEGMENT_ITEMS = 2048  # items per journal segment: the work an interrupted run can lose
@@ -33,12 +35,16 @@ class IndexRun:
     store: str
     folder: str | None = None  # default: the folder the store was built from
     bits: int | None = None
-    model: SemanticHasher | None = None  # a trained model to reuse instead of training
+    # a trained model to reuse instead of training, or the path of a collection or model file
+    # holding one (read once the store is locked, so a busy store is refused at once)
+    model: SemanticHasher | str | None = None
     config: HasherConfig | None = None  # how to train one (default: HasherConfig(bits=bits))
     workers: int = 2
     progress: bool | None = None
     auto_channels: bool = True  # a folder of grey images gets a one-channel model
     segment: int = SEGMENT_ITEMS
+    follow_links: bool = False  # follow symbolic links that lead out of the folder
+    allow_shrink: bool = False  # accept a run that removes more than half of the items
 
 
 @dataclass
@@ -62,16 +68,39 @@ class IndexReport:
                 f"({self.seconds:.1f} s, {rate:.1f} images/s)")
 
 
+class ShrinkRefused(ValueError):
+    """An index run would remove more than half of a collection's items."""
+
+
 def run_index(run: IndexRun) -> IndexReport:
     """Carry out ``run`` under the store's lock (StoreBusy if another writer holds it)."""
     t0 = time.monotonic()
+    # a store reached through a symbolic link is locked and replaced where it really is, so two
+    # writers through two names still exclude each other and the link stays a link
+    run = dataclasses.replace(run, store=os.path.realpath(os.path.expanduser(os.fspath(run.store))))
     with StoreLock(run.store):
+        remove_stale_temporaries(run.store)  # left by a writer killed mid-commit
+        if isinstance(run.model, (str, os.PathLike)):
+            run = dataclasses.replace(run, model=load_model(run.model))
         old = StoreReader(run.store) if os.path.exists(run.store) else None
         try:
             return _Job(run, old).execute(t0)
         finally:
             if old is not None:
                 old.close()
+
+
+def load_model(path) -> SemanticHasher:
+    """The model of a collection file, or of a file written by SemanticHasher.save."""
+    path = os.path.expanduser(os.fspath(path))
+    try:
+        with StoreReader(path) as reader:
+            return SemanticHasher.from_state(reader.model_state())
+    except StoreError as store_error:
+        try:
+            return SemanticHasher.load(path)
+        except ValueError:
+            raise store_error from None
 
 
 @dataclass
@@ -93,7 +122,12 @@ class _Job:
 
     def execute(self, t0: float) -> IndexReport:
         run, old = self.run, self.old
-        folder = run.folder or (old.folder if old else None)
+        folder = run.folder
+        if not folder and old is not None and old.folder:
+            if not old.folder_trusted:  # a file from someone else does not choose what is read here
+                raise ValueError(f"{run.store} names the folder {old.folder!r}, but it was not indexed by you on "
+                                 "this machine: give the folder to index")
+            folder = old.folder
         if not folder:
             raise ValueError("no folder given and the store does not name one")
         folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
@@ -109,11 +143,15 @@ class _Job:
         bits = self._check_bits(store_model, fallback)
 
         with Progress(None, "scan", unit="entries", enabled=run.progress) as bar:
-            entries, scan_errors = scan(folder, on_folder=bar.update)
+            entries, scan_errors = scan(folder, on_folder=bar.update, follow_links=run.follow_links)
         old_items = old.items() if old is not None and old.n else None
         if not entries and old_items is None:
             raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")
         work = _Work(current={e.path: e for e in entries}, keep=self._unchanged(old_items, entries))
+        gone = 0 if old_items is None else sum(p not in work.current for p in old_items.path)
+        if gone * 2 > len(work.keep) and not run.allow_shrink:
+            raise ShrinkRefused(f"{folder}: this run would remove {gone} of the {len(work.keep)} items of {run.store} "
+                                "(is the folder's disk mounted?); pass --allow-shrink (allow_shrink=True) to accept")
 
         meta = {"generation": generation, "folder": folder, "bits": bits}
         found = self.journal.resume(meta)
@@ -144,7 +182,7 @@ class _Job:
         items = Items.concat([kept_items, *work.done], bits // 8).sorted()
         skipped = sorted(scan_errors + [(p, r) for p, r in work.failures.items()
                                         if p in work.current and p not in done])
-        removed = 0 if old_items is None else sum(p not in work.current for p in old_items.path)
+        removed = gone
         if old is not None and not done and len(kept_items) == old.n and skipped == sorted(old.skipped()):
             self.journal.discard()  # nothing changed: leave the committed file untouched
             return IndexReport(indexed=0, unchanged=len(kept_items), removed=0, skipped=skipped, items=len(items),

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 from hashae import Collection, HasherConfig
 from hashae.sample import make_sample
+
+# the key that seals collection folders (hashae/storage/seal.py): the suite's own, never the user's
+os.environ.setdefault("HASHAE_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="hashae-key-"), "key"))
 
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 

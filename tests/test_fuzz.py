@@ -97,3 +97,54 @@ def test_store_reader_raises_store_error_or_reads_consistently(small_store, tmp_
                                      c.model.config.channels), np.uint8))
     except StoreError:
         pass
+
+
+PLANTS = ("external storage", "external link", "soft link", "virtual dataset")
+TARGETS = ("items/path", "codes", "items/size", "skipped/reason", "model/weights/mean")
+
+
+def _planted(store_bytes: bytes, folder, plant: str, target: str) -> bytes:
+    """The store with ``target`` replaced by a dataset or link that reads another file."""
+    import h5py
+    secret = folder / "secret"
+    secret.write_bytes(b"root:x:0:0:" * 4096)
+    other = folder / "other.h5"
+    with h5py.File(other, "w") as g:
+        g["d"] = np.zeros(4096, np.uint8)
+    path = folder / "p.h5"
+    path.write_bytes(store_bytes)
+    with h5py.File(path, "r+") as f:
+        old = f[target]
+        shape, dtype = old.shape, (old.dtype if old.dtype.kind != "O" else np.dtype("S8"))
+        parent, name = target.rsplit("/", 1) if "/" in target else ("/", target)
+        del f[target]
+        g = f[parent]
+        if plant == "external storage":
+            g.create_dataset(name, shape=shape, dtype=dtype, external=[(str(secret), 0, int(np.prod(shape)) *
+                                                                         dtype.itemsize or 1)])
+        elif plant == "external link":
+            g[name] = h5py.ExternalLink(str(other), "/d")
+        elif plant == "soft link":
+            g[name] = h5py.SoftLink("/codes" if target != "codes" else "/items/size")
+        else:
+            layout = h5py.VirtualLayout(shape=(4096,), dtype=np.uint8)
+            layout[:] = h5py.VirtualSource(str(other), "d", shape=(4096,))
+            g.create_virtual_dataset(name, layout)
+    return path.read_bytes()
+
+
+@FUZZ
+@given(plant=st.sampled_from(PLANTS), target=st.sampled_from(TARGETS),
+       edits=st.lists(st.tuples(st.integers(0, 1 << 24), st.integers(0, 255), st.just(0)), max_size=8))
+def test_stores_that_point_outside_themselves_never_read_it(small_store, tmp_path_factory, plant, target, edits):
+    folder = tmp_path_factory.mktemp("fzp")
+    path = folder / "m.h5"
+    path.write_bytes(_mutate(_planted(small_store.read_bytes(), folder, plant, target), edits))
+    try:
+        with Collection.open(path) as c:
+            seen = [c.codes.tobytes(), "".join(c.paths()).encode("utf-8", "surrogateescape"), repr(c.skipped).encode(),
+                    repr(c.info()).encode()]
+            c.model  # noqa: B018
+    except StoreError:
+        return
+    assert not any(b"root:x" in s for s in seen)

@@ -1,5 +1,6 @@
 """Hostile image folders and concurrent use: the run completes, every bad file is reported with
 a reason, memory stays bounded, and the store stays intact."""
+import json
 import os
 import resource
 import shutil
@@ -198,3 +199,136 @@ def test_non_utf8_names_round_trip(tmp_path, sample_dir, trained_store):
         assert os.fsencode(p) == b"\xff\xfe.png" and os.path.exists(c.item_path(p))
         assert c.query([os.fsdecode(raw)], k=1)[0]["hits"][0]["distance"] == 0
     assert np.array_equal(load_image(os.fsdecode(raw), 8), load_image(sample_dir / "ring" / "ring_003.png", 8))
+
+
+def _cli(*args, limit=None, timeout=120):
+    """Run the `hashae` command in a fresh process (optionally under a file-size limit)."""
+    code = "import sys; from hashae.cli import main; sys.exit(main())"
+    if limit:
+        code = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); " + code)
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_write_failures_at_any_size_end_with_one_error_line(trained_store, sample_copy, tmp_path):
+    # HDF5 used to meet the write error itself and h5py could crash closing the file (exit 139)
+    size = os.path.getsize(trained_store)
+    (sample_copy / "ring" / "ring_000.png").touch()  # one changed file: the run commits a new store
+    limits = [4096, 20_000] + [int(size * f) for f in (0.5, 0.8, 0.9, 0.95, 0.99)]
+    for limit in limits:
+        store = tmp_path / "s.h5"
+        shutil.copy(trained_store, store)
+        before = store.read_bytes()
+        out = _cli("index", sample_copy, "--store", store, "--quiet", "--workers", "0", limit=limit)
+        assert out.returncode == 1, (limit, out.returncode, out.stderr[-2000:])
+        assert out.stderr.startswith("Error: cannot write") and out.stderr.count("\n") == 1, (limit, out.stderr)
+        assert store.read_bytes() == before
+        assert sorted(os.listdir(tmp_path)) == ["s.h5", "s.h5.journal", "shapes"], (limit, os.listdir(tmp_path))
+        shutil.rmtree(tmp_path / "s.h5.journal")
+
+
+def test_a_fresh_run_that_cannot_write_its_journal_ends_cleanly(sample_copy, tmp_path):
+    out = _cli("index", sample_copy, "--store", tmp_path / "s.h5", "--quiet", "--workers", "0", "--epochs", "1",
+               "--image-size", "16", limit=50_000)
+    assert out.returncode == 1 and out.stderr.startswith("Error: cannot write"), out.stderr[-2000:]
+    assert out.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "s.h5")
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f or f.endswith(".lock")]
+
+
+def test_the_next_writer_removes_temporaries_a_killed_commit_left(trained_store, sample_copy, tmp_path):
+    store = tmp_path / "s.h5"
+    shutil.copy(trained_store, store)
+    (tmp_path / "s.h5.tmp-4242").write_bytes(b"\0" * 100_000)  # a commit killed half-way
+    (sample_copy / "ring" / "ring_000.png").touch()
+    Collection(store).index(str(sample_copy), workers=0, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["s.h5", "shapes"]
+
+
+def test_two_writers_through_a_symbolic_link_exclude_each_other(trained_store, sample_copy, tmp_path):
+    store, link = tmp_path / "s.h5", tmp_path / "L.h5"
+    shutil.copy(trained_store, store)
+    os.symlink("s.h5", link)
+    (sample_copy / "ring" / "ring_000.png").touch()
+    with StoreLock(str(store)):
+        with pytest.raises(StoreBusy):
+            Collection(link).index(str(sample_copy), workers=0, progress=False)
+        # the lock is taken before a --model is read: a busy store is refused at once, even
+        # when the model named is not there at all
+        out = _cli("index", sample_copy, "--store", link, "--model", tmp_path / "nothing.h5", "--quiet")
+        assert out.returncode == 1 and "another hashae index is writing" in out.stderr, out.stderr
+    report = Collection(link).index(str(sample_copy), workers=0, progress=False)
+    assert report.indexed == 1 and os.path.islink(link) and os.readlink(link) == "s.h5"
+
+
+def test_links_out_of_the_folder_are_not_followed_unless_asked(trained_store, sample_dir, tmp_path):
+    d, outside = tmp_path / "photos", tmp_path / "elsewhere"
+    shutil.copytree(sample_dir / "circle", d)
+    shutil.copytree(sample_dir / "ring", outside)
+    os.symlink(outside, d / "out")  # a folder elsewhere
+    os.symlink(outside / "ring_001.png", d / "one.png")  # a file elsewhere
+    os.symlink(d / "circle_001.png", d / "inside.png")  # a link that stays inside
+    entries, skipped = scan(d)
+    assert {"out", "one.png"} == {p for p, _ in skipped} and all("--follow-links" in r for _, r in skipped)
+    assert "inside.png" in {e.path for e in entries} and not any(e.path.startswith("out/") for e in entries)
+    with Collection.open(trained_store) as base:
+        report = Collection(tmp_path / "l.h5").index(str(d), model=base.model, workers=0, progress=False,
+                                                     follow_links=True)
+    assert report.items == 12 + 1 + 1 + 12 and not report.skipped
+
+
+def test_names_with_terminal_escapes_are_shown_escaped(trained_store, sample_dir, tmp_path):
+    d = tmp_path / "evil"
+    d.mkdir()
+    name = "a\x1b[2J\x1b]0;owned\x07\nfake: 0 hits.png"
+    shutil.copy(sample_dir / "ring" / "ring_000.png", d / name)
+    with Collection.open(trained_store) as base:
+        Collection(tmp_path / "e.h5").index(str(d), model=base.model, workers=0, progress=False)
+    r = CliRunner().invoke(main, ["query", str(d / name), "--store", str(tmp_path / "e.h5"), "-k", "1"])
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output and len(r.output.splitlines()) == 2
+    assert "\\x1b[2J" in r.output and "\\n" in r.output
+    r = CliRunner().invoke(main, ["query", str(d / name), "--store", str(tmp_path / "e.h5"), "--json"])
+    assert json.loads(r.stdout)[0]["hits"][0]["path"] == name  # JSON keeps the name exact
+
+
+def test_an_empty_folder_does_not_empty_a_collection(trained_store, tmp_path):
+    store = tmp_path / "s.h5"
+    shutil.copy(trained_store, store)
+    before = store.read_bytes()
+    (tmp_path / "unmounted").mkdir()
+    r = CliRunner().invoke(main, ["index", str(tmp_path / "unmounted"), "--store", str(store), "--quiet"])
+    assert r.exit_code == 1 and "--allow-shrink" in r.output and r.output.count("\n") == 1, r.output
+    assert store.read_bytes() == before
+    r = CliRunner().invoke(main, ["index", str(tmp_path / "unmounted"), "--store", str(store), "--quiet",
+                                  "--allow-shrink"])
+    assert r.exit_code == 0, r.output
+    with Collection.open(store) as c:
+        assert len(c) == 0
+
+
+def test_a_fifo_in_place_of_an_image_is_reported_not_waited_on(sample_copy):
+    entries, _ = scan(sample_copy)
+    victim = sample_copy / entries[0].path
+    os.remove(victim)
+    os.mkfifo(victim)  # swapped in between scan and decode
+    done = []
+    t = threading.Thread(target=lambda: done.append(load_images([str(sample_copy / e.path)
+                                                                 for e in entries[:3]], 16)), daemon=True)
+    t.start()
+    t.join(60)
+    assert done, "decoding blocked on a FIFO"
+    _, ok, failures = done[0]
+    assert list(ok) == [1, 2] and "not a regular file (FIFO)" in failures[0][1]
+
+
+def test_huge_images_decode_in_bounded_memory(tmp_path):
+    # 36 megapixels of RGBA (144 MB of pixels); converting it whole took 5.7x that
+    path = tmp_path / "huge.png"
+    Image.new("RGBA", (6000, 6000), (10, 200, 30, 128)).save(path)
+    code = ("import resource, sys; from hashae import load_image; base = resource.getrusage(resource.RUSAGE_SELF)"
+            ".ru_maxrss; a = load_image(sys.argv[1], 32); assert a.shape == (32, 32, 3), a.shape;"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) < 4 * 144, out.stdout  # MB

@@ -320,7 +320,7 @@ def test_binarizers_are_one_file_each_and_named_by_it():
 def test_weight_and_activation_budgets_are_checked_on_the_real_network():
     from hashae.model.network import HashNet, check_budget
     cfg = HasherConfig(image_size=16, hidden=(128, 64), bits=32)
-    meta = check_budget(cfg.model)
+    meta = check_budget(cfg.model).net
     assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in HashNet(cfg.model).parameters())
     with pytest.raises(ValueError, match="weights; at most"):
         SemanticHasher(hidden=(8192, 8192, 8192))

@@ -14,7 +14,12 @@ one-line reason; folder loading records it and goes on.
 """
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import threading
 import warnings
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +28,10 @@ from PIL import Image, ImageFile, ImageOps
 from .perceptual import SIDE as PHASH_SIDE
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is reported, not half-decoded
+# images above this many pixels are box-reduced right after decoding (_shrink); smaller ones,
+# every camera photo among them, take the plain path
+SHRINK_PIXELS = 1 << 24
+DECODE_SECONDS = 60.0  # one file's decode time bound (a pathological file is reported, not waited on)
 
 
 class ImageError(Exception):
@@ -37,11 +46,13 @@ class Decoded(NamedTuple):
 def decode_file(path, size: int, thumb: bool = False) -> Decoded:
     """Decode one image file to an RGB square of side ``size`` (and, with ``thumb`` and a side
     below the pHash's 32, a 32x32 thumbnail). Raises ImageError with a one-line reason for
-    anything that is not a decodable image."""
+    anything that is not a decodable image: also for what is not a regular file (a FIFO or a
+    device is never opened for reading, so it cannot block) and for a decode that takes longer
+    than DECODE_SECONDS."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _open_regular(path) as fh, _deadline(DECODE_SECONDS):
             warnings.simplefilter("ignore")  # EXIF / palette chatter; bombs still raise
-            with Image.open(path) as img:
+            with Image.open(fh) as img:
                 return _to_squares(img, size, thumb and size < PHASH_SIDE)
     except ImageError:
         raise
@@ -51,9 +62,56 @@ def decode_file(path, size: int, thumb: bool = False) -> Decoded:
         raise ImageError("out of memory while decoding") from None
     except FileNotFoundError:
         raise ImageError("file vanished before it could be read") from None
+    except _Timeout:
+        raise ImageError(f"decoding took longer than {DECODE_SECONDS:g} s") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("cannot identify image file (not an image, or a format this Pillow cannot read)") from None
     except Exception as e:  # decoders raise many types on hostile input; all mean "not an image"
         msg = str(e).splitlines()[0][:200] if str(e) else ""
         raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
+
+
+@contextmanager
+def _open_regular(path):
+    """A binary file object for ``path``, opened without blocking and only if it is a regular
+    file: a FIFO swapped in between scan and decode would otherwise block ``open`` forever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "FIFO" if stat.S_ISFIFO(mode) else "folder" if stat.S_ISDIR(mode) else "special file"
+            raise ImageError(f"not a regular file ({kind})")
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextmanager
+def _deadline(seconds: float):
+    """Raise _Timeout in this thread after ``seconds`` (SIGALRM; only in the main thread, and
+    only when no other interval timer is running, so a caller's own alarm is left alone)."""
+    usable = (seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Timeout()
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def model_input(rgb: np.ndarray, channels: int) -> np.ndarray:
@@ -83,16 +141,33 @@ def is_grey(images: np.ndarray) -> bool:
 def _to_squares(img: Image.Image, size: int, thumb: bool) -> Decoded:
     if img.width < 1 or img.height < 1:
         raise ImageError(f"empty image ({img.width}x{img.height})")
+    side = max(size, PHASH_SIDE)
     if img.format == "JPEG":
         # decode at 1/2, 1/4 or 1/8 scale while staying >= the target size: 10x faster on photos.
         # Never below the pHash's 32 pixels, with or without ``thumb``, so a query decodes exactly
         # as indexing did
-        side = max(size, PHASH_SIDE)
         img.draft("RGB", (side, side))
     img.load()
     img = ImageOps.exif_transpose(img) or img
-    img = _to_rgb(img)
+    img = _to_rgb(_shrink(img, side))
     return Decoded(_square(img, size), _square(img, PHASH_SIDE) if thumb else None)
+
+
+def _shrink(img: Image.Image, side: int) -> Image.Image:
+    """Box-reduce a large decoded image by an integer factor, keeping both sides >= 2 * ``side``,
+    before any mode conversion: a 13,000-pixel-square RGBA or float image then costs one copy of
+    its pixels instead of four."""
+    factor = min(img.width, img.height) // (2 * side)
+    if factor < 2 or img.width * img.height <= SHRINK_PIXELS:
+        return img
+    if img.mode in ("P", "PA"):  # indices cannot be averaged: colours first
+        img = img.convert("RGBA" if (img.mode == "PA" or "transparency" in img.info) else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):  # 16-bit grey: reduce as 32-bit, then to 8 bits as _to_rgb does
+        small = np.asarray(img.convert("I").reduce(factor), np.float32) / 257.0
+        return Image.fromarray(small.clip(0, 255).astype(np.uint8), "L")
+    return img.reduce(factor) if img.mode in ("L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "La", "RGBa") else img
 
 
 def _square(img: Image.Image, size: int) -> np.ndarray:

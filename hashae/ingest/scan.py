@@ -22,16 +22,23 @@ def image_extensions() -> frozenset:
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def scan(folder: str | os.PathLike, on_folder=None) -> tuple[list[FileEntry], list[tuple[str, str]]]:
+OUTSIDE = "symbolic link to outside the folder, not followed (--follow-links follows it)"
+
+
+def scan(folder: str | os.PathLike, on_folder=None,
+         follow_links: bool = False) -> tuple[list[FileEntry], list[tuple[str, str]]]:
     """Recursively list image files under ``folder`` (sorted by path) and the entries that could
-    not be read. Symlinked folders are followed once each (no loops); hidden names are skipped.
-    ``on_folder(n_entries)`` is called after each folder is read (for progress displays)."""
+    not be read or were left out, with why. Symbolic links are followed while they stay inside
+    the folder (a link to / would crawl the whole disk), anywhere with ``follow_links``; folders
+    are visited once each (no loops); hidden names are skipped. ``on_folder(n_entries)`` is
+    called after each folder is read (for progress displays)."""
     root = os.fspath(folder)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such folder")
     exts = image_extensions()
     files, errors = [], []
-    seen = {os.path.realpath(root)}
+    top = os.path.realpath(root)
+    seen = {top}
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -51,6 +58,10 @@ def scan(folder: str | os.PathLike, on_folder=None) -> tuple[list[FileEntry], li
                 if os.path.splitext(e.name)[1].lower() in exts:
                     errors.append((rel, "broken link" if e.is_symlink() else f"not readable: {err.strerror or err}"))
                 continue
+            wanted = stat.S_ISDIR(st.st_mode) or os.path.splitext(e.name)[1].lower() in exts
+            if wanted and not follow_links and e.is_symlink() and not _inside(os.path.realpath(e.path), top):
+                errors.append((rel, OUTSIDE))
+                continue
             if stat.S_ISDIR(st.st_mode):
                 real = os.path.realpath(e.path)
                 if real not in seen:
@@ -64,3 +75,5 @@ def scan(folder: str | os.PathLike, on_folder=None) -> tuple[list[FileEntry], li
     return files, errors
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

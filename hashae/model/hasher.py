@@ -17,7 +17,7 @@ from . import losses
 from .config import HasherConfig, ModelConfig, TrainConfig
 from .finetune import FineTune
 from .inputs import ImageArray
-from .network import HashNet, check_budget
+from .network import BATCH_ACTIVATIONS, HashNet, check_budget
 from .neighbours import pixel_neighbours
 from .pretrain import pretrain_stages
 from .train import History, Phase, fit_loop, mean_over
@@ -52,7 +52,8 @@ class Hasher:
     def __init__(self, config: HasherConfig | None = None, **overrides):
         cfg = config if config is not None else HasherConfig()
         self.config = cfg.replace(**overrides) if overrides else HasherConfig(**cfg.__dict__).validate()
-        check_budget(self.config.model)
+        # images per inference batch at most, so that a batch's activations stay bounded
+        self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
         self.net: HashNet | None = None
         self.history_ = History()
         self.fit_seconds_: float | None = None
@@ -104,6 +105,7 @@ class Hasher:
         """Code-layer inputs z, (n, bits) float32; the code is z > 0."""
         net = self._require_fit()
         data = ImageArray(images, self.config.model)
+        batch_size = min(batch_size, self._batch_cap)
         out = np.empty((len(data), self.config.bits), np.float32)
         with torch.inference_mode():
             for s in range(0, len(data), batch_size):
@@ -126,6 +128,7 @@ class Hasher:
         """Per-image mean squared error of reconstructing through the binary code."""
         net = self._require_fit()
         data = ImageArray(images, self.config.model)
+        batch_size = min(batch_size, self._batch_cap)
         out = np.empty(len(data), np.float32)
         with torch.inference_mode():
             for s in range(0, len(data), batch_size):

@@ -19,6 +19,8 @@ from .config import ModelConfig
 # (200 MB of float32) and activations of one image through encoder and decoder (16 MB)
 MAX_PARAMS = 50_000_000
 MAX_ACTIVATIONS = 4_000_000
+# inference batches are cut so that one batch's activations stay under this many values (1 GB)
+BATCH_ACTIVATIONS = 1 << 28
 
 
 class Output(NamedTuple):
@@ -127,12 +129,18 @@ class HashNet(nn.Module):
 def param_shapes(cfg: ModelConfig) -> dict:
     """Name -> shape of every tensor in the state dict of ``HashNet(cfg)``, within budget
     (check_budget); nothing is allocated."""
-    return {name: tuple(t.shape) for name, t in check_budget(cfg).state_dict().items()}
+    return {name: tuple(t.shape) for name, t in check_budget(cfg).net.state_dict().items()}
 
 
-def check_budget(cfg: ModelConfig) -> HashNet:
+class Budget(NamedTuple):
+    params: int  # weights
+    activations: int  # values one image produces through encoder and decoder
+    net: nn.Module  # the network on the meta device (shapes only)
+
+
+def check_budget(cfg: ModelConfig) -> Budget:
     """Build ``HashNet(cfg)`` on torch's meta device (shapes only, no memory) and refuse it when
-    its weights or one image's activations exceed the budgets; returns the meta network."""
+    its weights or one image's activations exceed the budgets."""
     with torch.device("meta"):
         net = HashNet(cfg)
     params = sum(p.numel() for p in net.parameters())
@@ -149,4 +157,4 @@ def check_budget(cfg: ModelConfig) -> HashNet:
             h.remove()
     if sum(sizes) > MAX_ACTIVATIONS:
         raise ValueError(f"this config needs {sum(sizes):,} activations per image; at most {MAX_ACTIVATIONS:,}")
-    return net
+    return Budget(params, sum(sizes), net)

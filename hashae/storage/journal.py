@@ -16,8 +16,6 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-import h5py
-
 from ..model.hasher import ModelState
 from . import layout
 from .atomic import fsync_path, write_guard
@@ -78,11 +76,13 @@ class Journal:
                 return Resumed()
         for name in sorted(os.listdir(self.dir)):
             m = SEGMENT.match(name)
+            if name.endswith(".tmp"):  # a write a crash cut short
+                os.unlink(os.path.join(self.dir, name))
             if not m:
                 continue
             self.next_segment = max(self.next_segment, int(m.group(1)) + 1)
             try:
-                with h5py.File(os.path.join(self.dir, name), "r") as f:
+                with layout.open_file(os.path.join(self.dir, name)) as f:
                     found.items.append(layout.read_items(f, meta["bits"] // 8))
                     found.failures.update(layout.read_skipped(f))
             except (OSError, KeyError, ValueError):
@@ -108,11 +108,10 @@ class Journal:
 
     def add_segment(self, items: Items, failures: list) -> None:
         """Encoded ``items`` and ``failures`` (path, reason) as the next segment."""
-        def write(tmp):
-            with h5py.File(tmp, "w") as f:
-                layout.write_items(f, items)
-                layout.write_skipped(f, failures)
-        self._write_atomic(f"seg-{self.next_segment:06d}.h5", write)
+        def build(f):
+            layout.write_items(f, items)
+            layout.write_skipped(f, failures)
+        self._write_atomic(f"seg-{self.next_segment:06d}.h5", lambda tmp: layout.write_file(tmp, build))
         self.next_segment += 1
 
     def discard(self) -> None:

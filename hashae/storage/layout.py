@@ -9,6 +9,8 @@ sizes) before use: a file may come from someone else, truncated, corrupted or ha
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 
 import h5py
@@ -17,6 +19,7 @@ import numpy as np
 from ..model.config import HasherConfig, parse_json_object
 from ..version import __version__
 from ..model.hasher import ModelState
+from .atomic import FailSafeFile
 from .items import PHASH_BYTES, Items
 
 FORMAT, FORMAT_VERSION = "hashae", 1
@@ -26,6 +29,7 @@ MODEL_FORMAT, MODEL_VERSION = "hashae-model", 1
 ATTR_FORMAT, ATTR_VERSION, ATTR_HASHAE = "format", "format_version", "hashae_version"
 ATTR_BITS, ATTR_FOLDER, ATTR_GENERATION = "bits", "folder", "generation"
 ATTR_CREATED, ATTR_UPDATED = "created", "updated"
+ATTR_FOLDER_SEAL = "folder_seal"  # this user's HMAC of (generation, folder): seal.py
 ATTR_IMAGE_SIZE, ATTR_CHANNELS = "image_size", "channels"  # written with a model
 # groups and datasets
 MODEL, WEIGHTS = "model", "weights"
@@ -110,6 +114,38 @@ def _dataset(g: h5py.Group, name: str, data, dtype, row_shape: tuple = ()) -> h5
     return ds
 
 
+# ---------------------------------------------------------------------------- structure
+MAX_OBJECTS = 10_000  # groups and datasets in one file; a collection has about 30
+
+
+def check_structure(f: h5py.File) -> None:
+    """Refuse a file that could make a reader touch anything but its own bytes, before any
+    data is read: every link must be a hard link (no soft or external links), no dataset may
+    keep its data in other files (external storage) or map other files (virtual datasets).
+    A crafted file used those to print /etc/passwd as item paths, or to block on a FIFO."""
+    seen, stack = 0, [f]
+    while stack:
+        g = stack.pop()
+        for name in g:
+            where = f"{g.name.rstrip('/')}/{name}"
+            link = g.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                kind = "external" if isinstance(link, h5py.ExternalLink) else "soft"
+                raise LayoutError(f"{where} is a {kind} link; a collection may only hold its own data")
+            seen += 1
+            if seen > MAX_OBJECTS:
+                raise LayoutError(f"more than {MAX_OBJECTS} objects; not a collection")
+            obj = g[name]
+            if isinstance(obj, h5py.Group):
+                stack.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise LayoutError(f"{where} is a virtual dataset; a collection may only hold its own data")
+                if obj.external:
+                    raise LayoutError(f"{where} keeps its data in external files; a collection may only hold "
+                                      "its own data")
+
+
 # ---------------------------------------------------------------------------- items
 def write_items(g: h5py.Group, items: Items) -> None:
     """Every column of ``items`` under ``g`` (a collection file or a journal segment)."""
@@ -163,11 +199,11 @@ def check_dataset(g: h5py.Group, name: str, row_shape: tuple, dtype) -> int:
         raise LayoutError(f"/{name} has dtype {ds.dtype}")
     if ds.shape[0] > MAX_ITEMS:
         raise LayoutError(f"/{name} declares {ds.shape[0]} rows")
-    if dtype != "O":
-        declared = ds.size * ds.dtype.itemsize
-        if declared > SPARSE_SLACK + SPARSE_RATIO * ds.id.get_storage_size():
-            raise LayoutError(f"/{name} declares {ds.shape[0]} rows but the file holds "
-                              f"{ds.id.get_storage_size()} bytes of it")
+    # strings too: a variable-length string row is a 16-byte reference in the dataset's storage
+    declared = ds.size * ds.dtype.itemsize
+    if declared > SPARSE_SLACK + SPARSE_RATIO * ds.id.get_storage_size():
+        raise LayoutError(f"/{name} declares {ds.shape[0]} rows but the file holds "
+                          f"{ds.id.get_storage_size()} bytes of it")
     return ds.shape[0]
 
 
@@ -287,15 +323,46 @@ def read_model(g: h5py.Group) -> ModelState:
 
 
 def save_model_file(path, state: ModelState) -> None:
-    with h5py.File(path, "w") as f:
-        write_model(f, state)
+    write_file(path, lambda f: write_model(f, state))
 
 
-def load_model_file(path) -> ModelState:
+def write_file(path: str, build) -> None:
+    """Write the HDF5 file that ``build(h5py.File)`` makes to ``path``, fsynced. HDF5 writes
+    through FailSafeFile, so it never meets a write error (on which h5py can crash the process
+    while closing the file); the first one is raised here, after HDF5 is done."""
+    sink = FailSafeFile(path)
+    try:
+        with h5py.File(sink, "w", libver=("earliest", "v110")) as f:
+            build(f)
+        sink.fsync()
+    finally:
+        sink.close()
+    if sink.error is not None:
+        raise sink.error
+
+
+def open_file(path) -> h5py.File:
+    """Open an HDF5 file for reading, refusing anything but a regular file first (opening a
+    FIFO would block) and then any structure check_structure refuses."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise LayoutError(f"{path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise LayoutError(f"{path}: not a regular file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise LayoutError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
+        raise LayoutError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0][:200]})") from None
+    try:
+        check_structure(f)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def load_model_file(path) -> ModelState:
+    with open_file(path) as f:
         return read_model(f)
 

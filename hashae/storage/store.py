@@ -19,7 +19,7 @@ import numpy as np
 from ..codes import check_bits
 from ..model.hasher import ModelState
 from ..version import __version__
-from . import layout
+from . import layout, seal
 from .atomic import first_line, replace_atomically, write_guard
 from .items import PHASH_BYTES, Items
 
@@ -50,29 +50,54 @@ def write_store(path: str, contents: StoreContents) -> str:
         raise ValueError(f"codes have {items.nbytes * 8} bits, expected {bits}")
     generation = uuid.uuid4().hex
     tmp = f"{path}.tmp-{os.getpid()}"
+
+    def build(f: h5py.File) -> None:
+        now = time.time()
+        attrs = {
+            layout.ATTR_BITS: bits, layout.ATTR_GENERATION: generation,
+            layout.ATTR_FOLDER: os.path.abspath(contents.folder) if contents.folder else "",
+            layout.ATTR_CREATED: contents.created or now, layout.ATTR_UPDATED: now,
+            layout.ATTR_HASHAE: __version__,
+        }
+        if attrs[layout.ATTR_FOLDER]:
+            attrs[layout.ATTR_FOLDER_SEAL] = seal.seal(generation, attrs[layout.ATTR_FOLDER])
+        if contents.model is not None:
+            attrs.update({layout.ATTR_IMAGE_SIZE: contents.model.model.image_size,
+                          layout.ATTR_CHANNELS: contents.model.model.channels})
+        layout.write_root_attrs(f, attrs)
+        layout.write_items(f, items)
+        layout.write_skipped(f, list(contents.skipped))
+        if contents.model is not None:
+            layout.write_model(f.create_group(layout.MODEL), contents.model)
+
     try:
-        with write_guard(path), h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-            now = time.time()
-            attrs = {
-                layout.ATTR_BITS: bits, layout.ATTR_GENERATION: generation,
-                layout.ATTR_FOLDER: os.path.abspath(contents.folder) if contents.folder else "",
-                layout.ATTR_CREATED: contents.created or now, layout.ATTR_UPDATED: now,
-                layout.ATTR_HASHAE: __version__,
-            }
-            if contents.model is not None:
-                attrs.update({layout.ATTR_IMAGE_SIZE: contents.model.model.image_size,
-                              layout.ATTR_CHANNELS: contents.model.model.channels})
-            layout.write_root_attrs(f, attrs)
-            layout.write_items(f, items)
-            layout.write_skipped(f, list(contents.skipped))
-            if contents.model is not None:
-                layout.write_model(f.create_group(layout.MODEL), contents.model)
+        with write_guard(path):
+            layout.write_file(tmp, build)
         replace_atomically(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return generation
+
+
+def remove_stale_temporaries(path: str) -> list:
+    """Delete ``<path>.tmp-<pid>`` files that a writer killed mid-commit left behind; call it
+    holding the store's lock, when no other writer can be writing one. Returns what it removed."""
+    folder, prefix = os.path.dirname(os.path.abspath(path)), os.path.basename(path) + ".tmp-"
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def _guarded(method):
@@ -97,9 +122,11 @@ class StoreReader:
         if not os.path.exists(path):
             raise StoreError(f"{path}: no such collection (build one with `hashae index FOLDER --store {path}`)")
         try:
-            self.file = h5py.File(path, "r")
-        except OSError as e:
-            raise StoreError(f"{path}: not a readable HDF5 file ({first_line(e)})") from None
+            self.file = layout.open_file(path)
+        except layout.LayoutError as e:
+            raise StoreError(str(e)) from None
+        except Exception as e:  # anything h5py raises on a damaged file
+            raise StoreError(f"{path}: damaged collection file ({type(e).__name__}: {first_line(e)})") from None
         try:
             self._validate()
         except layout.LayoutError as e:
@@ -117,6 +144,9 @@ class StoreReader:
         self.n_skipped = layout.check_skipped(f)
         self.folder = layout.text_attr(f.attrs, layout.ATTR_FOLDER)
         self.generation = layout.text_attr(f.attrs, layout.ATTR_GENERATION)
+        # the stored folder may be read only if this user named it (seal.py)
+        self.folder_trusted = seal.verify(self.generation, self.folder,
+                                          layout.text_attr(f.attrs, layout.ATTR_FOLDER_SEAL))
 
     # lazy accessors ------------------------------------------------------------------
     @_guarded
