@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
 
+BROWSER := $(VENV)/.browser
+
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml
@@ -24,7 +26,17 @@ demo: $(STAMP)
 	$(BIN)/hashae info --store indexes/sample.h5
 	$(BIN)/hashae query indexes/sample/circle/circle_000.png --store indexes/sample.h5 -k 5 --sheet indexes/sample-query.png
 
-test: $(STAMP)
+# headless Chromium for the browser test of `hashae serve` (Debian's packages; as root). Where it
+# cannot be installed the test is skipped and says why.
+$(BROWSER):
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+			>/dev/null 2>&1 || echo "chromium could not be installed: the browser test will be skipped"; \
+	else echo "not root or no apt-get: chromium not installed, the browser test will be skipped"; fi
+	@mkdir -p $(VENV) && touch $@
+
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import functools
 import glob
 import json
-import math
 import os
 import sys
 
 import click
+
+from .model.config import describe_settings
+from .output import json_safe, shown
 
 
 def _friendly(fn):
@@ -31,31 +33,6 @@ def _friendly(fn):
             msg = f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e))
             raise click.ClickException(shown(str(msg).splitlines()[0])) from None
     return wrapper
-
-
-_CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)])
-
-
-def shown(text) -> str:
-    """``text`` for a terminal: control characters (escape sequences, newlines, carriage
-    returns) written as \\xNN, so a file name cannot clear the screen or fake output lines;
-    undecodable bytes of a name (surrogate escapes) as \\udcNN."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(c.encode("unicode_escape").decode("ascii") if (ord(c) in _CONTROL or 0xD800 <= ord(c) < 0xE000)
-                   else c for c in text)
-
-
-def json_safe(value):
-    """``value`` with every non-finite float as None, so that --json output is valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _store_option(fn):
@@ -179,9 +156,8 @@ def info(store, as_json):
     """Describe a collection: items, skipped files, bits, model, file size."""
     from .collection import Collection
     with Collection.open(_resolve_store(store)) as coll:
-        data = coll.info()
+        data = coll.info(skipped_files=as_json)
         if as_json:
-            data["skipped_files"] = [{"path": p, "reason": r} for p, r in coll.skipped]
             click.echo(json.dumps(json_safe(data), default=str))
             return
         click.echo(f"collection  {shown(data['path'])}")
@@ -189,22 +165,8 @@ def info(store, as_json):
         click.echo(f"items       {data['items']}")
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
-        click.echo(f"model       {shown(_describe_model(data['model']))}")
+        click.echo(f"model       {shown(describe_settings(data['model']))}")
         click.echo(f"file size   {data['file_size']:,} bytes")
-
-
-def _describe_model(model: dict | None) -> str:
-    """One line for `info`; a damaged config is described, not raised, so `info` still works."""
-    if not model:
-        return "none (codes only)"
-    from .model.config import HasherConfig
-    try:
-        cfg = HasherConfig.from_dict(model)
-    except ValueError as e:
-        return f"unreadable config ({e})"
-    widths = "-".join(str(w) for w in cfg.dense_widths)
-    return (f"{cfg.arch} {cfg.image_size}px x{cfg.channels} layers {widths} "
-            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain}")
 
 
 def _emit_groups(coll, groups, as_json, sheets, title):
@@ -277,6 +239,30 @@ def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet, folder
         _emit_groups(coll, groups, as_json, sheets, "near duplicates")
         if not as_json:
             click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
+
+
+@main.command()
+@_store_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; anything but loopback needs --token")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--token", default=None, help="secret every request must carry (default: $HASHAE_TOKEN)")
+@_folder_option
+@_friendly
+def serve(store, host, port, token, folder):
+    """Serve a web page and a JSON API over a collection (read-only)."""
+    try:
+        from .serve import check_bind
+        from .serve import serve as run_server
+    except ImportError as e:
+        raise click.ClickException(f"hashae serve needs the serve extra: pip install 'hashae[serve]' ({e.name} "
+                                   "is missing)") from None
+    token = check_bind(host, token)
+    store = _resolve_store(store)
+    from .collection import Collection
+    Collection.open(store).close()  # a bad store is one Error line before the server starts
+    click.echo(f"serving {shown(store)} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    run_server(store, host=host, port=port, token=token, folder=folder)
 
 
 @main.command()

@@ -110,6 +110,11 @@ class Collection:
         None for a collection made from codes alone."""
         return self.reader.phash()
 
+    def codes_of(self, ids) -> np.ndarray:
+        """The packed codes of the given item ids, (len(ids), bits // 8) uint8."""
+        return np.stack([self.reader.code(int(i)) for i in ids]) if len(ids) else np.empty((0, self.bits // 8),
+                                                                                          np.uint8)
+
     def paths(self, ids=None) -> list:
         """Relative paths of all items, or of the given item ids (in that order)."""
         return self.reader.paths(ids)
@@ -144,15 +149,33 @@ class Collection:
                              "this machine (or by an older hashae): name the images' folder (--folder)")
         return self.folder
 
-    def info(self) -> dict:
+    def info(self, skipped_files: bool = False) -> dict:
+        """What `hashae info --json` prints (with ``skipped_files``: every skipped file and why)."""
         r = self.reader
         a = r.attrs()
-        return {
+        out = {
             "path": self.path, "folder": r.folder, "items": r.n, "skipped": r.n_skipped,
             "bits": r.bits, "format_version": a.get("format_version"),
             "created": a.get("created"), "updated": a.get("updated"),
             "file_size": os.path.getsize(self.path), "model": r.model_config(),
         }
+        if skipped_files:
+            out["skipped_files"] = [{"path": p, "reason": why} for p, why in self.skipped]
+        return out
+
+    @property
+    def generation(self) -> str:
+        """Changes at every commit of the file."""
+        return self.reader.generation
+
+    def item_file(self, item_id: int) -> str:
+        """The image file of item ``item_id`` for serving it: inside the images' folder (see
+        item_path) also once symbolic links are resolved; StoreError otherwise."""
+        [rel] = self.paths([item_id])
+        root, real = os.path.realpath(self.images_root()), os.path.realpath(self.item_path(rel))
+        if not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise StoreError(f"item {item_id} leads outside the collection's folder")
+        return real
 
     # ------------------------------------------------------------------ search
     @property

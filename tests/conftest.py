@@ -84,3 +84,16 @@ def components_reference(adjacent):
                 labels[j] = start
                 stack.append(j)
     return labels
+
+
+def one_file_collection(trained_store, sample_dir, folder, name):
+    """A collection of one sample image saved under ``name`` in ``folder``, indexed with the
+    trained store's model; returns (store path, image path)."""
+    folder.mkdir()
+    shutil.copy(sample_dir / "ring" / "ring_000.png", folder / name)
+    with Collection.open(trained_store) as base:
+        model = base.model
+    store = folder.parent / f"{folder.name}.h5"
+    Collection(store).index(str(folder), model=model, workers=0, progress=False)
+    return store, folder / name
+

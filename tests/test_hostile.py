@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import shared
+from conftest import one_file_collection, shared
 from hashae import Collection, load_image, scan
 from hashae.cli import main
 from hashae.storage.lock import StoreBusy, StoreLock
@@ -278,17 +278,13 @@ def test_links_out_of_the_folder_are_not_followed_unless_asked(trained_store, sa
 
 
 def test_names_with_terminal_escapes_are_shown_escaped(trained_store, sample_dir, tmp_path):
-    d = tmp_path / "evil"
-    d.mkdir()
     name = "a\x1b[2J\x1b]0;owned\x07\nfake: 0 hits.png"
-    shutil.copy(sample_dir / "ring" / "ring_000.png", d / name)
-    with Collection.open(trained_store) as base:
-        Collection(tmp_path / "e.h5").index(str(d), model=base.model, workers=0, progress=False)
-    r = CliRunner().invoke(main, ["query", str(d / name), "--store", str(tmp_path / "e.h5"), "-k", "1"])
+    store, image = one_file_collection(trained_store, sample_dir, tmp_path / "evil", name)
+    r = CliRunner().invoke(main, ["query", str(image), "--store", str(store), "-k", "1"])
     assert r.exit_code == 0, r.output
     assert "\x1b" not in r.output and "\x07" not in r.output and len(r.output.splitlines()) == 2
     assert "\\x1b[2J" in r.output and "\\n" in r.output
-    r = CliRunner().invoke(main, ["query", str(d / name), "--store", str(tmp_path / "e.h5"), "--json"])
+    r = CliRunner().invoke(main, ["query", str(image), "--store", str(store), "--json"])
     assert json.loads(r.stdout)[0]["hits"][0]["path"] == name  # JSON keeps the name exact
 
 

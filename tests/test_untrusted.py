@@ -270,7 +270,7 @@ def test_info_json_is_valid_json_with_nan_attributes(store):
 
 
 def test_out_of_memory_is_one_error_line(store, monkeypatch):
-    def boom(self):
+    def boom(self, **kwargs):
         raise MemoryError()
     monkeypatch.setattr(Collection, "info", boom)
     r = CliRunner().invoke(main, ["info", "--store", str(store)])

@@ -14,6 +14,7 @@ one-line reason; folder loading records it and goes on.
 """
 from __future__ import annotations
 
+import io
 import os
 import signal
 import stat
@@ -69,6 +70,53 @@ def decode_file(path, size: int, thumb: bool = False) -> Decoded:
     except Exception as e:  # decoders raise many types on hostile input; all mean "not an image"
         msg = str(e).splitlines()[0][:200] if str(e) else ""
         raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> Decoded:
+    """``decode_file`` for an image held in memory (an upload): the same path from the opened
+    image on; ``max_pixels`` refuses larger images before their pixels are decoded."""
+    try:
+        with warnings.catch_warnings(), _deadline(DECODE_SECONDS):
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                if max_pixels and img.width * img.height > max_pixels:
+                    raise ImageError(f"image of {img.width}x{img.height} pixels; at most {max_pixels:,} pixels")
+                return _to_squares(img, size, False)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"decompression bomb refused: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("cannot identify image file (not an image, or a format this Pillow cannot read)") from None
+    except MemoryError:
+        raise ImageError("out of memory while decoding") from None
+    except _Timeout:
+        raise ImageError(f"decoding took longer than {DECODE_SECONDS:g} s") from None
+    except Exception as e:  # noqa: BLE001 - as decode_file: any decoder failure means "not an image"
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
+
+
+def thumbnail_jpeg(path, side: int = 160) -> bytes:
+    """A JPEG of the picture in ``path`` fitting a ``side`` square, aspect kept (for pages)."""
+    try:
+        with warnings.catch_warnings(), _open_regular(path) as fh, _deadline(DECODE_SECONDS):
+            warnings.simplefilter("ignore")
+            with Image.open(fh) as img:
+                if img.format == "JPEG":
+                    img.draft("RGB", (side, side))
+                img.load()
+                img = _to_rgb(_shrink(ImageOps.exif_transpose(img) or img, side))
+                img.thumbnail((side, side), Image.Resampling.BILINEAR)
+                out = io.BytesIO()
+                img.save(out, "JPEG", quality=85)
+                return out.getvalue()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except Exception as e:  # noqa: BLE001 - any failure is "cannot show this file"
+        raise ImageError(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
 
 
 @contextmanager

@@ -245,6 +245,20 @@ class HasherConfig(TrainConfig, ModelConfig):
         return cls(**{"stats_input": False, **data}).validate()
 
 
+def describe_settings(settings: dict | None) -> str:
+    """One line for people about a stored model's settings (`hashae info`, the server's page);
+    a damaged config is described, not raised."""
+    if not settings:
+        return "none (codes only)"
+    try:
+        cfg = HasherConfig.from_dict(settings)
+    except (TypeError, ValueError) as e:
+        return f"unreadable config ({e})"
+    widths = "-".join(str(w) for w in cfg.dense_widths)
+    return (f"{cfg.arch} {cfg.image_size}px x{cfg.channels} layers {widths} "
+            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain}")
+
+
 def parse_json_object(text, what: str) -> dict:
     """``text`` (str or bytes) parsed as a JSON object, or a ValueError naming ``what``."""
     if isinstance(text, bytes):

@@ -1,0 +1,349 @@
+"""``hashae serve``: a read-only web page and JSON API over one collection (Starlette + uvicorn).
+
+A thin layer over hashae.Collection: the model and the index are loaded once and reused, and a
+new collection file (an index run committed: the store's generation changed) is picked up on
+the next request. Files are served by item id only, never by a path from the request. Bound to
+anything but loopback, the server needs a token, and every request must carry it.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import mimetypes
+import os
+import threading
+from functools import lru_cache
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..collection import Collection
+from ..ingest import ImageError, decode_bytes, model_input, thumbnail_jpeg
+from ..model.config import describe_settings
+from ..output import json_safe
+from ..storage import StoreError
+from . import pages
+
+MAX_UPLOAD_BYTES = 32 << 20
+MAX_UPLOAD_PIXELS = 50_000_000
+MAX_K = 1000
+TOKEN_COOKIE = "hashae_token"
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Service:
+    """The collection behind the server: opened once, reopened when its file is replaced by a
+    commit. All use goes through ``use()``, one request at a time (h5py and the cached index
+    are not thread-safe; each search takes milliseconds)."""
+
+    def __init__(self, store: str, folder: str | None = None):
+        self.store, self.folder = store, folder
+        self.lock = threading.Lock()
+        self.coll: Collection | None = None
+        self.stamp = None
+        self.cache: dict = {}  # (generation, what) -> result
+        with self.lock:
+            self._current()
+
+    def _current(self) -> Collection:
+        st = os.stat(self.store)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self.coll is None or stamp != self.stamp:
+            fresh = Collection.open(self.store, self.folder)
+            if self.coll is None or fresh.generation != self.coll.generation:
+                fresh.model  # noqa: B018 - loaded once per generation
+                old, self.coll, self.cache = self.coll, fresh, {}
+                if old is not None:
+                    old.close()
+            else:
+                fresh.close()
+            self.stamp = stamp
+        return self.coll
+
+    def use(self, fn):
+        with self.lock:
+            return fn(self._current())
+
+    def cached(self, key, fn):
+        """``fn(collection)``, computed once per generation of the file."""
+        def run(coll):
+            k = (coll.generation, key)
+            if k not in self.cache:
+                self.cache[k] = fn(coll)
+            return self.cache[k]
+        return self.use(run)
+
+
+def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(400, f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise HTTPError(400, f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _item_id(request: Request, coll: Collection) -> int:
+    raw = request.path_params["item_id"]
+    if not raw.isdigit() or int(raw) >= len(coll):
+        raise HTTPError(404, f"no item {raw!r}")
+    return int(raw)
+
+
+def _hits(coll: Collection, codes, k: int, exclude: int | None = None) -> list:
+    kk = min(len(coll), k + (exclude is not None))
+    if kk == 0:
+        return []
+    d, ids = coll.search_codes(codes, kk)
+    out = [{"path": p, "distance": int(dist), "id": int(i)}
+           for p, dist, i in zip(coll.paths(ids[0]), d[0], ids[0]) if i >= 0 and i != exclude]
+    return out[:k]
+
+
+def _groups(method: str, k: int | None, radius: int | None):
+    def compute(coll: Collection) -> list:
+        from ..search import cluster, default_radius
+        if method == "duplicates":
+            labels = _labels_of_groups(coll, coll.duplicates(progress=False))
+        else:
+            kwargs = {"progress": False}
+            if method == "radius":
+                kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
+            elif method == "kmeans":
+                kwargs.update(k=k or max(1, int(round((len(coll) / 2) ** 0.5))))
+            labels = cluster(coll.codes, method, **kwargs)
+        return _members(labels)
+    return compute
+
+
+def _labels_of_groups(coll: Collection, groups: list):
+    import numpy as np
+    index = {p: i for i, p in enumerate(coll.paths())}
+    labels = np.full(len(coll), -1, np.int64)
+    for n, g in enumerate(groups):
+        labels[[index[p] for p in g]] = n
+    return labels
+
+
+def _members(labels) -> list:
+    """Item ids per label, in label order (labels number groups largest first); -1 is no group."""
+    import numpy as np
+    order = np.argsort(labels, kind="stable")
+    order = order[labels[order] >= 0]
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    return [part.tolist() for part in np.split(order, bounds)] if len(order) else []
+
+
+def _group_params(request: Request, default_method: str) -> tuple:
+    method = request.query_params.get("method", default_method)
+    if method not in ("exact", "radius", "kmeans", "duplicates"):
+        raise HTTPError(400, "method must be exact, radius or kmeans")
+    k = _int(request, "k", 0, 0, 100_000) or None
+    radius = request.query_params.get("radius")
+    return method, k, None if radius is None else _int(request, "radius", 0, 0, 256)
+
+
+def create_app(store: str, folder: str | None = None, token: str | None = None) -> Starlette:
+    """The ASGI app over the collection at ``store`` (see the module docstring)."""
+    service = Service(store, folder)
+
+    def describe_model(coll) -> str:
+        return describe_settings(coll.reader.model_config())
+
+    def home(request):
+        page_no = _int(request, "page", 0, 0, 10**9)
+
+        def render(coll):
+            n = len(coll)
+            ids = list(range(page_no * pages.PER_PAGE, min(n, (page_no + 1) * pages.PER_PAGE)))
+            return pages.home(coll.info(), describe_model(coll), list(zip(ids, coll.paths(ids))), page_no,
+                              -(-n // pages.PER_PAGE))
+        return HTMLResponse(service.use(render))
+
+    def item_page(request):
+        def render(coll):
+            i = _item_id(request, coll)
+            hits = _hits(coll, coll.codes_of([i]), 24, exclude=i)
+            return pages.item(i, coll.paths([i])[0], [(h["id"], h["path"], h["distance"]) for h in hits])
+        return HTMLResponse(service.use(render))
+
+    def group_page(title, base, default_method):
+        def endpoint(request):
+            method, k, radius = _group_params(request, default_method)
+            page_no = _int(request, "page", 0, 0, 10**9)
+            members = service.cached(("groups", method, k, radius), _groups(method, k, radius))
+            first = page_no * pages.GROUPS_PER_PAGE
+            shown_groups = members[first:first + pages.GROUPS_PER_PAGE]
+
+            def render(coll):
+                flat = [i for g in shown_groups for i in g[:pages.GROUP_THUMBS]]
+                names = dict(zip(flat, coll.paths(flat))) if flat else {}
+                rows = [[(i, names.get(i, "")) for i in g] for g in shown_groups]
+                params = {"method": method} if base == "/clusters" else {}
+                return pages.groups(title, rows, first, len(members), page_no,
+                                    -(-len(members) // pages.GROUPS_PER_PAGE), base, params)
+            return HTMLResponse(service.use(render))
+        return endpoint
+
+    def api_info(request):
+        return JSONResponse(json_safe(service.use(lambda c: c.info(skipped_files=True))))
+
+    async def api_search(request: Request):
+        k = _int(request, "k", 10, 1, MAX_K)
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise HTTPError(411, "a Content-Length header is required")
+        if int(length) > MAX_UPLOAD_BYTES:
+            raise HTTPError(413, f"upload of {int(length):,} bytes; at most {MAX_UPLOAD_BYTES:,}")
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as e:  # noqa: BLE001 - a malformed body, whatever the parser says
+            raise HTTPError(400, f"not a multipart form with an image field ({type(e).__name__})") from None
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise HTTPError(400, "the form needs a file field named 'image'")
+        data = await upload.read()
+        name = upload.filename or "upload"
+
+        def run(coll):
+            cfg = coll.model.config
+            try:
+                rgb = decode_bytes(data, cfg.image_size, MAX_UPLOAD_PIXELS).rgb
+            except ImageError as e:
+                raise HTTPError(400, f"{name}: {e}") from None
+            codes = coll.model.encode(model_input(rgb, cfg.channels)[None])
+            return {"query": name, "hits": _hits(coll, codes, k)}
+        from starlette.concurrency import run_in_threadpool
+        return JSONResponse(await run_in_threadpool(service.use, run))
+
+    def api_similar(request):
+        k = _int(request, "k", 10, 1, MAX_K)
+
+        def run(coll):
+            i = _item_id(request, coll)
+            return {"query": coll.paths([i])[0], "hits": _hits(coll, coll.codes_of([i]), k)}
+        return JSONResponse(service.use(run))
+
+    def api_groups(default_method):
+        def endpoint(request):
+            method, k, radius = _group_params(request, default_method)
+            members = service.cached(("groups", method, k, radius), _groups(method, k, radius))
+
+            def run(coll):
+                paths = coll.paths()
+                return [{"cluster": n, "paths": [paths[i] for i in g]} for n, g in enumerate(members)]
+            return JSONResponse(service.use(run))
+        return endpoint
+
+    def thumb(request):
+        def run(coll):
+            i = _item_id(request, coll)
+            return _thumbnail(coll.item_file(i), coll.generation)
+        return Response(service.use(run), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    def image(request):
+        path = service.use(lambda coll: coll.item_file(_item_id(request, coll)))
+        media = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media, headers={"Content-Disposition": "inline"})
+
+    routes = [
+        Route("/", home), Route("/items/{item_id}", item_page),
+        Route("/clusters", group_page("clusters", "/clusters", "exact")),
+        Route("/duplicates", group_page("near duplicates", "/duplicates", "duplicates")),
+        Route("/api/info", api_info), Route("/api/search", api_search, methods=["POST"]),
+        Route("/api/items/{item_id}/similar", api_similar),
+        Route("/api/clusters", api_groups("exact")), Route("/api/duplicates", api_groups("duplicates")),
+        Route("/thumbs/{item_id}", thumb), Route("/images/{item_id}", image),
+    ]
+
+    async def on_http_error(request, exc: HTTPError):
+        return _error(request, exc.status, str(exc))
+
+    async def on_store_error(request, exc):
+        message = str(exc).splitlines()[0]
+        status = 404 if "outside" in message else 403 if "not indexed by you" in message else 503
+        return _error(request, status, message)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPError: on_http_error, StoreError: on_store_error})
+    if token:
+        app.add_middleware(TokenCheck, token=token)
+    return app
+
+
+@lru_cache(maxsize=4096)
+def _thumbnail(path: str, generation: str) -> bytes:
+    try:
+        return thumbnail_jpeg(path)
+    except ImageError as e:
+        raise HTTPError(404, f"cannot show this item: {e}") from None
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=status)
+    return HTMLResponse(pages.page("error", f'<h1>Error {status}</h1><p class="error">{pages.esc(message)}</p>'),
+                        status_code=status)
+
+
+class TokenCheck:
+    """Every request must carry the token: ``Authorization: Bearer TOKEN``, the cookie a browser
+    gets after opening any page with ``?token=TOKEN``, or that query parameter itself."""
+
+    def __init__(self, app, token: str):
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        given = request.query_params.get("token")
+        auth = request.headers.get("authorization", "")
+        candidates = [given, auth[7:] if auth.lower().startswith("bearer ") else None, request.cookies.get(TOKEN_COOKIE)]
+        if not any(c is not None and hmac.compare_digest(c.encode(), self.token) for c in candidates):
+            response = _error(request, 401, "this server needs its token (?token=..., or Authorization: Bearer ...)")
+            return await response(scope, receive, send)
+
+        async def send_with_cookie(message):
+            if given is not None and message["type"] == "http.response.start":
+                cookie = f"{TOKEN_COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+        return await self.app(scope, receive, send_with_cookie)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> str | None:
+    """The token to require (given, else $HASHAE_TOKEN); refuses a non-loopback address without one."""
+    token = token or os.environ.get("HASHAE_TOKEN") or None
+    if not is_loopback(host) and not token:
+        raise ValueError(f"--host {host} is not loopback: anyone who can reach it could read the collection; "
+                         "set --token (or HASHAE_TOKEN), which every request must then carry")
+    return token
+
+
+def serve(store: str, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          folder: str | None = None) -> None:
+    """Run the server until interrupted; refuses a non-loopback address without a token."""
+    import uvicorn
+    token = check_bind(host, token)
+    app = create_app(store, folder, token)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
