@@ -25,6 +25,11 @@ def _friendly(fn):
         from .storage import StoreBusy, StoreError
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # the reader went away (`hashae cluster | head -1`): stop quietly, as `cat` would
+            # when it does not die by SIGPIPE; stdout goes to /dev/null so the exit flush is silent
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError) as e:
             raise click.ClickException(shown(str(e).splitlines()[0]) if str(e) else type(e).__name__) from None
         except MemoryError:
@@ -37,7 +42,7 @@ def _friendly(fn):
 
 def _store_option(fn):
     return click.option("--store", "store", type=click.Path(dir_okay=False),
-                        help="collection file (default: the only .h5 file in indexes/)")(fn)
+                        help="collection file (default: $HASHAE_STORE, else the only .h5 file in indexes/)")(fn)
 
 
 def _folder_option(fn):
@@ -47,14 +52,19 @@ def _folder_option(fn):
 
 
 def _resolve_store(store: str | None) -> str:
+    """--store, else $HASHAE_STORE, else the only collection in indexes/."""
+    store = store or os.environ.get("HASHAE_STORE")
     if store:
         return store
     found = sorted(glob.glob(os.path.join("indexes", "*.h5")))
     if len(found) == 1:
         return found[0]
     if not found:
-        raise click.ClickException("no collection in indexes/; build one with `hashae index FOLDER` or pass --store")
-    raise click.ClickException(f"{len(found)} collections in indexes/; choose one with --store")
+        raise click.ClickException("no collection in indexes/; build one with `hashae index FOLDER`, or pass "
+                                   "--store (or set HASHAE_STORE)")
+    names = ", ".join(shown(f) for f in found[:5]) + (", ..." if len(found) > 5 else "")
+    raise click.ClickException(f"{len(found)} collections in indexes/ ({names}); choose one with --store "
+                               "(or set HASHAE_STORE)")
 
 
 @click.group()
@@ -69,11 +79,14 @@ def main():
 @click.option("--bits", type=int, help="code length for a new collection: 8..256, a multiple of 8 (default 64)")
 @click.option("--model", "model_store", type=click.Path(dir_okay=False),
               help="reuse the model of another collection instead of training")
-@click.option("--epochs", type=int, help="fine-tuning epochs when training a new model")
-@click.option("--image-size", type=int, help="model input size in pixels when training (default 32)")
+@click.option("--epochs", type=click.IntRange(min=0),
+              help="fine-tuning epochs when training a new model (default 15, raised on small folders to "
+                   "400 optimiser steps; given, it is exactly this many epochs)")
+@click.option("--image-size", type=click.IntRange(8, 256), help="model input size in pixels when training (default 32)")
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="architecture when training (default mlp)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
-@click.option("--workers", type=int, default=2, show_default=True, help="image-decoding processes (0: none)")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="image-decoding processes (0: none)")
 @click.option("--follow-links", is_flag=True, help="follow symbolic links that lead out of FOLDER")
 @click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -87,6 +100,8 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, seed, work
     config = None
     if not model_store:
         overrides = {k: v for k, v in dict(epochs=epochs, image_size=image_size, arch=arch).items() if v is not None}
+        if epochs is not None:
+            overrides["min_steps"] = 0  # an explicit --epochs is what the user gets, however small the folder
         store_bits = Collection.open(store).bits if os.path.exists(store) else None
         config = HasherConfig(bits=bits or store_bits or 64, seed=seed).replace(**overrides)
     report = Collection(store).index(folder, bits=bits, model=model_store, config=config, workers=workers,
@@ -110,8 +125,8 @@ def report_bits(store: str) -> int:
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @_store_option
-@click.option("-k", "k", type=int, default=None, help="hits per query (default 10; with --radius: all)")
-@click.option("--radius", type=int, help="all items within this Hamming distance instead of the k nearest")
+@click.option("-k", "k", type=click.IntRange(min=1), default=None, help="hits per query (default 10; with --radius: all)")
+@click.option("--radius", type=click.IntRange(min=0), help="all items within this Hamming distance instead of the k nearest")
 @click.option("--json", "as_json", is_flag=True, help="print JSON: [{query, hits: [{path, distance}]}]")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of each query and its hits")
 @_folder_option
@@ -119,12 +134,17 @@ def report_bits(store: str) -> int:
 def query(images, store, k, radius, as_json, sheet, folder):
     """Find the items most similar to each IMAGE."""
     from .collection import Collection
-    if k is not None and k < 1:
-        raise click.ClickException("-k must be at least 1")
+    from .ingest import ImageError
     with Collection.open(_resolve_store(store), folder) as coll:
         if sheet:
             coll.images_root()  # refuse an untrusted folder before anything is printed or written
-        results = coll.query(list(images), k=k if (k or radius is not None) else 10, radius=radius)
+        results, failed = [], 0
+        for image in images:  # an unreadable query image is reported; the others are answered
+            try:
+                results += coll.query([image], k=k if (k or radius is not None) else 10, radius=radius)
+            except ImageError as e:
+                click.echo(f"Error: {shown(str(e))}", err=True)
+                failed += 1
         if as_json:
             click.echo(json.dumps(results))
         else:
@@ -137,10 +157,12 @@ def query(images, store, k, radius, as_json, sheet, folder):
             written = []
             for n, r in enumerate(results):
                 out = sheet if len(results) == 1 else _numbered(sheet, n)
-                tiles = [(r["query"], "query")] + [(coll.item_path(h["path"]), f"d={h['distance']} {h['path']}")
-                                                    for h in r["hits"]]
+                tiles = [(r["query"], f"query: {os.path.basename(r['query'])}")] + [
+                    (coll.item_path(h["path"]), f"d={h['distance']} {h['path']}") for h in r["hits"]]
                 written.append(contact_sheet(tiles, out))
             click.echo(f"contact sheet: {', '.join(written)}", err=True)
+        if failed:
+            sys.exit(1)
 
 
 def _numbered(path: str, n: int) -> str:
@@ -190,8 +212,9 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @main.command()
 @_store_option
 @click.option("--method", type=click.Choice(["exact", "radius", "kmeans"]), default="exact", show_default=True)
-@click.option("--radius", type=int, default=None, help="Hamming radius for --method radius (default bits // 32)")
-@click.option("-k", "k", type=int, default=None, help="clusters for --method kmeans (default sqrt(N / 2))")
+@click.option("--radius", type=click.IntRange(min=0), default=None,
+              help="Hamming radius for --method radius (default bits // 32)")
+@click.option("-k", "k", type=click.IntRange(min=1), default=None, help="clusters for --method kmeans (default sqrt(N / 2))")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...], every item once')
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per cluster and index.html here")
@@ -208,13 +231,18 @@ def cluster(store, method, radius, k, seed, as_json, sheets, quiet, folder):
             kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
         elif method == "kmeans":
             kwargs.update(k=k or max(1, int(round((len(coll) / 2) ** 0.5))), seed=seed)
+            if k is not None and k >= len(coll):
+                click.echo(f"Warning: -k {k} is not less than the {len(coll)} items: every distinct code is a group "
+                           "of its own", err=True)
+        elif k is not None:
+            click.echo(f"Warning: -k applies to --method kmeans only; ignored for --method {method}", err=True)
         groups = coll.clusters(method, **kwargs)
         _emit_groups(coll, groups, as_json, sheets, f"{method} clusters")
 
 
 @main.command()
 @_store_option
-@click.option("--radius", type=int, default=None,
+@click.option("--radius", type=click.IntRange(min=0), default=None,
               help="Hamming radius between codes (default bits // 16, e.g. 4 at 64 bits)")
 @click.option("--no-verify", is_flag=True,
               help="group by codes alone, without the perceptual-hash check (joins look-alikes too)")
@@ -245,7 +273,7 @@ def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet, folder
 @_store_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to listen on; anything but loopback needs --token")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
 @click.option("--token", default=None, help="secret every request must carry (default: $HASHAE_TOKEN)")
 @_folder_option
 @_friendly
@@ -267,7 +295,7 @@ def serve(store, host, port, token, folder):
 
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--per-class", type=int, default=40, show_default=True)
+@click.option("--per-class", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def sample(folder, per_class, seed):
     """Write the built-in labelled sample (synthetic shapes, one folder per class) to FOLDER."""

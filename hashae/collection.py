@@ -194,6 +194,8 @@ class Collection:
         cfg = self.model.config
         arrays = []
         for f in files:
+            if not os.path.lexists(f):
+                raise ImageError(f"{f}: no such file")
             try:
                 arrays.append(load_image(f, cfg.image_size, cfg.channels))
             except ImageError as e:

@@ -59,13 +59,19 @@ class IndexReport:
     seconds: float
     trained: bool
     resumed: int = 0
+    train_seconds: float = 0.0  # decoding the training sample and fitting the model
+    encoded: int = 0  # files decoded and encoded by this run (resumed ones not counted)
+    encode_seconds: float = 0.0
 
     def __str__(self) -> str:
-        rate = self.indexed / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.resumed} resumed from an interrupted run" if self.resumed else ""
+        times = [f"{self.seconds:.1f} s"]
+        if self.trained:
+            times.append(f"training {self.train_seconds:.1f} s")
+        if self.encoded and self.encode_seconds > 0:
+            times.append(f"encoding {self.encoded / self.encode_seconds:.1f} images/s")
         return (f"indexed {self.indexed} new or changed, {self.unchanged} unchanged, {self.removed} removed, "
-                f"{len(self.skipped)} skipped{extra}; {self.items} items in the collection "
-                f"({self.seconds:.1f} s, {rate:.1f} images/s)")
+                f"{len(self.skipped)} skipped{extra}; {self.items} items in the collection ({'; '.join(times)})")
 
 
 class ShrinkRefused(ValueError):
@@ -169,12 +175,16 @@ class _Job:
         hasher = store_model or (SemanticHasher.from_state(found.model) if found.model else None) or run.model
         trained, predecoded = False, None
         self.journal.start(meta)
+        t_train = time.monotonic()
         if hasher is None:
             hasher, predecoded = self._train(folder, todo, run.config or HasherConfig(bits=bits))
             trained = True
         if found.model is None and store_model is None:
             self.journal.save_model(hasher.state())
+        t_encode = time.monotonic()
         self._encode(hasher, folder, todo, predecoded, work)
+        timing = dict(train_seconds=t_encode - t_train if trained else 0.0, encoded=len(todo),
+                      encode_seconds=time.monotonic() - t_encode)
         done = {p for part in work.done for p in part.path}
 
         # commit: kept rows + journal rows, sorted by path
@@ -186,13 +196,14 @@ class _Job:
         if old is not None and not done and len(kept_items) == old.n and skipped == sorted(old.skipped()):
             self.journal.discard()  # nothing changed: leave the committed file untouched
             return IndexReport(indexed=0, unchanged=len(kept_items), removed=0, skipped=skipped, items=len(items),
-                               seconds=time.monotonic() - t0, trained=False)
+                               seconds=time.monotonic() - t0, trained=False, **timing)
         created = old.attrs().get("created") if old is not None else None
         write_store(run.store, StoreContents(bits=bits, items=items, folder=folder, skipped=skipped,
                                              model=hasher.state(), created=created))
         self.journal.discard()
         return IndexReport(indexed=len(done), unchanged=len(kept_items), removed=removed, skipped=skipped,
-                           items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=work.resumed)
+                           items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=work.resumed,
+                           **timing)
 
     def _unchanged(self, old_items: Items | None, entries: list) -> np.ndarray:
         """Which rows of the old store stay as they are: same path, size and mtime. A store

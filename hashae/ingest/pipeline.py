@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -29,6 +30,8 @@ _worker_encode = None  # set in each worker by _init_worker (inherited, never pi
 def _init_worker(encode) -> None:
     global _worker_encode
     _worker_encode = encode
+    # Ctrl-C is the parent's to handle (it stops the pool); a worker would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if encode is not None:
         # one torch thread per worker, as torch's DataLoader does: the workers already fill the
         # cores, and it keeps OpenMP from being used in a forked child with more than one thread

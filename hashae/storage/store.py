@@ -120,6 +120,9 @@ class StoreReader:
     def __init__(self, path: str):
         self.path = path
         if not os.path.exists(path):
+            if os.path.isdir(f"{os.path.realpath(path)}.journal"):
+                raise StoreError(f"{path}: a first index run is in progress, or was interrupted (its work is in "
+                                 f"{path}.journal); the collection exists once it commits (`hashae index` finishes it)")
             raise StoreError(f"{path}: no such collection (build one with `hashae index FOLDER --store {path}`)")
         try:
             self.file = layout.open_file(path)

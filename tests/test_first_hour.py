@@ -1,0 +1,119 @@
+"""Rough edges a new user hits in the first hour (issue: a new user's first hour)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from click.testing import CliRunner
+
+from conftest import SMALL, HasherConfig, cluster_images
+from hashae import Collection, SemanticHasher
+from hashae.cli import main
+
+CLI = [sys.executable, "-c", "import sys; from hashae.cli import main; sys.exit(main())"]
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def test_ctrl_c_while_encoding_prints_no_worker_traceback(sample_dir):
+    # the encoding workers are busy (a slow encoder) when the whole process group gets SIGINT,
+    # as a terminal's Ctrl-C sends it; the parent stops as the CLI does, with one line
+    script = """
+import sys, time
+from hashae.ingest import iter_batches
+def slow(images):
+    time.sleep(0.3)
+    return images[:, 0, 0, :1]
+try:
+    for b in iter_batches(sys.argv[1:] * 20, 16, 3, workers=2, chunk=4, encode=slow):
+        print("batch", flush=True)
+except KeyboardInterrupt:
+    print("Aborted!", file=sys.stderr)
+"""
+    files = [str(p) for p in sorted(sample_dir.rglob("*.png"))]
+    p = subprocess.Popen([sys.executable, "-c", script, *files], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    assert p.stdout.readline() == "batch\n"
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert err == "Aborted!\n", err[-3000:]
+
+
+def test_epochs_given_are_the_epochs_trained(sample_copy, tmp_path):
+    r = run("index", sample_copy, "--store", tmp_path / "e.h5", "--epochs", "1", "--image-size", "16", "--quiet",
+            "--workers", "0")
+    assert r.exit_code == 0, r.output
+    with Collection.open(tmp_path / "e.h5") as c:
+        assert (c.model.config.epochs, c.model.config.min_steps) == (1, 0)
+    images, _ = cluster_images(n_clusters=2, per_cluster=10, size=16)
+    m = SemanticHasher(**dict(SMALL, channels=1, bits=16, epochs=1, min_steps=0)).fit(images, progress=False)
+    assert len(m.history_.phase("fine-tune")) == 1
+    assert "default 15" in run("index", "--help").output
+
+
+def test_a_closed_pipe_ends_quietly(trained_store):
+    p = subprocess.Popen([*CLI, "cluster", "--store", str(trained_store)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # `| head -0`: the reader is gone before the first line
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and err == b"", err
+
+
+def test_queries_answer_what_they_can_and_name_what_they_cannot(trained_store, sample_dir, tmp_path):
+    good = sample_dir / "ring" / "ring_001.png"
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    r = CliRunner().invoke(main, ["query", str(tmp_path / "missing.png"), str(good), str(tmp_path / "broken.jpg"),
+                                  "--store", str(trained_store), "--json"])
+    assert r.exit_code == 1
+    [answer] = json.loads(r.stdout)
+    assert answer["query"] == str(good) and answer["hits"][0]["path"] == "ring/ring_001.png"
+    errors = r.stderr.splitlines()
+    assert len(errors) == 2 and "missing.png: no such file" in errors[0] and "broken.jpg" in errors[1]
+
+
+def test_arguments_out_of_range_are_refused_or_explained(trained_store, sample_copy):
+    assert run("cluster", "--store", trained_store, "--method", "kmeans", "-k", "0").exit_code == 2
+    assert run("index", sample_copy, "--workers", "-1").exit_code == 2
+    assert run("query", sample_copy / "ring" / "ring_000.png", "--store", trained_store, "-k", "0").exit_code == 2
+    r = CliRunner().invoke(main, ["cluster", "--store", str(trained_store), "--method", "kmeans", "-k", "1000",
+                                  "--json", "--quiet"])
+    assert r.exit_code == 0 and "every distinct code is a group of its own" in r.stderr
+    with Collection.open(trained_store) as c:
+        assert len(json.loads(r.stdout)) == len(np.unique(c.codes, axis=0))
+
+
+def test_default_store_names_the_candidates_and_follows_hashae_store(trained_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("indexes")
+    for name in ("a.h5", "b.h5"):
+        shutil.copy(trained_store, os.path.join("indexes", name))
+    r = run("info")
+    assert r.exit_code == 1 and "indexes/a.h5, indexes/b.h5" in r.output and "HASHAE_STORE" in r.output
+    r = run("info", env={"HASHAE_STORE": "indexes/b.h5"})
+    assert r.exit_code == 0 and "indexes/b.h5" in r.output
+
+
+def test_the_summary_separates_training_and_encoding(sample_copy, tmp_path):
+    first = Collection(tmp_path / "s.h5").index(str(sample_copy), config=HasherConfig(bits=16, **dict(SMALL, epochs=1)),
+                                                workers=0, progress=False)
+    assert first.trained and first.encoded == 72 and first.train_seconds > 0
+    assert "training" in str(first) and "encoding" in str(first) and "images/s" in str(first)
+    again = Collection(tmp_path / "s.h5").index(str(sample_copy), workers=0, progress=False)
+    assert "images/s" not in str(again) and "training" not in str(again)
+
+
+def test_info_during_a_first_index_run_says_so(tmp_path):
+    (tmp_path / "new.h5.journal").mkdir()
+    r = run("info", "--store", tmp_path / "new.h5")
+    assert r.exit_code == 1 and "a first index run is in progress" in r.output
+
+
+def test_codes_of_items_match_the_stored_codes(trained_store):
+    with Collection.open(trained_store) as c:
+        np.testing.assert_array_equal(c.codes_of([3, 0, 3]), c.codes[[3, 0, 3]])
