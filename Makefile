@@ -16,7 +16,9 @@ BROWSER := $(VENV)/.browser
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH) --index-url $(TORCH_INDEX) || $(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet --retries 0 --timeout 20 $(TORCH) --index-url $(TORCH_INDEX) 2>/dev/null \
+		|| { echo "$(TORCH_INDEX) not reachable: installing $(TORCH) from pip's configured index"; \
+		     $(BIN)/pip install --quiet $(TORCH); }
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

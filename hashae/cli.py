@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import click
 
@@ -128,25 +129,36 @@ def report_bits(store: str) -> int:
 @click.option("-k", "k", type=click.IntRange(min=1), default=None, help="hits per query (default 10; with --radius: all)")
 @click.option("--radius", type=click.IntRange(min=0), help="all items within this Hamming distance instead of the k nearest")
 @click.option("--json", "as_json", is_flag=True, help="print JSON: [{query, hits: [{path, distance}]}]")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV: query,rank,path,distance")
+@click.option("--absolute", is_flag=True, help="print the hits' absolute paths")
+@click.option("--exclude-self", is_flag=True, help="leave out the query itself when it is an item")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of each query and its hits")
 @_folder_option
 @_friendly
-def query(images, store, k, radius, as_json, sheet, folder):
-    """Find the items most similar to each IMAGE."""
+def query(images, store, k, radius, as_json, as_csv, absolute, exclude_self, sheet, folder):
+    """Find the items most similar to each IMAGE (a folder: every image in it)."""
     from .collection import Collection
     from .ingest import ImageError
     with Collection.open(_resolve_store(store), folder) as coll:
-        if sheet:
+        if sheet or absolute:
             coll.images_root()  # refuse an untrusted folder before anything is printed or written
         results, failed = [], 0
-        for image in images:  # an unreadable query image is reported; the others are answered
+        for image in _expand_folders(images):  # an unreadable query image is reported; the others answered
             try:
-                results += coll.query([image], k=k if (k or radius is not None) else 10, radius=radius)
+                results += coll.query([image], k=k if (k or radius is not None) else 10, radius=radius,
+                                      exclude_self=exclude_self)
             except ImageError as e:
                 click.echo(f"Error: {shown(str(e))}", err=True)
                 failed += 1
+        if absolute:
+            for r in results:
+                for h in r["hits"]:
+                    h["path"] = coll.item_path(h["path"])
         if as_json:
             click.echo(json.dumps(results))
+        elif as_csv:
+            _csv(["query", "rank", "path", "distance"],
+                 [(r["query"], n, h["path"], h["distance"]) for r in results for n, h in enumerate(r["hits"], 1)])
         else:
             for r in results:
                 click.echo(f"{shown(r['query'])}: {len(r['hits'])} hits")
@@ -158,11 +170,32 @@ def query(images, store, k, radius, as_json, sheet, folder):
             for n, r in enumerate(results):
                 out = sheet if len(results) == 1 else _numbered(sheet, n)
                 tiles = [(r["query"], f"query: {os.path.basename(r['query'])}")] + [
-                    (coll.item_path(h["path"]), f"d={h['distance']} {h['path']}") for h in r["hits"]]
+                    (h["path"] if absolute else coll.item_path(h["path"]), f"d={h['distance']} {h['path']}")
+                    for h in r["hits"]]
                 written.append(contact_sheet(tiles, out))
             click.echo(f"contact sheet: {', '.join(written)}", err=True)
         if failed:
             sys.exit(1)
+
+
+def _expand_folders(args) -> list:
+    """Query arguments with each folder replaced by the image files under it, in path order."""
+    from .ingest import scan
+    out = []
+    for a in args:
+        if os.path.isdir(a):
+            out += [os.path.join(a, e.path) for e in scan(a)[0]]
+        else:
+            out.append(a)
+    return out
+
+
+def _csv(header: list, rows) -> None:
+    import csv
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    sys.stdout.flush()
 
 
 def _numbered(path: str, n: int) -> str:
@@ -191,21 +224,34 @@ def info(store, as_json):
         click.echo(f"file size   {data['file_size']:,} bytes")
 
 
-def _emit_groups(coll, groups, as_json, sheets, title):
-    if sheets:
+class GroupOutput(NamedTuple):
+    """How `cluster` and `duplicates` print their groups."""
+
+    title: str
+    as_json: bool = False
+    as_csv: bool = False
+    absolute: bool = False
+    sheets: str | None = None
+
+
+def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
+    if out.sheets or out.absolute:
         coll.images_root()  # refuse an untrusted folder before anything is printed or written
-    if as_json:
-        click.echo(json.dumps([{"cluster": n, "paths": g} for n, g in enumerate(groups)]))
+    listed = [[coll.item_path(p) for p in g] for g in groups] if out.absolute else groups
+    if out.as_json:
+        click.echo(json.dumps([{"cluster": n, "paths": g} for n, g in enumerate(listed)]))
+    elif out.as_csv:
+        _csv(["cluster", "path"], [(n, p) for n, g in enumerate(listed) for p in g])
     else:
-        for n, g in enumerate(groups):
+        for n, g in enumerate(listed):
             click.echo(f"#{n} ({len(g)} images)")
             for p in g[:20]:
                 click.echo(f"  {shown(p)}")
             if len(g) > 20:
                 click.echo(f"  ... and {len(g) - 20} more")
-    if sheets:
+    if out.sheets:
         from .sheet import cluster_sheets
-        index = cluster_sheets(groups, coll.folder, coll.item_path, sheets, title=title)
+        index = cluster_sheets(groups, coll.folder, coll.item_path, out.sheets, title=out.title)
         click.echo(f"contact sheets: {index}", err=True)
 
 
@@ -217,11 +263,13 @@ def _emit_groups(coll, groups, as_json, sheets, title):
 @click.option("-k", "k", type=click.IntRange(min=1), default=None, help="clusters for --method kmeans (default sqrt(N / 2))")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...], every item once')
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV: cluster,path")
+@click.option("--absolute", is_flag=True, help="print absolute paths")
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per cluster and index.html here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @_folder_option
 @_friendly
-def cluster(store, method, radius, k, seed, as_json, sheets, quiet, folder):
+def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, quiet, folder):
     """Group the items of a collection by their codes (largest group first)."""
     from .search import default_radius
     from .collection import Collection
@@ -237,7 +285,7 @@ def cluster(store, method, radius, k, seed, as_json, sheets, quiet, folder):
         elif k is not None:
             click.echo(f"Warning: -k applies to --method kmeans only; ignored for --method {method}", err=True)
         groups = coll.clusters(method, **kwargs)
-        _emit_groups(coll, groups, as_json, sheets, f"{method} clusters")
+        _emit_groups(coll, groups, GroupOutput(f"{method} clusters", as_json, as_csv, absolute, sheets))
 
 
 @main.command()
@@ -249,11 +297,13 @@ def cluster(store, method, radius, k, seed, as_json, sheets, quiet, folder):
 @click.option("--confirm", type=int, default=None,
               help="perceptual-hash bits (of 64) two copies may differ in (default 12; lower is stricter)")
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV: cluster,path")
+@click.option("--absolute", is_flag=True, help="print absolute paths")
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @_folder_option
 @_friendly
-def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet, folder):
+def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, sheets, quiet, folder):
     """Groups of near-duplicate images: codes within the radius confirmed by perceptual hashes,
     or nearly equal perceptual hashes."""
     import warnings
@@ -264,8 +314,8 @@ def duplicates(store, radius, no_verify, confirm, as_json, sheets, quiet, folder
         groups = coll.duplicates(radius, verify=not no_verify, confirm=confirm, progress=False if quiet else None)
         for w in caught:
             click.echo(f"Warning: {shown(str(w.message))}", err=True)
-        _emit_groups(coll, groups, as_json, sheets, "near duplicates")
-        if not as_json:
+        _emit_groups(coll, groups, GroupOutput("near duplicates", as_json, as_csv, absolute, sheets))
+        if not (as_json or as_csv):
             click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
 
 

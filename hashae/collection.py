@@ -224,27 +224,38 @@ class Collection:
         dist, ids = dist[keep], ids[keep]
         return [Hit(p, int(d), int(i)) for p, d, i in zip(self.paths(ids), dist, ids)]
 
-    def query(self, files: Sequence[str], k: int | None = 10, radius: int | None = None) -> list:
+    def query(self, files: Sequence[str], k: int | None = 10, radius: int | None = None,
+              exclude_self: bool = False) -> list:
         """What ``hashae query --json`` prints: [{"query", "hits": [{"path", "distance"}]}].
 
-        A query file that is itself an item is listed first among the hits at distance 0."""
+        A query file that is itself an item is listed first among the hits at distance 0, or,
+        with ``exclude_self``, left out (its neighbours are what is asked for)."""
         files = list(files)
+        extra = 1 if exclude_self else 0
         if radius is not None:
-            results = self.radius_search(files, radius, limit=k)
+            results = self.radius_search(files, radius, limit=None if k is None else k + extra)
         else:
-            results = self.search(files, k or 10)
+            results = self.search(files, (k or 10) + extra)
         out = []
         for f, hits in zip(files, results):
-            hits = self._self_first(f, hits, k)
+            hits = self._self_first(f, hits, None if k is None else k + extra)
+            if exclude_self and hits and hits[0].distance == 0 and hits[0].path == self._relative(f):
+                hits = hits[1:]
+            hits = hits if k is None and radius is not None else hits[:k or 10]
             out.append({"query": f, "hits": [{"path": h.path, "distance": h.distance} for h in hits]})
         return out
 
-    def _self_first(self, file: str, hits: list, k: int | None) -> list:
+    def _relative(self, file: str) -> str | None:
+        """``file`` as an item path of this collection, if it lies inside its folder."""
         try:
             rel = os.path.relpath(os.path.abspath(file), self.folder).replace(os.sep, "/")
         except ValueError:
-            return hits
-        if rel.startswith("../") or not hits or hits[0].distance > 0:
+            return None
+        return None if rel.startswith("../") else rel
+
+    def _self_first(self, file: str, hits: list, k: int | None) -> list:
+        rel = self._relative(file)
+        if rel is None or not hits or hits[0].distance > 0:
             return hits
         own = [h for h in hits if h.path == rel]
         if own:

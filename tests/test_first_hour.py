@@ -117,3 +117,28 @@ def test_info_during_a_first_index_run_says_so(tmp_path):
 def test_codes_of_items_match_the_stored_codes(trained_store):
     with Collection.open(trained_store) as c:
         np.testing.assert_array_equal(c.codes_of([3, 0, 3]), c.codes[[3, 0, 3]])
+
+
+def test_output_for_scripts(trained_store, sample_dir, tmp_path):
+    import csv
+    import io
+    q = sample_dir / "cross" / "cross_003.png"
+    r = run("query", q, "--store", trained_store, "--csv", "-k", "3")
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert r.exit_code == 0 and rows[0] == ["query", "rank", "path", "distance"] and len(rows) == 4
+    assert rows[1] == [str(q), "1", "cross/cross_003.png", "0"]
+    r = run("query", q, "--store", trained_store, "--json", "--exclude-self", "-k", "3", "--absolute")
+    hits = json.loads(r.stdout)[0]["hits"]
+    assert len(hits) == 3 and str(q) not in [h["path"] for h in hits] and all(os.path.isabs(h["path"]) for h in hits)
+    assert all(os.path.exists(h["path"]) for h in hits)
+    r = run("query", sample_dir / "ring", "--store", trained_store, "--json", "-k", "1")
+    answers = json.loads(r.stdout)
+    assert len(answers) == 12 and all(a["hits"][0]["distance"] == 0 for a in answers)
+    assert [a["query"] for a in answers] == [str(p) for p in sorted((sample_dir / "ring").iterdir())]
+    r = run("cluster", "--store", trained_store, "--csv", "--absolute")
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["cluster", "path"] and len(rows) == 73 and all(os.path.isabs(p) for _, p in rows[1:])
+    with Collection.open(trained_store) as c:
+        assert sorted(os.path.relpath(p, c.folder) for _, p in rows[1:]) == sorted(c.paths())
+    r = run("duplicates", "--store", trained_store, "--csv", "--quiet")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "cluster,path"
