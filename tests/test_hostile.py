@@ -328,3 +328,14 @@ def test_huge_images_decode_in_bounded_memory(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout) < 4 * 144, out.stdout  # MB
+
+
+def test_a_decode_that_takes_too_long_is_reported(tmp_path, monkeypatch):
+    import hashae.ingest.decode as decode
+    path = tmp_path / "slow.png"
+    Image.new("RGB", (3000, 3000), (10, 20, 30)).save(path)
+    monkeypatch.setattr(decode, "DECODE_SECONDS", 0.001)
+    with pytest.raises(ImageError, match="decoding took longer than"):
+        load_image(path, 16)
+    monkeypatch.setattr(decode, "DECODE_SECONDS", 60.0)
+    assert load_image(path, 16).shape == (16, 16, 3)
