@@ -251,7 +251,7 @@ def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
                 click.echo(f"  ... and {len(g) - 20} more")
     if out.sheets:
         from .sheet import cluster_sheets
-        index = cluster_sheets(groups, coll.folder, coll.item_path, out.sheets, title=out.title)
+        index = cluster_sheets(coll.by_centre(groups), coll.folder, coll.item_path, out.sheets, title=out.title)
         click.echo(f"contact sheets: {index}", err=True)
 
 
@@ -299,11 +299,18 @@ def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, q
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV: cluster,path")
 @click.option("--absolute", is_flag=True, help="print absolute paths")
+@click.option("--keep", type=click.Choice(["largest", "oldest", "sharpest"]), default=None,
+              help="choose the file to keep in each group by this rule; --json then gives it and each member's "
+                   "distances to it")
+@click.option("--list-extra", is_flag=True,
+              help="print only the files one would remove (all but the kept one, --keep or largest), absolute paths")
+@click.option("-0", "null", is_flag=True, help="with --list-extra: separate paths by NUL, for xargs -0")
 @click.option("--sheets", type=click.Path(file_okay=False), help="write a contact sheet per group and index.html here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @_folder_option
 @_friendly
-def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, sheets, quiet, folder):
+def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, keep, list_extra, null, sheets, quiet,
+               folder):
     """Groups of near-duplicate images: codes within the radius confirmed by perceptual hashes,
     or nearly equal perceptual hashes."""
     import warnings
@@ -314,6 +321,25 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, she
         groups = coll.duplicates(radius, verify=not no_verify, confirm=confirm, progress=False if quiet else None)
         for w in caught:
             click.echo(f"Warning: {shown(str(w.message))}", err=True)
+        if list_extra:  # hashae never deletes: it prints what one could move away
+            plan = coll.keep_plan(groups, keep or "largest")
+            extra = [coll.item_path(p) for g in plan for p in g["paths"] if p != g["keep"]]
+            sys.stdout.write("".join(p + ("\0" if null else "\n") for p in extra))
+            sys.stdout.flush()
+            return
+        if keep and as_json:
+            plan = coll.keep_plan(groups, keep)
+            click.echo(json.dumps(plan))
+            return
+        if keep and not as_csv:
+            for g in coll.keep_plan(groups, keep):
+                click.echo(f"#{g['cluster']} ({len(g['paths'])} images), keep {shown(g['keep'])} ({keep})")
+                for d in g["distances"]:
+                    if d["path"] != g["keep"]:
+                        click.echo(f"  code {d['code']:3d}  pHash {d['phash'] if d['phash'] is not None else '-':>3}  "
+                                   f"{shown(d['path'])}")
+            click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
+            return
         _emit_groups(coll, groups, GroupOutput("near duplicates", as_json, as_csv, absolute, sheets))
         if not (as_json or as_csv):
             click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)

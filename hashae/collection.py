@@ -293,6 +293,49 @@ class Collection:
         labels = near_duplicates(self.codes, r, phash, confirm, progress=progress)
         return [g for g in groups_from_labels(labels, self.paths()) if len(g) >= 2]
 
+    def by_centre(self, groups: list) -> list:
+        """Each group (lists of paths) with its members nearest the group's centre code first."""
+        from .search.clustering import centre_order
+        rows = {p: i for i, p in enumerate(self.paths())}
+        codes = self.codes
+        out = []
+        for g in groups:
+            ids = np.array([rows[p] for p in g], np.int64)
+            out.append([g[j] for j in centre_order(codes[ids])])
+        return out
+
+    KEEP_RULES = ("largest", "oldest", "sharpest")
+
+    def keep_plan(self, groups: list, rule: str = "largest") -> list:
+        """For each group of duplicates (lists of paths, from ``duplicates``), the file to keep
+        by ``rule`` and how far each member is from it: [{"cluster", "paths", "keep",
+        "distances": [{"path", "code", "phash"}]}]. ``largest``: the biggest file; ``oldest``: the
+        earliest modification time; ``sharpest``: the most high-frequency detail (reads the
+        images). Ties go to the first path. hashae never deletes anything."""
+        if rule not in self.KEEP_RULES:
+            raise ValueError(f"keep rule must be one of {', '.join(self.KEEP_RULES)}, got {rule!r}")
+        from .codes import hamming
+        rows = {p: i for i, p in enumerate(self.paths())}
+        codes, hashes = self.codes, self.phash
+        sizes, mtimes = self.reader.sizes(), self.reader.mtimes()
+        plan = []
+        for n, group in enumerate(groups):
+            ids = np.array([rows[p] for p in group])
+            if rule == "largest":
+                score = sizes[ids].astype(float)
+            elif rule == "oldest":
+                score = -mtimes[ids].astype(float)
+            else:
+                from .ingest import sharpness
+                score = np.array([sharpness(self.item_path(p)) for p in group])
+            best = int(np.argmax(score))  # first of the best: argmax keeps the earliest
+            keep = ids[best]
+            distances = [{"path": p, "code": int(hamming(codes[i], codes[keep])),
+                          "phash": None if hashes is None else int(hamming(hashes[i], hashes[keep]))}
+                         for p, i in zip(group, ids)]
+            plan.append({"cluster": n, "paths": list(group), "keep": group[best], "distances": distances})
+        return plan
+
     # ------------------------------------------------------------------ indexing
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,
               workers: int = 2, progress: bool | None = None, auto_channels: bool = True,

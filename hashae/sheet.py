@@ -1,63 +1,93 @@
 """Contact sheets: a grid of thumbnails with captions, for query hits and clusters."""
 from __future__ import annotations
 
+import html
 import os
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .ingest import ImageError, load_image
+from .ingest import ImageError, thumbnail
 
-TILE, CAPTION = 128, 28
+TILE, LINE, LINES = 128, 12, 3  # tile side, caption line height, caption lines
+GROUPS_PER_PAGE, MAX_PAGES = 50, 10
 
 
 def contact_sheet(tiles: list, out: str, columns: int = 6, tile: int = TILE) -> str:
-    """Write a PNG grid of ``tiles`` (pairs of image path and caption) to ``out``. Unreadable
-    images get a grey tile that says so, rather than failing the sheet."""
+    """Write a PNG grid of ``tiles`` (pairs of image path and caption) to ``out``: each picture
+    fitted in its tile with its aspect ratio kept, each caption over up to three lines (the
+    middle of a longer one elided). Unreadable images get a grey tile that says so."""
     columns = max(1, min(columns, len(tiles) or 1))
     rows = max(1, -(-len(tiles) // columns))
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + CAPTION)), "white")
+    cell = tile + LINE * LINES + 4
+    sheet = Image.new("RGB", (columns * tile, rows * cell), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
+    side = tile - 8
     for n, (path, caption) in enumerate(tiles):
-        x, y = (n % columns) * tile, (n // columns) * (tile + CAPTION)
+        x, y = (n % columns) * tile, (n // columns) * cell
         try:
-            thumb = Image.fromarray(load_image(path, tile - 8, 3))
+            thumb = thumbnail(path, side)
+            scale = min(side / thumb.width, side / thumb.height)
+            if scale > 1:  # small pictures fill their tile too, aspect kept
+                thumb = thumb.resize((max(1, round(thumb.width * scale)), max(1, round(thumb.height * scale))),
+                                     Image.Resampling.BILINEAR)
         except ImageError:
-            thumb = Image.new("RGB", (tile - 8, tile - 8), (200, 200, 200))
-            ImageDraw.Draw(thumb).text((6, tile // 2 - 12), "unreadable", fill="black", font=font)
-        sheet.paste(thumb, (x + 4, y + 4))
-        for i, line in enumerate(_wrap(caption, tile)):
-            draw.text((x + 4, y + tile + 1 + 12 * i), line, fill="black", font=font)
+            thumb = Image.new("RGB", (side, side), (200, 200, 200))
+            ImageDraw.Draw(thumb).text((6, side // 2 - 6), "unreadable", fill="black", font=font)
+        sheet.paste(thumb, (x + 4 + (side - thumb.width) // 2, y + 4 + (side - thumb.height) // 2))
+        for i, line in enumerate(wrap(caption, tile)):
+            draw.text((x + 4, y + tile + 1 + LINE * i), line, fill="black", font=font)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     sheet.save(out)
     return out
 
 
-def _wrap(text: str, width: int) -> list:
+def wrap(text: str, width: int, lines: int = LINES) -> list:
+    """``text`` cut into at most ``lines`` lines of the characters that fit ``width`` pixels,
+    the middle elided with "..." when it is longer (both ends of a path say the most)."""
     per_line = max(4, width // 7)
     text = str(text)
-    return [text[:per_line], text[per_line:2 * per_line]] if len(text) > per_line else [text]
+    room = per_line * lines
+    if len(text) > room:
+        head = (room - 3) // 2
+        text = text[:head] + "..." + text[len(text) - (room - 3 - head):]
+    return [text[i:i + per_line] for i in range(0, len(text), per_line)] or [""]
 
 
-def cluster_sheets(groups: list, folder: str, resolve, out_dir: str, max_sheets: int = 50,
-                   per_sheet: int = 36, title: str = "clusters") -> str:
-    """One contact sheet per group (largest first, at most ``max_sheets``, ``per_sheet`` images
-    each) and an index.html that shows them all; returns the index.html path.
-    ``resolve(relative_path)`` gives the file to read."""
-    import html
+def cluster_sheets(groups: list, folder: str, resolve, out_dir: str, per_sheet: int = 36,
+                   title: str = "clusters") -> str:
+    """One contact sheet per group (largest first; the first ``per_sheet`` members of each, so
+    order each group as it should be shown, e.g. nearest its centre first) and pages of
+    ``GROUPS_PER_PAGE`` groups, index.html first, at most MAX_PAGES pages; returns the
+    index.html path. ``resolve(relative_path)`` gives the file to read."""
     os.makedirs(out_dir, exist_ok=True)
-    rows = []
-    for n, paths in enumerate(groups[:max_sheets]):
-        name = f"cluster-{n:04d}.png"
-        tiles = [(resolve(p), p) for p in paths[:per_sheet]]
-        contact_sheet(tiles, os.path.join(out_dir, name))
-        more = f" (first {per_sheet} shown)" if len(paths) > per_sheet else ""
-        rows.append(f'<h2>#{n}: {len(paths)} images{more}</h2><img src="{name}" alt="cluster {n}">')
-    if len(groups) > max_sheets:
-        rows.append(f"<p>{len(groups) - max_sheets} smaller groups not shown.</p>")
-    page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<h1>{html.escape(title)}: {len(groups)} groups in {html.escape(folder)}</h1>\n" + "\n".join(rows))
-    index = os.path.join(out_dir, "index.html")
-    with open(index, "w", encoding="utf-8") as f:
-        f.write(page)
-    return index
+    shown = groups[:GROUPS_PER_PAGE * MAX_PAGES]
+    pages = max(1, -(-len(shown) // GROUPS_PER_PAGE))
+
+    def page_name(p):
+        return "index.html" if p == 0 else f"index-{p + 1}.html"
+
+    for p in range(pages):
+        rows = []
+        for n in range(p * GROUPS_PER_PAGE, min(len(shown), (p + 1) * GROUPS_PER_PAGE)):
+            paths = shown[n]
+            name = f"cluster-{n:04d}.png"
+            contact_sheet([(resolve(q), q) for q in paths[:per_sheet]], os.path.join(out_dir, name))
+            more = (f" ({per_sheet} shown, the nearest to the group's centre; {len(paths) - per_sheet} more not "
+                    "shown)") if len(paths) > per_sheet else ""
+            rows.append(f'<h2>#{n}: {len(paths)} images{more}</h2><img src="{name}" alt="cluster {n}">')
+        if p == pages - 1 and len(groups) > len(shown):
+            rows.append(f"<p>{len(groups) - len(shown)} smaller groups not shown.</p>")
+        links = []
+        if p > 0:
+            links.append(f'<a href="{page_name(p - 1)}">&larr; previous</a>')
+        links.append(f"page {p + 1} of {pages}")
+        if p + 1 < pages:
+            links.append(f'<a href="{page_name(p + 1)}">next &rarr;</a>')
+        nav = f"<p>{' '.join(links)}</p>"
+        page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>"
+                f"<h1>{html.escape(title)}: {len(groups)} groups in {html.escape(folder)}</h1>\n{nav}\n"
+                + "\n".join(rows) + f"\n{nav}")
+        with open(os.path.join(out_dir, page_name(p)), "w", encoding="utf-8") as f:
+            f.write(page)
+    return os.path.join(out_dir, "index.html")

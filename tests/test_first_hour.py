@@ -142,3 +142,56 @@ def test_output_for_scripts(trained_store, sample_dir, tmp_path):
         assert sorted(os.path.relpath(p, c.folder) for _, p in rows[1:]) == sorted(c.paths())
     r = run("duplicates", "--store", trained_store, "--csv", "--quiet")
     assert r.exit_code == 0 and r.stdout.splitlines()[0] == "cluster,path"
+
+
+def test_duplicates_you_can_act_on(trained_store, sample_dir, tmp_path):
+    from PIL import Image, ImageFilter
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    for name in ("ring/ring_000.png", "circle/circle_000.png", "cross/cross_000.png"):
+        shutil.copy(sample_dir / name, folder / os.path.basename(name))
+    original = Image.open(folder / "ring_000.png")
+    original.resize((128, 128)).save(folder / "ring_big.png")  # the largest file
+    original.save(folder / "ring_copy.jpg", quality=90)
+    original.filter(ImageFilter.GaussianBlur(1.5)).save(folder / "ring_blur.png")
+    os.utime(folder / "ring_copy.jpg", ns=(10**18, 10**18))  # the oldest
+    with Collection.open(trained_store) as base:
+        Collection(tmp_path / "d.h5").index(str(folder), model=base.model, workers=0, progress=False)
+    store = str(tmp_path / "d.h5")
+    members = {"ring_000.png", "ring_big.png", "ring_copy.jpg", "ring_blur.png"}
+    for rule, kept in (("largest", "ring_big.png"), ("oldest", "ring_copy.jpg"), ("sharpest", "ring_000.png")):  # upscaling softens
+        r = run("duplicates", "--store", store, "--json", "--keep", rule, "--quiet")
+        [group] = json.loads(r.stdout)
+        assert set(group["paths"]) == members and group["keep"] == kept, (rule, group)
+        assert {d["path"] for d in group["distances"]} == members
+        assert [d["code"] for d in group["distances"] if d["path"] == kept] == [0]
+    r = run("duplicates", "--store", store, "--list-extra", "--keep", "oldest", "--quiet")
+    assert sorted(r.stdout.splitlines()) == sorted(str(folder / p) for p in members - {"ring_copy.jpg"})
+    r = run("duplicates", "--store", store, "--list-extra", "-0", "--quiet")
+    assert sorted(r.stdout.split("\0")[:-1]) == sorted(str(folder / p) for p in members - {"ring_big.png"})
+    assert all(os.path.exists(folder / p) for p in members)  # hashae never deletes
+
+
+def test_cluster_sheets_show_the_centre_say_what_is_hidden_and_page(trained_store, tmp_path):
+    from hashae.codes import pack
+    from hashae.sheet import cluster_sheets, wrap
+    rng = np.random.default_rng(0)
+    centre = rng.integers(0, 2, 64)
+    far = [centre ^ (rng.random(64) < 0.3) for _ in range(3)]  # listed first, far from the centre
+    near = [centre ^ (np.arange(64) == i) for i in range(3)]  # one bit from the centre
+    codes = pack(np.array(far + near + [centre]))
+    names = [f"{'far' if i < 3 else 'near'}{i}.png" for i in range(7)]
+    with Collection.create(tmp_path / "c.h5", codes, names) as c:
+        [ordered] = c.by_centre([names])
+    assert ordered[0] == "near6.png" and set(ordered[1:4]) == {"near3.png", "near4.png", "near5.png"}
+    index = cluster_sheets([[f"g0/{i}.png" for i in range(40)]] + [[f"g{n}/a.png"] for n in range(1, 60)],
+                           "/photos", lambda p: str(tmp_path / p), str(tmp_path / "sheets"))
+    first = open(index).read()
+    assert "#0: 40 images (36 shown, the nearest to the group's centre; 4 more not shown)" in first
+    assert 'href="index-2.html"' in first and "#50:" not in first
+    assert "#59: 1 images" in (tmp_path / "sheets" / "index-2.html").read_text()
+    assert wrap("a" * 10, 128) == ["a" * 10]
+    long = wrap("folder/" * 20 + "the-end.png", 128)
+    assert len(long) == 3 and "..." in "".join(long) and "".join(long).endswith("the-end.png")
+    r = run("cluster", "--store", trained_store, "--sheets", tmp_path / "s2", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "s2" / "index-2.html").exists()  # 54 groups: two pages

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 
-from .decode import Decoded, ImageError, decode_bytes, decode_file, is_grey, load_image, model_input, thumbnail_jpeg
+from .decode import (Decoded, ImageError, decode_bytes, decode_file, is_grey, load_image, model_input, sharpness,
+                     thumbnail, thumbnail_jpeg)
 from .perceptual import phash
 from .pipeline import Batch, iter_batches, load_images
 from .scan import FileEntry, image_extensions, scan
@@ -22,5 +23,5 @@ def load_folder(folder, size: int = 32, channels: int = 3, workers: int = 0):
     return images, [paths[i] for i in ok], skipped
 
 
-__all__ = ["Batch", "Decoded", "FileEntry", "ImageError", "decode_bytes", "decode_file", "thumbnail_jpeg", "image_extensions", "is_grey",
+__all__ = ["Batch", "Decoded", "FileEntry", "ImageError", "decode_bytes", "decode_file", "sharpness", "thumbnail", "thumbnail_jpeg", "image_extensions", "is_grey",
            "iter_batches", "load_folder", "load_image", "load_images", "model_input", "phash", "scan"]

@@ -97,8 +97,9 @@ def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> Decod
         raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
 
 
-def thumbnail_jpeg(path, side: int = 160) -> bytes:
-    """A JPEG of the picture in ``path`` fitting a ``side`` square, aspect kept (for pages)."""
+def thumbnail(path, side: int = 160) -> Image.Image:
+    """The picture in ``path`` as an RGB image fitting a ``side`` square, aspect kept (for
+    pages and contact sheets); ImageError for anything that cannot be shown."""
     try:
         with warnings.catch_warnings(), _open_regular(path) as fh, _deadline(DECODE_SECONDS):
             warnings.simplefilter("ignore")
@@ -108,15 +109,30 @@ def thumbnail_jpeg(path, side: int = 160) -> bytes:
                 img.load()
                 img = _to_rgb(_shrink(ImageOps.exif_transpose(img) or img, side))
                 img.thumbnail((side, side), Image.Resampling.BILINEAR)
-                out = io.BytesIO()
-                img.save(out, "JPEG", quality=85)
-                return out.getvalue()
+                return img
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError("file not found") from None
+    except _Timeout:
+        raise ImageError(f"decoding took longer than {DECODE_SECONDS:g} s") from None
     except Exception as e:  # noqa: BLE001 - any failure is "cannot show this file"
         raise ImageError(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+
+
+def thumbnail_jpeg(path, side: int = 160) -> bytes:
+    """``thumbnail`` as JPEG bytes."""
+    out = io.BytesIO()
+    thumbnail(path, side).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def sharpness(path, side: int = 256) -> float:
+    """How much fine detail a picture has: the variance of the Laplacian of its grey thumbnail
+    (the usual focus measure); a blurred or heavily compressed copy scores lower."""
+    grey = model_input(np.asarray(thumbnail(path, side)), 1)[..., 0].astype(np.float64)
+    lap = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
+    return float(lap.var()) if lap.size else 0.0
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import coo_matrix, csgraph
 
-from ..codes import as_codes, unpack
+from ..codes import as_codes, hamming, unpack
 from ..progress import Progress
 from .index import HammingIndex
 
@@ -43,6 +43,16 @@ def cluster(codes: np.ndarray, method: str = "exact", *, radius: int | None = No
         return binary_kmeans(codes, int(k), seed=seed, restarts=restarts, iterations=iterations,
                              progress=progress)[0]
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def centre_order(codes: np.ndarray) -> np.ndarray:
+    """Rows of ``codes`` (one group's) ordered by Hamming distance to the group's centre, the
+    per-bit majority code, nearest first (ties in row order): the members that show a group best."""
+    codes = as_codes(codes)
+    if len(codes) == 0:
+        return np.empty(0, np.int64)
+    centre = np.packbits(unpack(codes).mean(0) > 0.5, bitorder="little")
+    return np.argsort(hamming(codes, centre[None, :]), kind="stable")
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
