@@ -26,7 +26,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/hashae sample indexes/sample
-	$(BIN)/hashae index indexes/sample --store indexes/sample.h5
+	$(BIN)/hashae index indexes/sample --store indexes/sample.h5 --effort fast
 	$(BIN)/hashae info --store indexes/sample.h5
 	$(BIN)/hashae query indexes/sample/circle/circle_000.png --store indexes/sample.h5 -k 5 --sheet indexes/sample-query.png
 

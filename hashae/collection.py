@@ -339,16 +339,23 @@ class Collection:
     # ------------------------------------------------------------------ indexing
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,
               workers: int = 2, progress: bool | None = None, auto_channels: bool = True,
-              segment: int = SEGMENT_ITEMS, follow_links: bool = False, allow_shrink: bool = False) -> IndexReport:
+              segment: int = SEGMENT_ITEMS, follow_links: bool = False, allow_shrink: bool = False,
+              effort: str | None = None) -> IndexReport:
         """Index ``folder`` (default: the one this store was built from) into this store.
 
         Trains a model first if the store has none and no ``model`` (a SemanticHasher, or the
         path of a collection or model file) is given, using ``config`` (a HasherConfig; default:
-        HasherConfig(bits=bits)); with ``auto_channels`` a folder of grey images gets a
+        HasherConfig(bits=bits); or ``effort`` "fast" / "default" / "best", the recipes of
+        HasherConfig.for_effort); with ``auto_channels`` a folder of grey images gets a
         one-channel model. Re-runs are incremental; an interrupted run is continued by the next
         one. Symbolic links out of the folder are skipped unless ``follow_links``; a run that
         would remove more than half of the items is refused unless ``allow_shrink``. See
         indexer.py. The folder may start with ``~``; the store's folder is created if missing."""
+        if effort is not None:
+            if config is not None:
+                raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
+            from .model.config import HasherConfig
+            config = HasherConfig.for_effort(effort, **({"bits": bits} if bits else {}))
         self.close()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         report = run_index(IndexRun(store=self.path, folder=folder, bits=bits, model=model, config=config,

@@ -195,3 +195,27 @@ def test_cluster_sheets_show_the_centre_say_what_is_hidden_and_page(trained_stor
     assert len(long) == 3 and "..." in "".join(long) and "".join(long).endswith("the-end.png")
     r = run("cluster", "--store", trained_store, "--sheets", tmp_path / "s2", "--quiet")
     assert r.exit_code == 0 and (tmp_path / "s2" / "index-2.html").exists()  # 54 groups: two pages
+
+
+def test_effort_levels_train_encode_repeat_and_are_recorded(tmp_path):
+    from hashae.sample import make_sample
+    folder = tmp_path / "tiny"
+    make_sample(str(folder), per_class=2, seed=5)
+    small = dict(image_size=16, hidden=(64, 32), bits=16)
+    for effort in ("fast", "default", "best"):
+        codes = []
+        for run_no in range(2 if effort == "fast" else 1):
+            store = tmp_path / f"{effort}{run_no}.h5"
+            cfg = HasherConfig.for_effort(effort, **small)
+            report = Collection(store).index(str(folder), config=cfg, workers=0, progress=False)
+            assert report.items == 12 and report.trained
+            with Collection.open(store) as c:
+                assert c.model.config.effort == effort and c.info()["model"]["effort"] == effort
+                codes.append(c.codes)
+        if effort == "fast":
+            np.testing.assert_array_equal(codes[0], codes[1])  # same seed, same codes
+    assert HasherConfig.for_effort("fast", epochs=7).epochs == 7  # an explicit setting wins
+    r = run("index", folder, "--store", tmp_path / "cli.h5", "--effort", "fast", "--image-size", "16", "--quiet",
+            "--workers", "0")
+    assert r.exit_code == 0, r.output
+    assert "effort=fast" in run("info", "--store", tmp_path / "cli.h5").output

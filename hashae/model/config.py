@@ -135,6 +135,8 @@ class TrainConfig:
     # must be picked out, model/neighbours.py); None picks by channels (neighbour_weight)
     neighbours: float | None = None
     neighbour_k: int = 5
+    # the time budget the recipe came from (EFFORTS; set by HasherConfig.for_effort), a record
+    effort: str = "default"
     # bookkeeping
     val_fraction: float = 0.1
     patience: int = 4
@@ -156,6 +158,7 @@ class TrainConfig:
         _choice("pretrain", self.pretrain, PRETRAIN)
         _choice("corruption", self.corruption, CORRUPTIONS)
         _choice("sparsity_kind", self.sparsity_kind, SPARSITY)
+        _choice("effort", self.effort, tuple(EFFORTS))
         for name in ("pretrain_epochs", "epochs", "patience", "min_steps"):
             _int(name, getattr(self, name), 0, 100_000)
         _int("batch_size", self.batch_size, 1, 1 << 16)
@@ -180,6 +183,14 @@ class TrainConfig:
         return self
 
 
+# Time budgets as fixed recipes (not timers, so a seed gives the same codes): changes to the
+# training settings. Training time per 10,000 images on 2 cores: bench/README.md, "Training time".
+EFFORTS = {
+    "fast": dict(epochs=3, min_steps=120, pretrain_epochs=1, max_train=10_000),
+    "default": {},
+    "best": dict(epochs=60, min_steps=1600, pretrain_epochs=6),
+}
+
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -202,6 +213,14 @@ class HasherConfig(TrainConfig, ModelConfig):
         parts = dataclasses.asdict(training or TrainConfig())
         parts.update(dataclasses.asdict(model))
         return cls(**parts).validate()
+
+    @classmethod
+    def for_effort(cls, effort: str = "default", **settings) -> "HasherConfig":
+        """The recipe of an effort level ("fast", "default", "best"; EFFORTS), with ``settings``
+        on top (an explicit ``epochs`` wins over the level's)."""
+        if effort not in EFFORTS:
+            raise ValueError(f"effort must be one of {', '.join(map(repr, EFFORTS))}, got {effort!r}")
+        return cls(**{**EFFORTS[effort], "effort": effort, **settings}).validate()
 
     @property
     def stats_weight(self) -> float:
@@ -256,7 +275,7 @@ def describe_settings(settings: dict | None) -> str:
         return f"unreadable config ({e})"
     widths = "-".join(str(w) for w in cfg.dense_widths)
     return (f"{cfg.arch} {cfg.image_size}px x{cfg.channels} layers {widths} "
-            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain}")
+            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}")
 
 
 def parse_json_object(text, what: str) -> dict:
