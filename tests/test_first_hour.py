@@ -219,3 +219,21 @@ def test_effort_levels_train_encode_repeat_and_are_recorded(tmp_path):
             "--workers", "0")
     assert r.exit_code == 0, r.output
     assert "effort=fast" in run("info", "--store", tmp_path / "cli.h5").output
+
+
+def test_contact_sheet_tiles_keep_the_aspect_and_name_the_query(trained_store, sample_dir, tmp_path, monkeypatch):
+    from PIL import Image
+    from hashae.sheet import TILE, contact_sheet
+    Image.new("RGB", (300, 100), (200, 30, 30)).save(tmp_path / "wide.png")
+    sheet = np.asarray(Image.open(contact_sheet([(str(tmp_path / "wide.png"), "query: wide.png")],
+                                                str(tmp_path / "s.png"))))
+    tile = sheet[:TILE, :TILE]
+    red = (tile[..., 0] > 150) & (tile[..., 1] < 80)
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    assert 2.7 < (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1) < 3.3  # 3:1, not a stretched square
+    import hashae.sheet
+    seen, real = [], hashae.sheet.contact_sheet
+    monkeypatch.setattr(hashae.sheet, "contact_sheet", lambda tiles, out: seen.append(tiles) or real(tiles, out))
+    r = run("query", sample_dir / "ring" / "ring_000.png", "--store", trained_store, "--sheet", tmp_path / "q.png")
+    assert r.exit_code == 0 and (tmp_path / "q.png").exists()
+    assert seen[0][0][1] == "query: ring_000.png"
