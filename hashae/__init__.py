@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-from .version import __version__
+from .version import __version__  # noqa: F401 - the package version, hashae.__version__
 
 _EXPORTS = {
     "SemanticHasher": "hashae.hasher",
