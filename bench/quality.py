@@ -9,6 +9,7 @@ scaled to [0, 1]).
     python bench/quality.py                       # all four sets, 16/32/64 bits, ablations at 64
     python bench/quality.py --sets coil20 --bits 32 --no-ablations
     python bench/quality.py --set-config epochs=30 --set-config arch=conv
+    python bench/quality.py --effort fast --bits 64 --no-ablations
 """
 from __future__ import annotations
 
@@ -115,12 +116,14 @@ def main(argv=None):
     ap.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--effort", default="default", choices=["fast", "default", "best"],
+                    help="start from this effort level's recipe (HasherConfig.for_effort)")
     ap.add_argument("--set-config", action="append", default=[], metavar="KEY=VALUE",
                     help="override a HasherConfig field (JSON value), e.g. epochs=30 or hidden=[512,256]")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.json"))
     args = ap.parse_args(argv)
     overrides = dict((k, parse_value(v)) for k, v in (s.split("=", 1) for s in args.set_config))
-    base = HasherConfig().replace(**overrides)
+    base = HasherConfig.for_effort(args.effort).replace(**overrides)
     print(f"config: {base.to_json()}")
     rows, t0 = [], time.monotonic()
     for name in args.sets:
