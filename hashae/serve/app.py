@@ -23,6 +23,7 @@ from ..collection import Collection
 from ..ingest import ImageError, decode_bytes, model_input, thumbnail_jpeg
 from ..model.config import describe_settings
 from ..output import json_safe
+from ..search.clustering import centre_order
 from ..storage import StoreError
 from . import pages
 
@@ -184,7 +185,9 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
             page_no = _int(request, "page", 0, 0, 10**9)
             members = service.cached(("groups", method, k, radius), _groups(method, k, radius))
             first = page_no * pages.GROUPS_PER_PAGE
-            shown_groups = members[first:first + pages.GROUPS_PER_PAGE]
+            codes = service.cached(("codes",), lambda coll: coll.codes)
+            # each group's members nearest its centre code first: the ones that show what it is
+            shown_groups = [[g[j] for j in centre_order(codes[g])] for g in members[first:first + pages.GROUPS_PER_PAGE]]
 
             def render(coll):
                 flat = [i for g in shown_groups for i in g[:pages.GROUP_THUMBS]]

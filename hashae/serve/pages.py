@@ -109,7 +109,7 @@ def groups(title: str, groups_on_page: list, first: int, total: int, page_no: in
     for n, members in enumerate(groups_on_page, start=first):
         more = len(members) - GROUP_THUMBS
         thumbs = "".join(tile(i, p) for i, p in members[:GROUP_THUMBS])
-        extra = f"<p>... and {more} more</p>" if more > 0 else ""
+        extra = f"<p>... and {more} more (shown: the nearest to the group's centre)</p>" if more > 0 else ""
         rows.append(f'<h2>#{n}: {len(members)} images</h2><div class="grid group">{thumbs}</div>{extra}')
     body = (f"<h1>{esc(title)}: {total} groups</h1>{pager(base, page_no, pages, params)}" + "".join(rows)
             + pager(base, page_no, pages, params))
