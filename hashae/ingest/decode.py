@@ -50,11 +50,37 @@ def decode_file(path, size: int, thumb: bool = False) -> Decoded:
     anything that is not a decodable image: also for what is not a regular file (a FIFO or a
     device is never opened for reading, so it cannot block) and for a decode that takes longer
     than DECODE_SECONDS."""
+    with _decoding(), _open_regular(path) as fh, Image.open(fh) as img:
+        return _to_squares(img, size, thumb and size < PHASH_SIDE)
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> Decoded:
+    """``decode_file`` for an image held in memory (an upload): the same path from the opened
+    image on; ``max_pixels`` refuses larger images before their pixels are decoded."""
+    with _decoding(), Image.open(io.BytesIO(data)) as img:
+        if max_pixels and img.width * img.height > max_pixels:
+            raise ImageError(f"image of {img.width}x{img.height} pixels; at most {max_pixels:,} pixels")
+        return _to_squares(img, size, False)
+
+
+def thumbnail(path, side: int = 160) -> Image.Image:
+    """The picture in ``path`` as an RGB image fitting a ``side`` square, aspect kept (for
+    pages and contact sheets); ImageError for anything that cannot be shown."""
+    with _decoding(missing="file not found"), _open_regular(path) as fh, Image.open(fh) as img:
+        rgb = _rgb(img, side)
+        rgb.thumbnail((side, side), Image.Resampling.BILINEAR)
+        return rgb
+
+
+@contextmanager
+def _decoding(missing: str = "file vanished before it could be read"):
+    """The frame of every decode: Pillow's warnings muted (EXIF and palette chatter; bombs still
+    raise), the time bound on, and any failure turned into one ImageError with a one-line reason
+    (``missing`` for a file that is not there)."""
     try:
-        with warnings.catch_warnings(), _open_regular(path) as fh, _deadline(DECODE_SECONDS):
-            warnings.simplefilter("ignore")  # EXIF / palette chatter; bombs still raise
-            with Image.open(fh) as img:
-                return _to_squares(img, size, thumb and size < PHASH_SIDE)
+        with warnings.catch_warnings(), _deadline(DECODE_SECONDS):
+            warnings.simplefilter("ignore")
+            yield
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -62,7 +88,7 @@ def decode_file(path, size: int, thumb: bool = False) -> Decoded:
     except MemoryError:
         raise ImageError("out of memory while decoding") from None
     except FileNotFoundError:
-        raise ImageError("file vanished before it could be read") from None
+        raise ImageError(missing) from None
     except _Timeout:
         raise ImageError(f"decoding took longer than {DECODE_SECONDS:g} s") from None
     except Image.UnidentifiedImageError:
@@ -70,54 +96,6 @@ def decode_file(path, size: int, thumb: bool = False) -> Decoded:
     except Exception as e:  # decoders raise many types on hostile input; all mean "not an image"
         msg = str(e).splitlines()[0][:200] if str(e) else ""
         raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
-
-
-def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> Decoded:
-    """``decode_file`` for an image held in memory (an upload): the same path from the opened
-    image on; ``max_pixels`` refuses larger images before their pixels are decoded."""
-    try:
-        with warnings.catch_warnings(), _deadline(DECODE_SECONDS):
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                if max_pixels and img.width * img.height > max_pixels:
-                    raise ImageError(f"image of {img.width}x{img.height} pixels; at most {max_pixels:,} pixels")
-                return _to_squares(img, size, False)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"decompression bomb refused: {e}") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError("cannot identify image file (not an image, or a format this Pillow cannot read)") from None
-    except MemoryError:
-        raise ImageError("out of memory while decoding") from None
-    except _Timeout:
-        raise ImageError(f"decoding took longer than {DECODE_SECONDS:g} s") from None
-    except Exception as e:  # noqa: BLE001 - as decode_file: any decoder failure means "not an image"
-        msg = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ImageError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__) from None
-
-
-def thumbnail(path, side: int = 160) -> Image.Image:
-    """The picture in ``path`` as an RGB image fitting a ``side`` square, aspect kept (for
-    pages and contact sheets); ImageError for anything that cannot be shown."""
-    try:
-        with warnings.catch_warnings(), _open_regular(path) as fh, _deadline(DECODE_SECONDS):
-            warnings.simplefilter("ignore")
-            with Image.open(fh) as img:
-                if img.format == "JPEG":
-                    img.draft("RGB", (side, side))
-                img.load()
-                img = _to_rgb(_shrink(ImageOps.exif_transpose(img) or img, side))
-                img.thumbnail((side, side), Image.Resampling.BILINEAR)
-                return img
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except _Timeout:
-        raise ImageError(f"decoding took longer than {DECODE_SECONDS:g} s") from None
-    except Exception as e:  # noqa: BLE001 - any failure is "cannot show this file"
-        raise ImageError(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
 
 
 def thumbnail_jpeg(path, side: int = 160) -> bytes:
@@ -203,18 +181,23 @@ def is_grey(images: np.ndarray) -> bool:
 
 
 def _to_squares(img: Image.Image, size: int, thumb: bool) -> Decoded:
+    # never decoded below the pHash's 32 pixels, with or without ``thumb``, so a query decodes
+    # exactly as indexing did
+    rgb = _rgb(img, max(size, PHASH_SIDE))
+    return Decoded(_square(rgb, size), _square(rgb, PHASH_SIDE) if thumb else None)
+
+
+def _rgb(img: Image.Image, side: int) -> Image.Image:
+    """An opened image decoded and upright in RGB, at least ``side`` pixels where it is that
+    large: JPEGs decode at 1/2, 1/4 or 1/8 scale while staying >= ``side`` (10x faster on
+    photos), huge images are box-reduced (_shrink), EXIF orientation is applied."""
     if img.width < 1 or img.height < 1:
         raise ImageError(f"empty image ({img.width}x{img.height})")
-    side = max(size, PHASH_SIDE)
     if img.format == "JPEG":
-        # decode at 1/2, 1/4 or 1/8 scale while staying >= the target size: 10x faster on photos.
-        # Never below the pHash's 32 pixels, with or without ``thumb``, so a query decodes exactly
-        # as indexing did
         img.draft("RGB", (side, side))
     img.load()
     img = ImageOps.exif_transpose(img) or img
-    img = _to_rgb(_shrink(img, side))
-    return Decoded(_square(img, size), _square(img, PHASH_SIDE) if thumb else None)
+    return _to_rgb(_shrink(img, side))
 
 
 def _shrink(img: Image.Image, side: int) -> Image.Image:
