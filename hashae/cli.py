@@ -273,20 +273,15 @@ def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
 @_friendly
 def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, quiet, folder):
     """Group the items of a collection by their codes (largest group first)."""
-    from .search import default_radius
     from .collection import Collection
     with Collection.open(_resolve_store(store), folder) as coll:
-        kwargs = {"progress": False} if quiet else {}
-        if method == "radius":
-            kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
-        elif method == "kmeans":
-            kwargs.update(k=k or max(1, int(round((len(coll) / 2) ** 0.5))), seed=seed)
-            if k is not None and k >= len(coll):
-                click.echo(f"Warning: -k {k} is not less than the {len(coll)} items: every distinct code is a group "
-                           "of its own", err=True)
-        elif k is not None:
+        if method == "kmeans" and k is not None and k >= len(coll):
+            click.echo(f"Warning: -k {k} is not less than the {len(coll)} items: every distinct code is a group "
+                       "of its own", err=True)
+        elif method != "kmeans" and k is not None:
             click.echo(f"Warning: -k applies to --method kmeans only; ignored for --method {method}", err=True)
-        groups = coll.clusters(method, **kwargs)
+        groups = coll.clusters(method, radius=radius if method == "radius" else None,
+                               k=k if method == "kmeans" else None, seed=seed, progress=False if quiet else None)
         _emit_groups(coll, groups, GroupOutput(f"{method} clusters", as_json, as_csv, absolute, sheets))
 
 

@@ -266,11 +266,26 @@ class Collection:
         return [Hit(rel, 0, row)] + hits[: (k - 1) if k else None]
 
     # ------------------------------------------------------------------ grouping
+    def cluster_labels(self, method: str = "exact", *, radius: int | None = None, k: int | None = None,
+                       **kwargs) -> np.ndarray:
+        """hashae.cluster over the stored codes, with the collection's defaults filled in: radius
+        bits // 32 for "radius", k = sqrt(N / 2) for "kmeans" (what `hashae cluster` and the
+        server use)."""
+        from .search import cluster, default_radius
+        if method == "radius" and radius is None:
+            radius = default_radius(self.bits)
+        if method == "kmeans" and k is None:
+            k = max(1, int(round((len(self) / 2) ** 0.5)))
+        return cluster(self.codes, method, radius=radius, k=k, **kwargs)
+
     def clusters(self, method: str = "exact", **kwargs) -> list:
-        """Groups of item paths, largest first (see hashae.cluster for methods and arguments)."""
-        from .search import cluster
-        labels = cluster(self.codes, method, **kwargs)
-        return groups_from_labels(labels, self.paths())
+        """Groups of item paths, largest first (cluster_labels; see hashae.cluster for methods)."""
+        return groups_from_labels(self.cluster_labels(method, **kwargs), self.paths())
+
+    def ids_of(self, groups: list) -> list:
+        """The item ids of groups of paths (as ``clusters`` and ``duplicates`` give), int64 arrays."""
+        rows = {p: i for i, p in enumerate(self.paths())}
+        return [np.array([rows[p] for p in g], np.int64) for g in groups]
 
     def duplicates(self, radius: int | None = None, verify: bool = True, confirm: int | None = None,
                    progress: bool | None = None) -> list:
@@ -296,13 +311,8 @@ class Collection:
     def by_centre(self, groups: list) -> list:
         """Each group (lists of paths) with its members nearest the group's centre code first."""
         from .search.clustering import centre_order
-        rows = {p: i for i, p in enumerate(self.paths())}
         codes = self.codes
-        out = []
-        for g in groups:
-            ids = np.array([rows[p] for p in g], np.int64)
-            out.append([g[j] for j in centre_order(codes[ids])])
-        return out
+        return [[g[j] for j in centre_order(codes[ids])] for g, ids in zip(groups, self.ids_of(groups))]
 
     KEEP_RULES = ("largest", "oldest", "sharpest")
 
@@ -315,12 +325,10 @@ class Collection:
         if rule not in self.KEEP_RULES:
             raise ValueError(f"keep rule must be one of {', '.join(self.KEEP_RULES)}, got {rule!r}")
         from .codes import hamming
-        rows = {p: i for i, p in enumerate(self.paths())}
         codes, hashes = self.codes, self.phash
         sizes, mtimes = self.reader.sizes(), self.reader.mtimes()
         plan = []
-        for n, group in enumerate(groups):
-            ids = np.array([rows[p] for p in group])
+        for n, (group, ids) in enumerate(zip(groups, self.ids_of(groups))):
             if rule == "largest":
                 score = sizes[ids].astype(float)
             elif rule == "oldest":

@@ -153,7 +153,8 @@ class _Job:
         old_items = old.items() if old is not None and old.n else None
         if not entries and old_items is None:
             raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")
-        work = _Work(current={e.path: e for e in entries}, keep=self._unchanged(old_items, entries))
+        current = {e.path: e for e in entries}
+        work = _Work(current=current, keep=self._unchanged(old_items, current))
         gone = 0 if old_items is None else sum(p not in work.current for p in old_items.path)
         if gone * 2 > len(work.keep) and not run.allow_shrink:
             raise ShrinkRefused(f"{folder}: this run would remove {gone} of the {len(work.keep)} items of {run.store} "
@@ -192,7 +193,6 @@ class _Job:
         items = Items.concat([kept_items, *work.done], bits // 8).sorted()
         skipped = sorted(scan_errors + [(p, r) for p, r in work.failures.items()
                                         if p in work.current and p not in done])
-        removed = gone
         if old is not None and not done and len(kept_items) == old.n and skipped == sorted(old.skipped()):
             self.journal.discard()  # nothing changed: leave the committed file untouched
             return IndexReport(indexed=0, unchanged=len(kept_items), removed=0, skipped=skipped, items=len(items),
@@ -201,18 +201,18 @@ class _Job:
         write_store(run.store, StoreContents(bits=bits, items=items, folder=folder, skipped=skipped,
                                              model=hasher.state(), created=created))
         self.journal.discard()
-        return IndexReport(indexed=len(done), unchanged=len(kept_items), removed=removed, skipped=skipped,
+        return IndexReport(indexed=len(done), unchanged=len(kept_items), removed=gone, skipped=skipped,
                            items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=work.resumed,
                            **timing)
 
-    def _unchanged(self, old_items: Items | None, entries: list) -> np.ndarray:
-        """Which rows of the old store stay as they are: same path, size and mtime. A store
-        written before perceptual hashes keeps none: re-encoding once adds them."""
+    def _unchanged(self, old_items: Items | None, current: dict) -> np.ndarray:
+        """Which rows of the old store stay as they are: same path, size and mtime (``current``:
+        the folder's entries by path). A store written before perceptual hashes keeps none:
+        re-encoding once adds them."""
         if old_items is None:
             return np.zeros(0, bool)
         if old_items.phash is None:
             return np.zeros(len(old_items), bool)
-        current = {e.path: e for e in entries}
         return np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
                          for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..collection import Collection
+from ..collection import Collection, groups_from_labels
 from ..ingest import ImageError, decode_bytes, model_input, thumbnail_jpeg
 from ..model.config import describe_settings
 from ..output import json_safe
@@ -113,37 +113,13 @@ def _hits(coll: Collection, codes, k: int, exclude: int | None = None) -> list:
 
 
 def _groups(method: str, k: int | None, radius: int | None):
+    """Item ids per group, largest group first, as `hashae cluster` / `hashae duplicates` group."""
     def compute(coll: Collection) -> list:
-        from ..search import cluster, default_radius
         if method == "duplicates":
-            labels = _labels_of_groups(coll, coll.duplicates(progress=False))
-        else:
-            kwargs = {"progress": False}
-            if method == "radius":
-                kwargs["radius"] = default_radius(coll.bits) if radius is None else radius
-            elif method == "kmeans":
-                kwargs.update(k=k or max(1, int(round((len(coll) / 2) ** 0.5))))
-            labels = cluster(coll.codes, method, **kwargs)
-        return _members(labels)
+            return [ids.tolist() for ids in coll.ids_of(coll.duplicates(progress=False))]
+        labels = coll.cluster_labels(method, k=k, radius=radius, progress=False)
+        return groups_from_labels(labels, range(len(coll)))
     return compute
-
-
-def _labels_of_groups(coll: Collection, groups: list):
-    import numpy as np
-    index = {p: i for i, p in enumerate(coll.paths())}
-    labels = np.full(len(coll), -1, np.int64)
-    for n, g in enumerate(groups):
-        labels[[index[p] for p in g]] = n
-    return labels
-
-
-def _members(labels) -> list:
-    """Item ids per label, in label order (labels number groups largest first); -1 is no group."""
-    import numpy as np
-    order = np.argsort(labels, kind="stable")
-    order = order[labels[order] >= 0]
-    bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    return [part.tolist() for part in np.split(order, bounds)] if len(order) else []
 
 
 def _group_params(request: Request, default_method: str) -> tuple:
