@@ -4,7 +4,7 @@ A 100,000-item collection (synthetic 64-bit codes, a small trained model so that
 encoded) is served on a free loopback port; 8 client threads send requests for a fixed time to
 ``POST /api/search`` (a 64x64 PNG upload) and to ``GET /api/items/{id}/similar``; then the
 same work runs in this process through the API (``Collection.search`` on the decoded image,
-``search_codes`` on an item's code). Reported: requests per second, p50 / p99 latency with 1
+``Collection.similar`` on an item). Reported: requests per second, p50 / p99 latency with 1
 client (the server's overhead: its p50 against the in-process time) and with 8 (throughput;
 latency then includes queueing, since requests are served one at a time), and the server's
 resident memory. The clients run in this process and share the 2 cores with the server.
@@ -148,9 +148,7 @@ def main(argv=None):
             return coll.search(image, args.k)
 
         def api_similar():
-            i = int(rng.integers(args.items))
-            d, ids = coll.search_codes(coll.codes_of([i]), args.k)
-            return coll.paths(ids[0])
+            return coll.similar(int(rng.integers(args.items)), args.k)
         inproc = {}
         for name, fn in (("POST /api/search", api_search), ("GET /api/items/{id}/similar", api_similar)):
             times = []

@@ -211,6 +211,12 @@ class Collection:
         d, i = self.search_codes(codes, k)
         return [self._hits(di, ii) for di, ii in zip(d, i)]
 
+    def similar(self, item_id: int, k: int = 10, exclude_self: bool = False) -> list:
+        """The nearest items of a stored item (its stored code is the query), as Hit; with
+        ``exclude_self``, the item itself is left out."""
+        d, ids = self.search_codes(self.codes_of([item_id]), k + exclude_self)
+        return [h for h in self._hits(d[0], ids[0]) if not (exclude_self and h.id == item_id)][:k]
+
     def radius_search(self, images, radius: int, limit: int | None = None) -> list:
         """All items within Hamming distance ``radius`` of each query, nearest first."""
         codes = self.encode_files(images) if _is_paths(images) else self.model.encode(images)

@@ -102,14 +102,9 @@ def _item_id(request: Request, coll: Collection) -> int:
     return int(raw)
 
 
-def _hits(coll: Collection, codes, k: int, exclude: int | None = None) -> list:
-    kk = min(len(coll), k + (exclude is not None))
-    if kk == 0:
-        return []
-    d, ids = coll.search_codes(codes, kk)
-    out = [{"path": p, "distance": int(dist), "id": int(i)}
-           for p, dist, i in zip(coll.paths(ids[0]), d[0], ids[0]) if i >= 0 and i != exclude]
-    return out[:k]
+def _hits(hits: list) -> list:
+    """Hits as the API's JSON: [{"path", "distance", "id"}]."""
+    return [h._asdict() for h in hits]
 
 
 def _groups(method: str, k: int | None, radius: int | None):
@@ -151,8 +146,8 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
     def item_page(request):
         def render(coll):
             i = _item_id(request, coll)
-            hits = _hits(coll, coll.codes_of([i]), 24, exclude=i)
-            return pages.item(i, coll.paths([i])[0], [(h["id"], h["path"], h["distance"]) for h in hits])
+            hits = coll.similar(i, 24, exclude_self=True)
+            return pages.item(i, coll.paths([i])[0], [(h.id, h.path, h.distance) for h in hits])
         return HTMLResponse(service.use(render))
 
     def group_page(title, base, default_method):
@@ -201,8 +196,7 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
                 rgb = decode_bytes(data, cfg.image_size, MAX_UPLOAD_PIXELS).rgb
             except ImageError as e:
                 raise HTTPError(400, f"{name}: {e}") from None
-            codes = coll.model.encode(model_input(rgb, cfg.channels)[None])
-            return {"query": name, "hits": _hits(coll, codes, k)}
+            return {"query": name, "hits": _hits(coll.search(model_input(rgb, cfg.channels)[None], k)[0])}
         from starlette.concurrency import run_in_threadpool
         return JSONResponse(await run_in_threadpool(service.use, run))
 
@@ -211,7 +205,7 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
 
         def run(coll):
             i = _item_id(request, coll)
-            return {"query": coll.paths([i])[0], "hits": _hits(coll, coll.codes_of([i]), k)}
+            return {"query": coll.paths([i])[0], "hits": _hits(coll.similar(i, k))}
         return JSONResponse(service.use(run))
 
     def api_groups(default_method):
