@@ -313,6 +313,9 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, kee
     import warnings
 
     from .collection import Collection
+    if keep and (as_csv or absolute or sheets):
+        raise click.UsageError("--keep lists each group with its kept file (text or --json); it does not combine "
+                               "with --csv, --absolute or --sheets")
     with Collection.open(_resolve_store(store), folder) as coll, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         groups = coll.duplicates(radius, verify=not no_verify, confirm=confirm, progress=False if quiet else None)
@@ -324,22 +327,25 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, kee
             sys.stdout.write("".join(p + ("\0" if null else "\n") for p in extra))
             sys.stdout.flush()
             return
-        if keep and as_json:
+        if keep:
             plan = coll.keep_plan(groups, keep)
-            click.echo(json.dumps(plan))
-            return
-        if keep and not as_csv:
-            for g in coll.keep_plan(groups, keep):
-                click.echo(f"#{g['cluster']} ({len(g['paths'])} images), keep {shown(g['keep'])} ({keep})")
-                for d in g["distances"]:
-                    if d["path"] != g["keep"]:
-                        click.echo(f"  code {d['code']:3d}  pHash {d['phash'] if d['phash'] is not None else '-':>3}  "
-                                   f"{shown(d['path'])}")
-            click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
-            return
-        _emit_groups(coll, groups, GroupOutput("near duplicates", as_json, as_csv, absolute, sheets))
+            if as_json:
+                click.echo(json.dumps(plan))
+            else:
+                _print_keep_plan(plan, keep)
+        else:
+            _emit_groups(coll, groups, GroupOutput("near duplicates", as_json, as_csv, absolute, sheets))
         if not (as_json or as_csv):
             click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
+
+
+def _print_keep_plan(plan: list, rule: str) -> None:
+    for g in plan:
+        click.echo(f"#{g['cluster']} ({len(g['paths'])} images), keep {shown(g['keep'])} ({rule})")
+        for d in g["distances"]:
+            if d["path"] != g["keep"]:
+                phash = "-" if d["phash"] is None else d["phash"]
+                click.echo(f"  code {d['code']:3d}  pHash {phash:>3}  {shown(d['path'])}")
 
 
 @main.command()

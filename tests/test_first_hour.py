@@ -169,6 +169,9 @@ def test_duplicates_you_can_act_on(trained_store, sample_dir, tmp_path):
     r = run("duplicates", "--store", store, "--list-extra", "-0", "--quiet")
     assert sorted(r.stdout.split("\0")[:-1]) == sorted(str(folder / p) for p in members - {"ring_big.png"})
     assert all(os.path.exists(folder / p) for p in members)  # hashae never deletes
+    r = run("duplicates", "--store", store, "--keep", "largest", "--quiet")
+    assert r.exit_code == 0 and "keep ring_big.png (largest)" in r.stdout
+    assert run("duplicates", "--store", store, "--keep", "largest", "--csv").exit_code == 2  # not silently ignored
 
 
 def test_cluster_sheets_show_the_centre_say_what_is_hidden_and_page(trained_store, tmp_path):
