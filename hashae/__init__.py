@@ -10,6 +10,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
     Collection                        an indexed image folder in one HDF5 file
     HammingIndex                      exact and radius Hamming search over packed codes
     cluster                           group packed codes: exact, radius or k-means
+    outlier_scores                    how little items fit, from reconstruction errors and codes
     phash                             64-bit perceptual hashes of images (near-duplicate checks)
     load_images, load_folder, scan    image decoding
     pack, unpack, hamming             the packed-code bit layout (FAISS order)
@@ -28,6 +29,7 @@ _EXPORTS = {
     "Collection": "hashae.collection",
     "HammingIndex": "hashae.search.index",
     "cluster": "hashae.search.clustering",
+    "outlier_scores": "hashae.search.outliers",
     "phash": "hashae.ingest.perceptual",
     "load_images": "hashae.ingest",
     "load_folder": "hashae.ingest",

@@ -350,6 +350,80 @@ def _print_keep_plan(plan: list, rule: str) -> None:
 
 @main.command()
 @_store_option
+@click.option("-n", "n", type=click.IntRange(min=0), default=20, show_default=True, help="items to list (0: every item)")
+@click.option("--json", "as_json", is_flag=True, help='print JSON: [{"path", "score"}], highest score first')
+@click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of the items listed")
+@_folder_option
+@_friendly
+def outliers(store, n, as_json, sheet, folder):
+    """List the items that fit the collection least, highest score first."""
+    from .collection import Collection
+    with Collection.open(_resolve_store(store), folder) as coll:
+        if sheet:
+            coll.images_root()  # refuse an untrusted folder before anything is printed or written
+        found = coll.outliers(n)
+        if as_json:
+            click.echo(json.dumps([{"path": o.path, "score": o.score} for o in found]))
+        else:
+            for o in found:
+                click.echo(f"{o.score:8.4f}  {shown(o.path)}")
+        if sheet:
+            from .sheet import contact_sheet
+            contact_sheet([(coll.item_path(o.path), f"{o.score:.3f} {o.path}") for o in found], sheet)
+            click.echo(f"contact sheet: {shown(sheet)}", err=True)
+
+
+@main.command("map")
+@_store_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the PNG to write")
+@click.option("--max-items", type=click.IntRange(min=1, max=10_000), default=1000, show_default=True,
+              help="items on the map (a seeded sample of larger collections)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_folder_option
+@_friendly
+def map_command(store, out, max_items, seed, folder):
+    """Draw a map of the collection: thumbnails placed by their codes, similar ones together."""
+    from .collection import Collection
+    with Collection.open(_resolve_store(store), folder) as coll:
+        coll.images_root()  # refuse an untrusted folder before any work
+        shown_items = min(len(coll), max_items)
+        coll.map(out, max_items=max_items, seed=seed)
+        click.echo(f"map of {shown_items} of {len(coll)} items: {shown(out)}", err=True)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_store_option
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="neighbours that vote")
+@click.option("--json", "as_json", is_flag=True,
+              help='print JSON: [{"query", "label", "votes": {label: count}}]')
+@_friendly
+def classify(images, store, k, as_json):
+    """Label each IMAGE (a folder: every image in it) by the vote of its nearest items; an item's
+    label is the first folder of its path."""
+    from .collection import Collection
+    from .ingest import ImageError
+    with Collection.open(_resolve_store(store)) as coll:
+        results, failed = [], 0
+        for image in _expand_folders(images):
+            try:
+                results += coll.classify([image], k=k)
+            except ImageError as e:
+                click.echo(f"Error: {shown(str(e))}", err=True)
+                failed += 1
+        if as_json:
+            click.echo(json.dumps(results))
+        else:
+            for r in results:
+                votes = ", ".join(f"{shown(name)} {c}" for name, c in sorted(r["votes"].items(), key=lambda x: -x[1]))
+                label = "(no labelled neighbours)" if r["label"] is None else shown(r["label"])
+                click.echo(f"{shown(r['query'])}: {label}  [{votes}]")
+        if failed:
+            sys.exit(1)
+
+
+@main.command()
+@_store_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to listen on; anything but loopback needs --token")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)

@@ -17,13 +17,30 @@ from .codes import as_codes
 from .indexer import SEGMENT_ITEMS, IndexReport, IndexRun, run_index
 from .storage import Items, StoreBusy, StoreContents, StoreError, StoreLock, StoreReader, write_store
 
-__all__ = ["Collection", "Hit", "IndexReport", "StoreBusy", "StoreError", "default_store", "groups_from_labels"]
+__all__ = ["Collection", "Hit", "IndexReport", "MapLayout", "Outlier", "StoreBusy", "StoreError", "default_store",
+           "groups_from_labels"]
+MAP_ITEMS = 1000  # items on a map by default: a 1,632-pixel square of 48-pixel pictures
 
 
 class Hit(NamedTuple):
     path: str
     distance: int
     id: int
+
+
+class Outlier(NamedTuple):
+    path: str
+    score: float  # higher: fits the collection less
+    id: int
+
+
+class MapLayout(NamedTuple):
+    """Where items go on a map: item ``ids[i]`` in grid cell ``cells[i]`` (column, row) of a
+    ``side`` x ``side`` grid."""
+
+    ids: np.ndarray
+    cells: np.ndarray
+    side: int
 
 
 def default_store(folder: str) -> str:
@@ -43,6 +60,7 @@ class Collection:
         self._reader: StoreReader | None = None
         self._index = None
         self._model = None
+        self._labels = None
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -81,7 +99,7 @@ class Collection:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
-        self._reader = self._index = self._model = None
+        self._reader = self._index = self._model = self._labels = None
 
     def __enter__(self) -> "Collection":
         return self
@@ -349,6 +367,92 @@ class Collection:
                          for p, i in zip(group, ids)]
             plan.append({"cluster": n, "paths": list(group), "keep": group[best], "distances": distances})
         return plan
+
+    # ------------------------------------------------------------------ what else the model knows
+    def outliers(self, n: int = 20, method: str | None = None) -> list:
+        """The ``n`` items that fit the collection least (0: every item), highest score first,
+        as Outlier(path, score, id). Scores come from each item's reconstruction error through
+        its code and its distance to its nearest codes (search.outliers; ``method`` picks one of
+        its scores, default search.outliers.DEFAULT). A collection without stored errors (codes
+        alone, or an earlier hashae: re-index to add them) is scored by code distances, with a
+        warning."""
+        from .search.outliers import DEFAULT, outlier_scores
+        method = method or DEFAULT
+        if n < 0:
+            raise ValueError("n must be >= 0 (0: every item)")
+        error = self.reader.errors()
+        if error is not None and np.isnan(error).all():
+            error = None
+        if error is None and method != "knn":
+            warnings.warn(f"{self.path} has no reconstruction errors (built from codes alone or by an earlier hashae; "
+                          "re-index its folder to add them): items are scored by distances between codes only",
+                          stacklevel=2)
+            method = "knn"
+        if error is not None and np.isnan(error).any():  # unknown for some items: count them as typical
+            error = np.where(np.isnan(error), np.nanmedian(error), error)
+        scores = outlier_scores(error, self.codes, method)
+        order = np.argsort(-scores, kind="stable")[: n or None]
+        return [Outlier(p, float(scores[i]), int(i)) for p, i in zip(self.paths(order), order)]
+
+    def labels(self) -> tuple[np.ndarray, list]:
+        """Each item's label as an index into the sorted label names (the first folder of its
+        relative path; -1 for items at the top of the folder), and the names."""
+        if self._labels is None:
+            firsts = [p.split("/", 1)[0] if "/" in p else None for p in self.paths()]
+            names = sorted({f for f in firsts if f is not None})
+            index = {name: i for i, name in enumerate(names)}
+            self._labels = np.array([index.get(f, -1) for f in firsts], np.int64), names
+        return self._labels
+
+    def classify(self, images, k: int = 10) -> list:
+        """k-NN labels in code space: what ``hashae classify --json`` prints, [{"query", "label",
+        "votes": {label: count}}]. ``images``: image files (or an array; queries are then row
+        numbers). Labels are the items' first folders (``labels``); each query takes the label
+        with the most vote weight among its k nearest labelled items (search.vote; items tied
+        with the k-th vote too). A query that is itself an item does not vote for itself."""
+        from .search.vote import TIE_WIDTH, knn_vote
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        labels, names = self.labels()
+        if not names:
+            raise ValueError(f"{self.path}: no labels (labels are the first folder of each item's path: put the "
+                             "images of each class in a sub-folder of its own and index the parent folder)")
+        files = _is_paths(images)
+        codes = self.encode_files(images) if files else self.model.encode(images)
+        queries = [os.fspath(f) for f in images] if files else list(range(len(codes)))
+        d, ids = self.search_codes(codes, min(len(self), k * TIE_WIDTH + 1))
+        if files:  # leave each query that is an item out of its own vote
+            for r, f in enumerate(queries):
+                if d[r][0] > 0:
+                    continue  # no stored code equals the query's
+                rel = self._relative(f)
+                row = self.reader.find_path(rel) if rel is not None else None
+                if row is not None and np.array_equal(self.reader.code(row), codes[r]):
+                    ids[r][ids[r] == row] = -1
+        votes = knn_vote(d, ids, labels, len(names), k, self.bits)
+        return [{"query": q, "label": names[w] if w >= 0 else None,
+                 "votes": {names[j]: int(c) for j, c in enumerate(counts) if c}}
+                for q, w, counts in zip(queries, votes.label, votes.counts)]
+
+    def map_layout(self, max_items: int = MAP_ITEMS, seed: int = 0) -> MapLayout:
+        """Grid places for a map of the collection (search.projection: t-SNE of the codes, snapped
+        to a grid), of at most ``max_items`` items: a seeded sample above that, so that time and
+        memory stay bounded whatever the collection's size."""
+        from .search.projection import embed_2d, grid_cells
+        if max_items < 1:
+            raise ValueError("max_items must be >= 1")
+        n = len(self)
+        ids = np.arange(n) if n <= max_items else np.sort(np.random.default_rng(seed).choice(n, max_items,
+                                                                                             replace=False))
+        cells, side = grid_cells(embed_2d(self.codes_of(ids) if n > max_items else self.codes, seed))
+        return MapLayout(ids, cells, side)
+
+    def map(self, out: str, max_items: int = MAP_ITEMS, seed: int = 0) -> str:
+        """Write a PNG map of the collection to ``out``: thumbnails placed by their codes, similar
+        pictures side by side (map_layout). Returns ``out``."""
+        from .sheet import map_sheet
+        layout = self.map_layout(max_items, seed)
+        return map_sheet([self.item_path(p) for p in self.paths(layout.ids)], layout.cells, layout.side, out)
 
     # ------------------------------------------------------------------ indexing
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,

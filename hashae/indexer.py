@@ -207,11 +207,11 @@ class _Job:
 
     def _unchanged(self, old_items: Items | None, current: dict) -> np.ndarray:
         """Which rows of the old store stay as they are: same path, size and mtime (``current``:
-        the folder's entries by path). A store written before perceptual hashes keeps none:
-        re-encoding once adds them."""
+        the folder's entries by path). A store written before perceptual hashes or
+        reconstruction errors keeps none: re-encoding once adds them."""
         if old_items is None:
             return np.zeros(0, bool)
-        if old_items.phash is None:
+        if old_items.phash is None or old_items.error is None:
             return np.zeros(len(old_items), bool)
         return np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
                          for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
@@ -273,8 +273,8 @@ class _Job:
         run, cfg = self.run, hasher.config
         batches = predecoded if predecoded is not None else iter_batches(
             [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, run.workers,
-            encode=hasher.encode)
-        buf: list = []  # (positions, codes, hashes) of encoded chunks
+            encode=hasher.encode_with_error)
+        buf: list = []  # (positions, codes, hashes, errors) of encoded chunks
         fails: list = []  # (position, reason)
 
         def flush():
@@ -283,7 +283,8 @@ class _Job:
             ents = [todo[i] for b in buf for i in b[0]]
             items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
                           np.concatenate([b[1] for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
-                          np.concatenate([b[2] for b in buf]) if buf else None)
+                          np.concatenate([b[2] for b in buf]) if buf else None,
+                          np.concatenate([b[3] for b in buf]) if buf else None)
             failed = [(todo[i].path, r) for i, r in fails]
             self.journal.add_segment(items, failed)
             work.done.append(items)
@@ -293,7 +294,8 @@ class _Job:
         with Progress(len(todo), "encode", unit="img", enabled=run.progress) as bar:
             for b in batches:
                 if len(b.positions):
-                    buf.append((b.positions, b.codes if b.codes is not None else hasher.encode(b.images), b.phash))
+                    codes, error = (b.codes, b.error) if b.codes is not None else hasher.encode_with_error(b.images)
+                    buf.append((b.positions, codes, b.phash, error))
                 fails.extend(b.failures)
                 bar.update(len(b.positions) + len(b.failures))
                 if sum(len(x[0]) for x in buf) + len(fails) >= run.segment:

@@ -91,3 +91,23 @@ def cluster_sheets(groups: list, folder: str, resolve, out_dir: str, per_sheet: 
         with open(os.path.join(out_dir, page_name(p)), "w", encoding="utf-8") as f:
             f.write(page)
     return os.path.join(out_dir, "index.html")
+
+
+MAP_TILE = 48
+
+
+def map_sheet(files: list, cells, side: int, out: str, tile: int = MAP_TILE) -> str:
+    """Write a PNG map: the picture of ``files[i]`` in grid cell ``cells[i]`` (column, row) of a
+    ``side`` x ``side`` grid, each fitted in its tile with its aspect ratio kept."""
+    sheet = Image.new("RGB", (side * tile, side * tile), "white")
+    inner = tile - 2
+    for path, (col, row) in zip(files, cells):
+        try:
+            thumb = thumbnail(path, inner)
+        except ImageError:
+            thumb = Image.new("RGB", (inner, inner), (200, 200, 200))
+        sheet.paste(thumb, (int(col) * tile + 1 + (inner - thumb.width) // 2,
+                            int(row) * tile + 1 + (inner - thumb.height) // 2))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    sheet.save(out)
+    return out

@@ -28,7 +28,7 @@ import sys, time
 from hashae.ingest import iter_batches
 def slow(images):
     time.sleep(0.3)
-    return images[:, 0, 0, :1]
+    return images[:, 0, 0, :1], images[:, 0, 0, 0] / 255
 try:
     for b in iter_batches(sys.argv[1:] * 20, 16, 3, workers=2, chunk=4, encode=slow):
         print("batch", flush=True)

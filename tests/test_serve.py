@@ -3,6 +3,7 @@ the CLI's JSON, the security cases, a collection re-indexed while serving, and a
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,9 +115,17 @@ def test_api_answers_as_the_cli_does(served, sample_dir):
     assert server.json("/api/clusters?method=kmeans&k=6") == cli_json("cluster", "--store", store, "--method",
                                                                        "kmeans", "-k", "6", "--quiet")
     assert server.json("/api/duplicates") == cli_json("duplicates", "--store", store, "--quiet")
-    for path in ("/", f"/items/{item}", "/clusters", "/duplicates", "/clusters?method=kmeans&page=1"):
+    for path in ("/", f"/items/{item}", "/clusters", "/duplicates", "/clusters?method=kmeans&page=1", "/map",
+                 "/outliers"):
         code, headers, body = server.request("GET", path)
         assert code == 200 and headers["content-type"].startswith("text/html"), (path, code)
+    # the map places every item of this small collection once; the outliers page follows the CLI
+    body = server.request("GET", "/map")[2].decode()
+    n = server.json("/api/info")["items"]
+    assert sorted(int(x) for x in re.findall(r'<a href="/items/(\d+)" title=', body)) == list(range(n))
+    body = server.request("GET", "/outliers?n=5")[2].decode()
+    listed = re.findall(r'<a class="tile" href="/items/\d+"><img loading="lazy" src="/thumbs/\d+" alt="([^"]*)"', body)
+    assert listed == [o["path"] for o in cli_json("outliers", "--store", store, "-n", "5")]
     code, headers, body = server.request("GET", f"/thumbs/{item}")
     assert code == 200 and headers["content-type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
     code, _, body = server.request("GET", f"/images/{item}")
@@ -178,7 +187,7 @@ def test_names_are_escaped_in_pages(trained_store, sample_dir, tmp_path):
     store, _ = one_file_collection(trained_store, sample_dir, tmp_path / "evil", name)
     server = Server(store)
     try:
-        for path in ("/", "/items/0", "/clusters", "/duplicates"):
+        for path in ("/", "/items/0", "/clusters", "/duplicates", "/map", "/outliers"):
             code, _, body = server.request("GET", path)
             assert code == 200 and b"<script>alert" not in body and b"<img src=x" not in body, path
         assert "&quot;&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;!--" in server.request("GET", "/items/0")[2].decode()

@@ -20,7 +20,8 @@ class Batch:
     positions: np.ndarray
     images: np.ndarray | None  # (len(positions), size, size, channels) uint8 model input; None when encoded
     failures: list  # (position, reason)
-    codes: np.ndarray | None = None  # the ``encode`` function's result, when one was given
+    codes: np.ndarray | None = None  # the ``encode`` function's codes, when one was given
+    error: np.ndarray | None = None  # and its reconstruction errors
     phash: np.ndarray | None = None  # (len(positions), 8) uint8 perceptual hashes (perceptual.py)
 
 
@@ -40,8 +41,9 @@ def _init_worker(encode) -> None:
 
 
 def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0, encode=None) -> Batch:
-    """Decode ``paths`` into model inputs and perceptual hashes (and codes, with ``encode``);
-    positions count from ``start``; failures are recorded, never raised."""
+    """Decode ``paths`` into model inputs and perceptual hashes (and codes and errors, with
+    ``encode``: images -> (codes, errors)); positions count from ``start``; failures are
+    recorded, never raised."""
     ok, arrays, thumbs, failures = [], [], [], []
     for i, p in enumerate(paths):
         try:
@@ -56,7 +58,8 @@ def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0,
     images = model_input(rgb, channels)
     positions = np.asarray(ok, dtype=np.int64)
     if encode is not None:
-        return Batch(positions, None, failures, encode(images), hashes)
+        codes, error = encode(images)
+        return Batch(positions, None, failures, codes, error, hashes)
     return Batch(positions, images, failures, phash=hashes)
 
 
@@ -69,9 +72,9 @@ def iter_batches(paths: Sequence[str], size: int, channels: int = 3, workers: in
                  chunk: int = 128, encode=None) -> Iterator[Batch]:
     """Decode ``paths`` in order, ``chunk`` files at a time, in ``workers`` processes (0: here).
 
-    With ``encode`` (images -> codes, e.g. a model's ``encode``), each chunk is also encoded
-    where it was decoded and comes back as ``codes`` without its pixels: the work is spread
-    over the workers, and the caller's process stays free.
+    With ``encode`` (images -> (codes, errors), e.g. a model's ``encode_with_error``), each chunk
+    is also encoded where it was decoded and comes back as ``codes`` and ``error`` without its
+    pixels: the work is spread over the workers, and the caller's process stays free.
 
     Up to ``8 * workers`` chunks (at most ~64 MB of decoded pixels, and at least
     ``2 * workers``) are in flight, so memory stays bounded however many files, and the workers

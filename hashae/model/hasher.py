@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +61,31 @@ class Hasher:
 
     # ------------------------------------------------------------------ training
     def fit(self, images, progress: bool | None = None) -> "Hasher":
-        """Pretrain (unless ``pretrain='none'``) and fine-tune on ``images``; returns self."""
-        cfg = self.config
-        data = ImageArray(images, cfg.model)
+        """Pretrain (unless ``pretrain='none'``) and fine-tune on ``images``; returns self.
+
+        If the codes collapse (fewer distinct codes than 1 in COLLAPSED of the training images)
+        and the statistics term was on, the model is trained again without it, with a warning,
+        and ``config`` says so: on binaryalphadigits (binary glyphs, whose sharp edges a
+        reconstruction through 64 bits cannot match) that term drove every code layer unit to
+        saturation and all 1,190 images to one code; on the other five shared sets it never
+        triggers (bench/README.md, "k-NN labels")."""
+        data = ImageArray(images, self.config.model)
         if len(data) < 2:
             raise ValueError(f"fit needs at least 2 images, got {len(data)}")
         t0 = time.monotonic()
+        distinct, sample = self._fit_once(data, progress)
+        if self.config.stats_weight > 0 and distinct < max(2, sample // COLLAPSED):
+            warnings.warn(f"training collapsed ({sample} training images got {distinct} distinct codes); "
+                          "training again without the statistics term (stats=0)", stacklevel=2)
+            self.config = self.config.replace(stats=0.0)
+            self._fit_once(data, progress)
+        self.fit_seconds_ = time.monotonic() - t0
+        return self
+
+    def _fit_once(self, data: ImageArray, progress) -> tuple[int, int]:
+        """One training run with ``config``; returns (distinct codes, images) on up to 2,048
+        training images."""
+        cfg = self.config
         _set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -92,8 +112,10 @@ class Hasher:
                       rows=split.train, epochs=cfg.epochs_for(len(split.train), cfg.epochs, cfg.min_steps),
                       patience=cfg.patience, watch_from=cfg.noise_anneal)
         fit_loop(net, phase, cfg.training, rng, self.history_, progress)
-        self.fit_seconds_ = time.monotonic() - t0
-        return self
+        sample = np.sort(split.train[:2048])
+        with torch.inference_mode():
+            bits = torch.cat([net.logits(data.batch(sample[s:s + 256])) > 0 for s in range(0, len(sample), 256)])
+        return len(torch.unique(bits, dim=0)), len(sample)
 
     # ------------------------------------------------------------------ inference
     def _require_fit(self) -> HashNet:
@@ -117,6 +139,23 @@ class Hasher:
         """Packed codes (n, bits // 8) uint8 in FAISS bit order."""
         return codes_mod.pack(self.logits(images, batch_size) > 0)
 
+    def encode_with_error(self, images, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Packed codes and each image's reconstruction error through its code (mean squared
+        error in [0, 1] pixels), from one pass: what an index run stores (outlier scores)."""
+        net = self._require_fit()
+        data = ImageArray(images, self.config.model)
+        batch_size = min(batch_size, self._batch_cap)
+        bits = np.empty((len(data), self.config.bits), bool)
+        error = np.empty(len(data), np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(data), batch_size):
+                i = np.arange(s, min(s + batch_size, len(data)))
+                x = data.batch(i)
+                out = net(x)
+                bits[i] = (out.logits > 0).numpy()
+                error[i] = (out.recon - x).pow(2).flatten(1).mean(1).numpy()
+        return codes_mod.pack(bits), error
+
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstructions (n, C, S, S) float32 in [0, 1] of packed codes."""
         net = self._require_fit()
@@ -126,16 +165,7 @@ class Hasher:
 
     def reconstruction_error(self, images, batch_size: int = 1024) -> np.ndarray:
         """Per-image mean squared error of reconstructing through the binary code."""
-        net = self._require_fit()
-        data = ImageArray(images, self.config.model)
-        batch_size = min(batch_size, self._batch_cap)
-        out = np.empty(len(data), np.float32)
-        with torch.inference_mode():
-            for s in range(0, len(data), batch_size):
-                i = np.arange(s, min(s + batch_size, len(data)))
-                x = data.batch(i)
-                out[i] = (net(x).recon - x).pow(2).flatten(1).mean(1).numpy()
-        return out
+        return self.encode_with_error(images, batch_size)[1]
 
     # ------------------------------------------------------------------ state
     def state(self) -> ModelState:
@@ -159,6 +189,9 @@ class Hasher:
         c = self.config
         return (f"{type(self).__name__}(bits={c.bits}, arch={c.arch!r}, image_size={c.image_size}, "
                 f"fitted={self.net is not None})")
+
+
+COLLAPSED = 20  # fewer distinct codes than 1 in this many training images: the codes collapsed
 
 
 def _split(n: int, cfg: HasherConfig, rng: np.random.Generator) -> Split:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..collection import Collection, groups_from_labels
+from ..collection import MAP_ITEMS, Collection, groups_from_labels
 from ..ingest import ImageError, decode_bytes, model_input, thumbnail_jpeg
 from ..model.config import describe_settings
 from ..output import json_safe
@@ -170,6 +170,21 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
             return HTMLResponse(service.use(render))
         return endpoint
 
+    def map_page(request):
+        max_items = _int(request, "max_items", MAP_ITEMS, 1, 5000)
+        layout = service.cached(("map", max_items), lambda coll: coll.map_layout(max_items))
+
+        def render(coll):
+            placed = [(int(i), p, int(c), int(r)) for i, p, (c, r) in zip(layout.ids, coll.paths(layout.ids),
+                                                                          layout.cells)]
+            return pages.map_page(placed, layout.side, len(coll))
+        return HTMLResponse(service.use(render))
+
+    def outliers_page(request):
+        n = _int(request, "n", 60, 1, 1000)
+        found = service.cached(("outliers", n), lambda coll: coll.outliers(n))
+        return HTMLResponse(pages.outliers_page([(o.id, o.path, o.score) for o in found]))
+
     def api_info(request):
         return JSONResponse(json_safe(service.use(lambda c: c.info(skipped_files=True))))
 
@@ -238,6 +253,7 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
         Route("/api/items/{item_id}/similar", api_similar),
         Route("/api/clusters", api_groups("exact")), Route("/api/duplicates", api_groups("duplicates")),
         Route("/thumbs/{item_id}", thumb), Route("/images/{item_id}", image),
+        Route("/map", map_page), Route("/outliers", outliers_page),
     ]
 
     async def on_http_error(request, exc: HTTPError):

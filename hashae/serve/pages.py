@@ -25,6 +25,8 @@ main{padding:12px 16px}h1{font-size:20px}h2{font-size:16px;margin:18px 0 6px}
 #drop.over{background:#eef}.error{color:#a00}.pager a{margin-right:12px}
 table.info td{padding:2px 12px 2px 0}
 .big{width:min(480px,90vw);max-height:480px;object-fit:contain;background:#eee}
+.map{position:relative;background:#fff;border:1px solid #ccd}
+.map a{position:absolute;display:block}.map img{width:100%;height:100%;object-fit:contain}
 """
 
 SEARCH_SCRIPT = """
@@ -57,7 +59,8 @@ drop.addEventListener('drop', e => {
 
 
 def page(title: str, body: str, script: str = "") -> str:
-    nav = '<a href="/">collection</a><a href="/clusters">clusters</a><a href="/duplicates">duplicates</a>'
+    nav = ('<a href="/">collection</a><a href="/clusters">clusters</a><a href="/duplicates">duplicates</a>'
+           '<a href="/map">map</a><a href="/outliers">outliers</a>')
     tail = f"<script>{script}</script>" if script else ""
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{esc(title)} - hashae</title>"
             f"<style>{STYLE}</style></head><body><header>{nav}</header><main>{body}</main>{tail}</body></html>")
@@ -114,3 +117,25 @@ def groups(title: str, groups_on_page: list, first: int, total: int, page_no: in
     body = (f"<h1>{esc(title)}: {total} groups</h1>{pager(base, page_no, pages, params)}" + "".join(rows)
             + pager(base, page_no, pages, params))
     return page(title, body)
+
+
+MAP_CELL = 48  # pixels per grid cell of the map page
+
+
+def map_page(placed: list, side: int, total: int) -> str:
+    """The collection's map: ``placed`` (id, path, column, row) on a ``side`` x ``side`` grid."""
+    tiles = "".join(f'<a href="/items/{i}" title="{esc(p)}" style="left:{c * MAP_CELL}px;top:{r * MAP_CELL}px;'
+                    f'width:{MAP_CELL - 2}px;height:{MAP_CELL - 2}px"><img loading="lazy" src="/thumbs/{i}" '
+                    f'alt="{esc(p)}"></a>' for i, p, c, r in placed)
+    note = f"{len(placed)} of {total} items (a sample)" if len(placed) < total else f"{total} items"
+    body = (f"<h1>Map</h1><p>{note}, placed by their codes: similar pictures sit together.</p>"
+            f'<div class="map" style="width:{side * MAP_CELL}px;height:{side * MAP_CELL}px">{tiles}</div>')
+    return page("map", body)
+
+
+def outliers_page(found: list) -> str:
+    """The items that fit the collection least; ``found`` (id, path, score), highest first."""
+    grid = "".join(tile(i, p, f"{s:.3f} {p}") for i, p, s in found)
+    body = (f"<h1>Outliers</h1><p>The {len(found)} items that fit the collection least, by how badly their "
+            f'code rebuilds them and how far they are from their nearest items.</p><div class="grid">{grid}</div>')
+    return page("outliers", body)

@@ -21,6 +21,8 @@ class Items:
     mtime: np.ndarray  # (n,) int64 modification time, ns since the epoch
     code: np.ndarray  # (n, bits // 8) uint8 packed codes, FAISS bit order
     phash: np.ndarray | None = None  # (n, 8) uint8 perceptual hashes; None for codes alone
+    # (n,) float32 reconstruction error through the code (outlier scores); None: not computed
+    error: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.path)
@@ -31,6 +33,8 @@ class Items:
             raise ValueError(f"codes must be 2-D (n, bits // 8), got shape {self.code.shape}")
         if self.phash is not None:
             self.phash = np.ascontiguousarray(self.phash, dtype=np.uint8).reshape(-1, PHASH_BYTES)
+        if self.error is not None:
+            self.error = np.asarray(self.error, np.float32).reshape(-1)
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None and len(value) != n:
@@ -44,9 +48,10 @@ class Items:
         return self.code.shape[1]
 
     @classmethod
-    def empty(cls, nbytes: int, phash: bool = True) -> "Items":
+    def empty(cls, nbytes: int, phash: bool = True, error: bool = True) -> "Items":
         z = np.empty(0, np.int64)
-        return cls([], z, z, np.empty((0, nbytes), np.uint8), np.empty((0, PHASH_BYTES), np.uint8) if phash else None)
+        return cls([], z, z, np.empty((0, nbytes), np.uint8), np.empty((0, PHASH_BYTES), np.uint8) if phash else None,
+                   np.empty(0, np.float32) if error else None)
 
     def take(self, rows) -> "Items":
         """The items at ``rows`` (an index array or boolean mask), in that order."""
@@ -56,14 +61,17 @@ class Items:
 
     @classmethod
     def concat(cls, parts: list, nbytes: int) -> "Items":
-        """All rows of ``parts`` in order; hashes are kept only if every part has them."""
+        """All rows of ``parts`` in order; an optional column (hashes, errors) is kept only if
+        every part has it."""
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty(nbytes)
-        with_hash = all(p.phash is not None for p in parts)
-        return cls([x for p in parts for x in p.path], np.concatenate([p.size for p in parts]),
-                   np.concatenate([p.mtime for p in parts]), np.concatenate([p.code for p in parts]),
-                   np.concatenate([p.phash for p in parts]) if with_hash else None)
+
+        def joined(name):
+            cols = [getattr(p, name) for p in parts]
+            return None if any(c is None for c in cols) else np.concatenate(cols)
+        return cls([x for p in parts for x in p.path], joined("size"), joined("mtime"), joined("code"),
+                   joined("phash"), joined("error"))
 
     def sorted(self) -> "Items":
         """The same items ordered by path (the order a store keeps)."""

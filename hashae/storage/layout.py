@@ -71,6 +71,8 @@ ITEM_COLUMNS = (
     Column("mtime", "items/mtime", np.int64, attrs={"unit": "ns since the epoch"}),
     Column("phash", "items/phash", np.uint8, PHASH_BYTES, optional=True,
            attrs={"method": "pHash: 8x8 lowest DCT of 32x32 grey > median, FAISS bit order"}),
+    Column("error", "items/error", np.float32, optional=True,
+           attrs={"method": "mean squared error of the model's reconstruction through the code, pixels in [0, 1]"}),
 )
 CODES = ITEM_COLUMNS[0].path
 COLUMN = {c.field: c for c in ITEM_COLUMNS}
@@ -162,7 +164,17 @@ def read_items(g: h5py.Group, nbytes: int) -> Items:
     n, has = check_items(g, nbytes)
     return Items(read_strings(g[COLUMN["path"].path]), g[COLUMN["size"].path][()], g[COLUMN["mtime"].path][()],
                  g[CODES][()] if n else np.empty((0, nbytes), np.uint8),
-                 (g[COLUMN["phash"].path][()] if n else np.empty((0, PHASH_BYTES), np.uint8)) if has["phash"] else None)
+                 (g[COLUMN["phash"].path][()] if n else np.empty((0, PHASH_BYTES), np.uint8)) if has["phash"] else None,
+                 read_errors(g) if has["error"] else None)
+
+
+def read_errors(g: h5py.Group) -> np.ndarray:
+    """The reconstruction errors under ``g`` (checked by check_items); a value that is not a
+    finite number >= 0 (a damaged or hand-made file) reads as NaN: unknown."""
+    ds = g[COLUMN["error"].path]
+    error = ds[()].astype(np.float32) if ds.shape[0] else np.empty(0, np.float32)
+    error[~(np.isfinite(error) & (error >= 0))] = np.nan
+    return error
 
 
 def check_items(g: h5py.Group, nbytes: int) -> tuple:

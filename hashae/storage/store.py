@@ -144,6 +144,7 @@ class StoreReader:
         self.bits = layout.check_root(f)
         self.n, present = layout.check_items(f, self.bits // 8)
         self.has_phash = present["phash"]
+        self.has_error = present["error"]
         self.n_skipped = layout.check_skipped(f)
         self.folder = layout.text_attr(f.attrs, layout.ATTR_FOLDER)
         self.generation = layout.text_attr(f.attrs, layout.ATTR_GENERATION)
@@ -189,6 +190,12 @@ class StoreReader:
         if not self.has_phash:
             return None
         return self.file[layout.COLUMN["phash"].path][()] if self.n else np.empty((0, PHASH_BYTES), np.uint8)
+
+    @_guarded
+    def errors(self) -> np.ndarray | None:
+        """Each item's reconstruction error through its code (N,) float32, NaN where unknown;
+        None for stores without them (written from codes alone, or by an earlier hashae)."""
+        return layout.read_errors(self.file) if self.has_error else None
 
     @_guarded
     def sizes(self) -> np.ndarray:

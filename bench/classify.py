@@ -1,0 +1,123 @@
+"""k-NN labels in code space: accuracy of ``hashae classify``'s vote against k-NN on raw pixels
+and on ITQ codes, side by side in one run, on the retrieval-quality protocol's split (the
+database is the labelled collection, the queries are classified).
+
+    python bench/classify.py                     # six sets, k = 10
+    python bench/classify.py --sets coil20 --k 5 --effort fast
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baselines import itq  # noqa: E402
+from quality import QUERIES_PER_CLASS, load_labelled, split  # noqa: E402
+
+from hashae import HasherConfig, SemanticHasher  # noqa: E402
+from hashae.search import HammingIndex  # noqa: E402
+from hashae.search.vote import POWER, TIE_WIDTH, knn_vote  # noqa: E402
+
+SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
+PER_CLASS = {**QUERIES_PER_CLASS, "tinyimagenet_val": 10, "binaryalphadigits": 5}
+POWERS = (0, 1, 4, POWER)
+
+
+def hamming_votes(q_codes, db_codes, db_labels, n_labels, k, bits, power):
+    index = HammingIndex.from_codes(db_codes)
+    d, i = index.search(q_codes, min(len(db_codes), k * TIE_WIDTH))
+    return knn_vote(d, i, db_labels, n_labels, k, bits, power).label
+
+
+def pixel_knn(q, db, db_labels, n_labels, k, weighted):
+    index = faiss.IndexFlatL2(db.shape[1])
+    index.add(np.ascontiguousarray(db, np.float32))
+    d, i = index.search(np.ascontiguousarray(q, np.float32), k)
+    w = 1 / np.maximum(np.sqrt(np.maximum(d, 0)), 1e-9) if weighted else np.ones_like(d)
+    votes = np.zeros((len(q), n_labels))
+    for r in range(len(q)):
+        np.add.at(votes[r], db_labels[i[r]], w[r])
+    return votes.argmax(1)
+
+
+def run_set(name: str, cfg: HasherConfig, k: int) -> dict:
+    images, labels = load_labelled(name, cfg.image_size)
+    q, db = split(labels, PER_CLASS.get(name, 100), cfg.seed)
+    n_labels = int(labels.max()) + 1
+    pixels = images.reshape(len(images), -1).astype(np.float32) / 255
+    acc = {}
+    for weighted in (False, True):
+        pred = pixel_knn(pixels[q], pixels[db], labels[db], n_labels, k, weighted)
+        acc[f"raw pixels, k-NN{' (1/d weights)' if weighted else ''}"] = float((pred == labels[q]).mean())
+    h = itq(pixels[db].astype(np.float64), cfg.bits, cfg.seed)
+    for power in (0, POWER):
+        pred = hamming_votes(h(pixels[q].astype(np.float64)), h(pixels[db].astype(np.float64)), labels[db],
+                             n_labels, k, cfg.bits, power)
+        acc[f"ITQ codes, vote power {power}"] = float((pred == labels[q]).mean())
+    t0 = time.monotonic()
+    model = SemanticHasher(cfg.replace(channels=images.shape[-1])).fit(images[db])
+    fit_s = time.monotonic() - t0
+    qc, dc = model.encode(images[q]), model.encode(images[db])
+    for power in POWERS:
+        pred = hamming_votes(qc, dc, labels[db], n_labels, k, cfg.bits, power)
+        acc[f"hashae, vote power {power}"] = float((pred == labels[q]).mean())
+    base = max(v for m, v in acc.items() if m.startswith("raw"))
+    print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)
+    return dict(set=name, queries=len(q), accuracy=acc, best_raw=base, fit_s=fit_s)
+
+
+def leave_one_out(rows: list) -> list:
+    lines = []
+    ratio = {(r["set"], p): r["accuracy"][f"hashae, vote power {p}"] / r["best_raw"] for r in rows for p in POWERS}
+    for held in [r["set"] for r in rows] if len(rows) > 1 else []:
+        # the worst ratio decides; equal worst ratios go to the better second worst, and so on
+        choice = max(POWERS, key=lambda p: sorted(v for (s, pp), v in ratio.items() if pp == p and s != held))
+        lines.append(f"  held out {held:17s}: the others choose power {choice}; on {held}: "
+                     f"{ratio[(held, choice)]:.3f}x the best raw-pixel k-NN")
+    return lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=SETS)
+    ap.add_argument("--bits", type=int, default=64)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--effort", default="default", choices=["fast", "default", "best"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "classify.json"))
+    ap.add_argument("--summarise", nargs="+", metavar="JSON",
+                    help="print the leave-one-out check of earlier runs' results (later files replace a set's row)")
+    args = ap.parse_args(argv)
+    if args.summarise:
+        rows = {}
+        for path in args.summarise:
+            with open(path) as f:
+                rows.update({r["set"]: r for r in json.load(f)["rows"]})
+        print("\n".join(leave_one_out([rows[s] for s in SETS if s in rows])))
+        return
+    cfg = HasherConfig.for_effort(args.effort).replace(bits=args.bits, seed=args.seed)
+    t0 = time.monotonic()
+    rows = [run_set(name, cfg, args.k) for name in args.sets]
+    print(f"accuracy, hashae (vote power {POWER}) / best raw-pixel k-NN / ITQ:")
+    for r in rows:
+        a = r["accuracy"]
+        print(f"  {r['set']:17s} {a[f'hashae, vote power {POWER}']:.3f} / {r['best_raw']:.3f} / "
+              f"{a[f'ITQ codes, vote power {POWER}']:.3f}")
+    lines = leave_one_out(rows)
+    print("leave one set out (vote power chosen by its worst ratios to raw-pixel k-NN):")
+    print("\n".join(lines))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"config": json.loads(cfg.to_json()), "k": args.k, "rows": rows, "leave_one_out": lines,
+                   "seconds": time.monotonic() - t0}, f, indent=1)
+    print(f"wrote {args.out} ({time.monotonic() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Outlier scores from what an autoencoder knows about each item: how badly its binary code
+reconstructs it (``error``) and how far its code lies from its nearest codes. Pure functions
+over arrays; higher scores fit the collection less. bench/outliers.py compares the scores.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codes import as_codes
+from .index import HammingIndex
+
+NEIGHBOURS = 10  # k of the neighbour-based scores
+REFERENCE = 200_000  # above this many items, neighbours are found among a seeded sample of them
+BLOCK = 4096  # queries per FAISS call: bounds the (block, k) result arrays
+METHODS = ("error", "knn", "relative", "combined")
+DEFAULT = "combined"  # chosen by bench/outliers.py: the best worst case over the six shared sets
+
+
+def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, reference: int = REFERENCE,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, ids), each (n, k): every item's k nearest other items in Hamming space, found
+    among all items or, above ``reference`` items, a seeded sample of that many (so that the cost
+    is n x reference, never n x n). An item is never its own neighbour; exact copies are."""
+    codes = as_codes(codes)
+    n = len(codes)
+    k = max(1, min(k, n - 1))
+    ref = np.arange(n) if n <= reference else np.sort(np.random.default_rng(seed).choice(n, reference, replace=False))
+    index = HammingIndex.from_codes(codes[ref])
+    dist, ids = np.empty((n, k), np.int32), np.empty((n, k), np.int64)
+    for s in range(0, n, BLOCK):
+        d, i = index.search(codes[s:s + BLOCK], k + 1)
+        i = np.where(i >= 0, ref[np.maximum(i, 0)], -1)
+        own = i == np.arange(s, s + len(i))[:, None]
+        # drop the item itself where it was found, else the farthest of the k + 1
+        drop = np.where(own.any(1), own.argmax(1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(len(i)), drop] = False
+        dist[s:s + len(i)] = d[keep].reshape(len(i), k)
+        ids[s:s + len(i)] = i[keep].reshape(len(i), k)
+    return dist, ids
+
+
+def percentile_ranks(x: np.ndarray) -> np.ndarray:
+    """Each value's rank among all as a fraction in (0, 1]; ties share their mean rank."""
+    from scipy.stats import rankdata
+    return rankdata(x) / max(len(x), 1)
+
+
+def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = "combined",
+                   k: int = NEIGHBOURS, table: tuple | None = None) -> np.ndarray:
+    """One score per item, higher = fits the collection less.
+
+    ``error``: reconstruction error through the code; ``knn``: mean Hamming distance to the k
+    nearest codes; ``relative``: error divided by the median error of those neighbours (an item
+    that is harder to rebuild than its look-alikes, not merely a detailed image); ``combined``:
+    the mean of the percentile ranks of ``error`` and ``knn``. ``table``: a
+    ``neighbour_table`` already computed. Without errors (codes alone), every method but
+    ``error`` falls back to ``knn``."""
+    if method not in METHODS:
+        raise ValueError(f"outlier method must be one of {', '.join(METHODS)}, got {method!r}")
+    if error is None and method == "error":
+        raise ValueError("this collection has no reconstruction errors (re-index its folder to add them)")
+    n = len(codes)
+    if n < 2:
+        return np.zeros(n) if error is None else np.asarray(error, np.float64).copy()
+    if method == "error":
+        return np.asarray(error, np.float64).copy()
+    dist, ids = table if table is not None else neighbour_table(codes, k)
+    knn = dist.mean(1).astype(np.float64)
+    if error is None or method == "knn":
+        return knn
+    error = np.asarray(error, np.float64)
+    if method == "relative":
+        return error / np.maximum(np.median(error[ids], axis=1), 1e-12)
+    return (percentile_ranks(error) + percentile_ranks(knn)) / 2

@@ -1,0 +1,44 @@
+"""k-nearest-neighbour labels in code space (AEkNN, Pulgar et al. 2019): each query takes the
+label its nearest labelled items vote for. Pure functions over arrays."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+TIE_WIDTH = 4  # neighbours tied with the k-th are counted too, up to this many times k
+POWER = 8  # of the vote weight (bench/classify.py compares 0, i.e. a plain majority, 1, 4, 8)
+
+
+class Votes(NamedTuple):
+    label: np.ndarray  # (q,) winning label per query, -1 when no labelled neighbour was found
+    counts: np.ndarray  # (q, labels) neighbours per label
+    weights: np.ndarray  # (q, labels) summed vote weights per label
+
+
+def vote_weights(dist: np.ndarray, bits: int, power: float = POWER) -> np.ndarray:
+    """A neighbour's vote: 1 at distance 0, falling with the distance relative to the code
+    length (so that 64- and 256-bit codes weigh alike): (1 - d / bits) ** power."""
+    return np.clip(1.0 - np.asarray(dist, np.float64) / bits, 0.0, 1.0) ** power
+
+
+def knn_vote(dist: np.ndarray, ids: np.ndarray, labels: np.ndarray, n_labels: int, k: int, bits: int,
+             power: float = POWER) -> Votes:
+    """Votes of each query's k nearest labelled items, from a search's (distances, ids) rows in
+    rank order (ids -1: none). ``labels``: the label of every item (-1: unlabelled; not counted).
+    Items tied with the k-th distance vote too, so that the result does not depend on the order
+    of equal codes. The label with the most weight wins; ties go to the lower label."""
+    q = len(ids)
+    counts, weights = np.zeros((q, n_labels), np.int64), np.zeros((q, n_labels))
+    winner = np.full(q, -1, np.int64)
+    for r in range(q):
+        ok = ids[r] >= 0
+        d, lab = dist[r][ok], labels[ids[r][ok]]
+        d, lab = d[lab >= 0], lab[lab >= 0]
+        if not len(d):
+            continue
+        take = np.flatnonzero(d <= d[min(k, len(d)) - 1])[: k * TIE_WIDTH]
+        np.add.at(counts[r], lab[take], 1)
+        np.add.at(weights[r], lab[take], vote_weights(d[take], bits, power))
+        winner[r] = int(np.argmax(weights[r]))
+    return Votes(winner, counts, weights)

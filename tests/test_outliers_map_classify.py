@@ -1,0 +1,247 @@
+"""What else the autoencoder knows: outliers by reconstruction error, a map, k-NN labels."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hashae import Collection, HasherConfig
+from hashae.cli import main
+from hashae.codes import hamming_matrix
+from hashae.ingest import load_image
+from hashae.sample import make_sample
+from hashae.search.outliers import METHODS, neighbour_table, outlier_scores
+from hashae.search.projection import embed_2d, grid_cells
+from hashae.search.vote import knn_vote
+
+from conftest import SMALL
+
+
+# ---------------------------------------------------------------------------- pure functions
+def test_neighbour_table_leaves_out_the_item_itself():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (300, 8), dtype=np.uint8)
+    codes[7] = codes[3]  # an exact copy is a neighbour at distance 0
+    dist, ids = neighbour_table(codes, k=5)
+    assert not (ids == np.arange(300)[:, None]).any()
+    assert dist[3, 0] == 0 and ids[3, 0] == 7
+    full = hamming_matrix(codes, codes).astype(float)
+    np.fill_diagonal(full, np.inf)
+    np.testing.assert_array_equal(dist, np.sort(full, 1)[:, :5])
+
+
+def test_neighbour_table_on_a_reference_sample():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (500, 8), dtype=np.uint8)
+    dist, ids = neighbour_table(codes, k=4, reference=100, seed=3)
+    ref = np.sort(np.random.default_rng(3).choice(500, 100, replace=False))
+    assert np.isin(ids, ref).all() and not (ids == np.arange(500)[:, None]).any()
+    full = hamming_matrix(codes, codes[ref]).astype(float)
+    full[ref, np.arange(100)] = np.inf  # items of the sample are not their own neighbours
+    np.testing.assert_array_equal(dist, np.sort(full, 1)[:, :4])
+
+
+def test_outlier_scores_rank_the_odd_item_first():
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 256, (1, 8), dtype=np.uint8)
+    flips = rng.random((60, 64)) < 0.03  # 60 codes within a few bits of one another
+    codes = np.packbits(np.unpackbits(base, axis=1) ^ flips, axis=1)
+    codes[-1] = ~base[0]  # one code far from all
+    error = rng.uniform(0.01, 0.02, 60)
+    error[-1] = 0.05
+    for method in METHODS:
+        assert np.argmax(outlier_scores(error, codes, method)) == 59, method
+    assert np.argmax(outlier_scores(None, codes, "combined")) == 59  # no errors: code distances
+    with pytest.raises(ValueError, match="no reconstruction errors"):
+        outlier_scores(None, codes, "error")
+
+
+def test_knn_vote_counts_ties_and_skips_unlabelled():
+    labels = np.array([0, 1, 1, -1, 0])
+    ids = np.array([[3, 0, 1, 2, 4, -1]])
+    dist = np.array([[0, 1, 2, 2, 5, 0]])
+    # k=2: item 3 is unlabelled; 0 (d=1) and 1 (d=2) vote, and 2 ties with the 2nd at d=2
+    v = knn_vote(dist, ids, labels, 2, k=2, bits=8, power=1)
+    assert v.counts.tolist() == [[1, 2]] and v.label[0] == 1  # two votes of 0.75 beat one of 0.875
+    v = knn_vote(dist, ids, labels, 2, k=2, bits=8, power=8)
+    assert v.counts.tolist() == [[1, 2]] and v.label[0] == 0  # the nearest weighs most: 0.34 > 2 x 0.10
+    v = knn_vote(dist, ids, labels, 2, k=1, bits=8)
+    assert v.counts.tolist() == [[1, 0]] and v.label[0] == 0
+    none = knn_vote(np.array([[0]]), np.array([[-1]]), labels, 2, k=3, bits=8)
+    assert none.label[0] == -1 and none.counts.sum() == 0
+
+
+def test_map_cells_are_distinct_and_seeded():
+    rng = np.random.default_rng(4)
+    codes = np.concatenate([np.packbits(np.unpackbits(rng.integers(0, 256, (1, 8), dtype=np.uint8), axis=1)
+                                        ^ (rng.random((40, 64)) < 0.05), axis=1) for _ in range(3)])
+    xy = embed_2d(codes, seed=0)
+    assert xy.shape == (120, 2) and xy.min() >= 0 and xy.max() <= 1
+    np.testing.assert_array_equal(xy, embed_2d(codes, seed=0))
+    cells, side = grid_cells(xy)
+    assert side * side >= 120 and len({tuple(c) for c in cells}) == 120
+    # the three groups of codes land in three separate regions of the map
+    centres = np.array([xy[g * 40:(g + 1) * 40].mean(0) for g in range(3)])
+    spread = max(np.linalg.norm(xy[g * 40:(g + 1) * 40] - centres[g], axis=1).mean() for g in range(3))
+    gaps = [np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3)]
+    assert min(gaps) > 2 * spread
+
+
+# ---------------------------------------------------------------------------- stored errors
+def test_encode_with_error_is_encode_plus_reconstruction(trained_store, sample_dir):
+    with Collection.open(trained_store) as c:
+        model = c.model
+        files = [os.path.join(sample_dir, p) for p in c.paths()[:10]]
+        images = np.stack([load_image(f, model.config.image_size, model.config.channels) for f in files])
+        codes, error = model.encode_with_error(images)
+        np.testing.assert_array_equal(codes, model.encode(images))
+        np.testing.assert_allclose(error, model.reconstruction_error(images), rtol=1e-6)
+        stored = c.reader.errors()
+        assert stored.shape == (len(c),) and np.isfinite(stored).all() and (stored > 0).all()
+        np.testing.assert_allclose(stored[:10], error, rtol=1e-5)
+
+
+def test_a_store_without_errors_still_works_and_the_next_run_fills_them(trained_store, sample_dir, tmp_path):
+    store = tmp_path / "old.h5"
+    shutil.copy(trained_store, store)
+    with h5py.File(store, "a") as f:  # as an earlier hashae wrote it
+        del f["items/error"]
+    with Collection.open(store) as c:
+        assert c.reader.errors() is None
+        codes = c.codes
+        with pytest.warns(UserWarning, match="no reconstruction errors"):
+            found = c.outliers(5)
+        assert len(found) == 5
+    report = Collection(store).index(str(sample_dir), workers=0, progress=False)
+    assert not report.trained
+    with Collection.open(store) as c, Collection.open(trained_store) as fresh:
+        np.testing.assert_array_equal(c.codes, codes)
+        np.testing.assert_allclose(c.reader.errors(), fresh.reader.errors(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- outliers
+@pytest.fixture(scope="module")
+def planted_store(sample_dir, tmp_path_factory):
+    """The sample with two pictures that do not belong: noise as coarse as the model sees."""
+    folder = tmp_path_factory.mktemp("planted") / "shapes"
+    shutil.copytree(sample_dir, folder)
+    rng = np.random.default_rng(5)
+    odd = folder / "odd"
+    odd.mkdir()
+    for name in ("noise.png", "noise2.png"):  # 16 x 16 noise (the model's input size), enlarged
+        noise = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        noise.resize((64, 64), Image.Resampling.NEAREST).save(odd / name)
+    store = tmp_path_factory.mktemp("stores") / "planted.h5"
+    Collection(store).index(str(folder), config=HasherConfig(bits=32, **SMALL), workers=0, progress=False)
+    return store
+
+
+def test_outliers_put_the_planted_images_first(planted_store):
+    with Collection.open(planted_store) as c:
+        top = c.outliers(2)
+        assert {o.path for o in top} == {"odd/noise.png", "odd/noise2.png"}
+        everything = c.outliers(0)
+        assert len(everything) == len(c)
+        scores = [o.score for o in everything]
+        assert scores == sorted(scores, reverse=True)
+        assert c.paths([o.id for o in everything]) == [o.path for o in everything]
+
+
+def test_outliers_cli_json_and_sheet(planted_store, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["outliers", "--store", str(planted_store), "-n", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert len(rows) == 3 and all(set(x) == {"path", "score"} for x in rows)
+    assert {rows[0]["path"], rows[1]["path"]} == {"odd/noise.png", "odd/noise2.png"}
+    r = runner.invoke(main, ["outliers", "--store", str(planted_store), "-n", "0", "--json"])
+    with Collection.open(planted_store) as c:
+        assert len(json.loads(r.stdout)) == len(c)
+    sheet = tmp_path / "odd.png"
+    r = runner.invoke(main, ["outliers", "--store", str(planted_store), "-n", "4", "--sheet", str(sheet)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].split()[1] in {"odd/noise.png", "odd/noise2.png"}
+    assert Image.open(sheet).size[0] > 0
+
+
+# ---------------------------------------------------------------------------- classify
+def test_classify_labels_new_images_by_their_folders(trained_store, tmp_path):
+    new = tmp_path / "new"
+    make_sample(str(new), per_class=3, seed=9)  # unseen images of the same classes
+    files = sorted(str(p) for p in new.rglob("*.png"))
+    with Collection.open(trained_store) as c:
+        _, names = c.labels()
+        results = c.classify(files, k=5)
+    assert [r["query"] for r in results] == files
+    truth = [os.path.basename(os.path.dirname(f)) for f in files]
+    accuracy = np.mean([r["label"] == t for r, t in zip(results, truth)])
+    assert accuracy >= 0.8, accuracy
+    for r in results:
+        assert set(r) == {"query", "label", "votes"} and set(r["votes"]) <= set(names)
+        assert 5 <= sum(r["votes"].values()) <= 20 and r["label"] in r["votes"]
+
+
+def test_classify_never_counts_the_query_itself(trained_store, sample_dir, tmp_path):
+    folder = tmp_path / "lonely"
+    shutil.copytree(sample_dir / "circle", folder / "circle")
+    lone = sorted(os.listdir(sample_dir / "square"))[0]
+    (folder / "square").mkdir()
+    shutil.copy(sample_dir / "square" / lone, folder / "square" / lone)
+    store = tmp_path / "lonely.h5"
+    Collection(store).index(str(folder), model=str(trained_store), workers=0, progress=False)
+    with Collection.open(store) as c:
+        [own] = c.classify([str(folder / "square" / lone)], k=3)
+        assert own["label"] == "circle" and "square" not in own["votes"]
+        # the same picture from outside the folder is not an item: the item votes for it
+        outside = tmp_path / "copy.png"
+        shutil.copy(folder / "square" / lone, outside)
+        [other] = c.classify([str(outside)], k=1)
+        assert other["votes"].get("square") == 1
+
+
+def test_classify_cli_json_and_errors(trained_store, sample_dir, tmp_path):
+    runner = CliRunner()
+    query = str(sample_dir / "circle" / sorted(os.listdir(sample_dir / "circle"))[0])
+    r = runner.invoke(main, ["classify", query, "--store", str(trained_store), "-k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    [row] = json.loads(r.stdout)
+    assert row["query"] == query and row["label"] == "circle"
+    r = runner.invoke(main, ["classify", query, "--store", str(trained_store)])
+    assert r.exit_code == 0 and r.stdout.startswith(f"{query}: circle")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    r = runner.invoke(main, ["classify", str(bad), query, "--store", str(trained_store), "--json"])
+    assert r.exit_code == 1 and len(json.loads(r.stdout)) == 1 and "Error" in r.stderr
+    # no sub-folders, no labels: one line that says how to get them
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted((sample_dir / "circle").iterdir())[:4]:
+        shutil.copy(f, flat / f.name)
+    store = tmp_path / "flat.h5"
+    Collection(store).index(str(flat), model=str(trained_store), workers=0, progress=False)
+    r = runner.invoke(main, ["classify", query, "--store", str(store)])
+    assert r.exit_code == 1 and "no labels" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- map
+def test_map_draws_every_item_or_a_sample(trained_store, tmp_path):
+    out = tmp_path / "map.png"
+    runner = CliRunner()
+    r = runner.invoke(main, ["map", "--store", str(trained_store), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    with Collection.open(trained_store) as c:
+        layout = c.map_layout()
+        n = len(c)
+        assert len(layout.ids) == n and len({tuple(x) for x in layout.cells}) == n
+        assert Image.open(out).size == (layout.side * 48, layout.side * 48)
+        small = c.map_layout(max_items=20, seed=1)
+        assert len(small.ids) == 20 and len(np.unique(small.ids)) == 20
+        np.testing.assert_array_equal(small.cells, c.map_layout(max_items=20, seed=1).cells)
+    r = runner.invoke(main, ["map", "--store", str(trained_store), "--out", str(out), "--max-items", "20"])
+    assert r.exit_code == 0 and "20 of" in r.output
