@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baselines import itq  # noqa: E402
 from quality import QUERIES_PER_CLASS, load_labelled, split  # noqa: E402
+from selection import leave_one_set_out  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.search import HammingIndex  # noqa: E402
@@ -73,14 +74,9 @@ def run_set(name: str, cfg: HasherConfig, k: int) -> dict:
 
 
 def leave_one_out(rows: list) -> list:
-    lines = []
     ratio = {(r["set"], p): r["accuracy"][f"hashae, vote power {p}"] / r["best_raw"] for r in rows for p in POWERS}
-    for held in [r["set"] for r in rows] if len(rows) > 1 else []:
-        # the worst ratio decides; equal worst ratios go to the better second worst, and so on
-        choice = max(POWERS, key=lambda p: sorted(v for (s, pp), v in ratio.items() if pp == p and s != held))
-        lines.append(f"  held out {held:17s}: the others choose power {choice}; on {held}: "
-                     f"{ratio[(held, choice)]:.3f}x the best raw-pixel k-NN")
-    return lines
+    return [f"  held out {held:17s}: the others choose power {choice}; on {held}: {value:.3f}x the best raw-pixel k-NN"
+            for held, choice, value in leave_one_set_out(ratio, POWERS)]
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from scipy.stats import rankdata
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baselines import _pca  # noqa: E402
 from quality import DATA  # noqa: E402
+from selection import leave_one_set_out  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import is_grey, load_folder, model_input  # noqa: E402
@@ -102,8 +103,8 @@ def rare(name: str, data: dict, cls: int) -> tuple:
 def summarise(rows: list) -> list:
     """Per scenario kind and method: the shortfall of hashae's AUC against the best baseline
     (worst and mean; a difference, since ratios mislead below an AUC of 0.5), and the leave-one-
-    set-out check: for each set, the method the other sets choose by their worst shortfall on
-    planted outliers (the task every score can solve; on rare classes all are near chance)."""
+    set-out check on planted outliers (the task every score can solve; on rare classes all are
+    near chance), by selection.leave_one_set_out."""
     lines = []
     for kind in ("planted", "rare"):
         part = [r for r in rows if r["scenario"].startswith(kind)]
@@ -112,14 +113,11 @@ def summarise(rows: list) -> list:
             if len(d):
                 lines.append(f"  {kind:8s} {m:9s} AUC minus the best baseline: worst {d.min():+.3f}, mean "
                              f"{d.mean():+.3f}, at or above it on {(d >= 0).sum()} of {len(d)}")
-    planted = [r for r in rows if r["scenario"] == "planted"]
-
-    def shortfall(m, pick):
-        return min(r["auc"][f"hashae: {m}"] - r["best_baseline"] for r in planted if pick(r["set"]))
-    for held in [r["set"] for r in planted] if len(planted) > 1 else []:
-        choice = max(METHODS, key=lambda m: shortfall(m, lambda s: s != held))
+    planted = {(r["set"], m): r["auc"][f"hashae: {m}"] - r["best_baseline"]
+               for r in rows if r["scenario"] == "planted" for m in METHODS}
+    for held, choice, value in leave_one_set_out(planted, METHODS):
         lines.append(f"  held out {held:17s}: the other sets choose {choice:9s}; on {held} (planted): "
-                     f"{shortfall(choice, lambda s: s == held):+.3f} against the best baseline")
+                     f"{value:+.3f} against the best baseline")
     return lines
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codes import as_codes
-from .index import HammingIndex
+from .outliers import neighbour_table
 
 ITERATIONS = 500  # of t-SNE's optimiser: the layout settles well before sklearn's default 1000
 MAX_GRID = 2500  # above this many points the O(n^3) assignment costs seconds: points stay where t-SNE put them
@@ -23,16 +23,11 @@ def embed_2d(codes: np.ndarray, seed: int = 0, iterations: int = ITERATIONS) -> 
     from sklearn.manifold import TSNE
     perplexity = min(30.0, (n - 1) / 3)
     k = min(n - 1, int(3 * perplexity + 1))  # the neighbours t-SNE's perplexity needs
-    dist, ids = HammingIndex.from_codes(codes).search(codes, k + 1)
-    # each row: the code itself first (t-SNE counts it), then its k nearest other codes
-    mine = ids == np.arange(n)[:, None]
-    drop = np.where(mine.any(1), mine.argmax(1), k)
-    keep = np.ones_like(mine)
-    keep[np.arange(n), drop] = False
-    # a stored 0 off the diagonal would read as "no edge": exact copies sit a hair apart instead
-    others = dist[keep].reshape(n, k) / (codes.shape[1] * 8) + 1e-6
-    cols = np.c_[np.arange(n), ids[keep].reshape(n, k)]
-    vals = np.c_[np.zeros(n), others]
+    dist, ids = neighbour_table(codes, k)
+    # each row: the code itself first (t-SNE counts it), then its k nearest other codes; a stored
+    # 0 off the diagonal would read as "no edge", so exact copies sit a hair apart instead
+    cols = np.c_[np.arange(n), ids]
+    vals = np.c_[np.zeros(n), dist / (codes.shape[1] * 8) + 1e-6]
     graph = sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, n * (k + 1) + 1, k + 1)), shape=(n, n))
     xy = TSNE(n_components=2, metric="precomputed", perplexity=perplexity, init="random", random_state=seed,
               max_iter=iterations, n_jobs=1).fit_transform(graph)
