@@ -14,7 +14,7 @@ from conftest import SMALL, shared, store_state
 from hashae import Collection, HasherConfig
 from hashae.ingest import image_extensions, load_image
 from hashae.sample import make_sample
-from hashae.storage import StoreError
+from hashae.storage import StoreError, StoreReader
 
 
 def _index(store, folder, **kw):
@@ -106,6 +106,11 @@ def test_deleted_and_changed_files(trained_store, sample_copy, tmp_path):
     assert (report.indexed, report.removed, report.unchanged) == (2, 1, 70)
     paths, _, _ = store_state(store)
     assert "ring/ring_001.png" not in paths and "new.png" in paths and len(paths) == 72
+    # kept and new items both keep their reconstruction errors through the sort of the commit
+    # (they were dropped, so every later run re-encoded the whole folder)
+    with StoreReader(str(store)) as r:
+        assert r.errors() is not None and np.isfinite(r.errors()).all()
+    assert _index(store, sample_copy).indexed == 0
 
 
 def _write_model(trained_store, path):

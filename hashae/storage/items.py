@@ -57,7 +57,7 @@ class Items:
         """The items at ``rows`` (an index array or boolean mask), in that order."""
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, np.int64)
         return Items([self.path[i] for i in rows], self.size[rows], self.mtime[rows], self.code[rows],
-                     None if self.phash is None else self.phash[rows])
+                     None if self.phash is None else self.phash[rows], None if self.error is None else self.error[rows])
 
     @classmethod
     def concat(cls, parts: list, nbytes: int) -> "Items":
