@@ -22,6 +22,7 @@ def _friendly(fn):
     """Turn the errors a user can fix into one-line messages."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .distributed import EngineUnavailable
         from .ingest import ImageError
         from .storage import StoreBusy, StoreError
         try:
@@ -31,7 +32,8 @@ def _friendly(fn):
             # when it does not die by SIGPIPE; stdout goes to /dev/null so the exit flush is silent
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError) as e:
+        except (StoreError, StoreBusy, ImageError, FileNotFoundError, ValueError, PermissionError,
+                EngineUnavailable) as e:
             raise click.ClickException(shown(str(e).splitlines()[0]) if str(e) else type(e).__name__) from None
         except MemoryError:
             raise click.ClickException("out of memory (a model or collection too large for this machine)") from None
@@ -89,13 +91,19 @@ def main():
               help="training time budget for a new model: about 30 s / 2 min / 8 min per 10,000 images on 2 cores")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="image-decoding processes (0: none)")
+              help="image-decoding processes (0: none); with --engine ray, training workers")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: decode, encode and train on the Ray cluster of RAY_ADDRESS (or a new local one); "
+                   "needs pip install 'hashae[ray]' and FOLDER at the same path on every node")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help="items per part file: a larger collection is written as shards joined by HDF5 virtual "
+                   "datasets (default 10,000,000)")
 @click.option("--follow-links", is_flag=True, help="follow symbolic links that lead out of FOLDER")
 @click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_friendly
-def index(folder, store, bits, model_store, epochs, image_size, arch, effort, seed, workers, follow_links,
-          allow_shrink, quiet):
+def index(folder, store, bits, model_store, epochs, image_size, arch, effort, seed, workers, engine, shard_size,
+          follow_links, allow_shrink, quiet):
     """Index the images under FOLDER (recursively) into a collection; re-runs are incremental."""
     from .collection import Collection, default_store
     from .model.config import HasherConfig
@@ -109,7 +117,7 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, effort, se
         config = HasherConfig.for_effort(effort, bits=bits or store_bits or 64, seed=seed, **overrides)
     report = Collection(store).index(folder, bits=bits, model=model_store, config=config, workers=workers,
                                      progress=False if quiet else None, follow_links=follow_links,
-                                     allow_shrink=allow_shrink)
+                                     allow_shrink=allow_shrink, engine=engine, shard_items=shard_size)
     if report.trained:
         click.echo(f"trained a {report_bits(store)}-bit model on {shown(folder)}", err=True)
     for path, reason in report.skipped[:10]:
@@ -223,6 +231,8 @@ def info(store, as_json):
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
         click.echo(f"model       {shown(describe_settings(data['model']))}")
+        if "parts" in data:
+            click.echo(f"parts       {len(data['parts'])} ({shown(os.path.dirname(data['parts'][0]['path']))}/)")
         click.echo(f"file size   {data['file_size']:,} bytes")
 
 

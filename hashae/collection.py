@@ -177,6 +177,10 @@ class Collection:
             "created": a.get("created"), "updated": a.get("updated"),
             "file_size": os.path.getsize(self.path), "model": r.model_config(),
         }
+        if r.shards is not None:  # a sharded collection: its part files, and the bytes of all
+            folder = os.path.dirname(os.path.abspath(self.path))
+            out["parts"] = [{"path": name, "items": rows} for name, rows in r.shards]
+            out["file_size"] += sum(os.path.getsize(os.path.join(folder, name)) for name, _ in r.shards)
         if skipped_files:
             out["skipped_files"] = [{"path": p, "reason": why} for p, why in self.skipped]
         return out
@@ -196,14 +200,26 @@ class Collection:
         return real
 
     # ------------------------------------------------------------------ search
+    # k-NN switches to an inverted-file index from this many items, visiting ``nprobe`` lists
+    # per query (set either on a collection before its first search; None: search/index.py's
+    # IVF_MIN_ITEMS and NPROBE)
+    ivf_min_items: int | None = None
+    nprobe: int | None = None
+
     @property
     def hamming_index(self):
-        """A HammingIndex over the stored codes, built on first use."""
+        """A HammingIndex over the stored codes, built on first use: one part per part file of a
+        sharded collection (HammingIndex.build)."""
         from .search import HammingIndex
         if self._index is None:
-            self._index = HammingIndex(self.bits)
-            if len(self):
-                self._index.add(self.codes)
+            if not len(self):
+                self._index = HammingIndex(self.bits)
+            else:
+                codes = self.codes
+                bounds = np.cumsum([rows for _, rows in self.reader.shards or []])[:-1]
+                from .search.index import IVF_MIN_ITEMS, NPROBE
+                self._index = HammingIndex.build(np.split(codes, bounds), self.ivf_min_items or IVF_MIN_ITEMS,
+                                                 self.nprobe or NPROBE)
         return self._index
 
     def encode_files(self, files: Sequence[str]) -> np.ndarray:
@@ -458,7 +474,7 @@ class Collection:
     def index(self, folder: str | None = None, *, bits: int | None = None, model=None, config=None,
               workers: int = 2, progress: bool | None = None, auto_channels: bool = True,
               segment: int = SEGMENT_ITEMS, follow_links: bool = False, allow_shrink: bool = False,
-              effort: str | None = None) -> IndexReport:
+              effort: str | None = None, engine: str = "local", shard_items: int | None = None) -> IndexReport:
         """Index ``folder`` (default: the one this store was built from) into this store.
 
         Trains a model first if the store has none and no ``model`` (a SemanticHasher, or the
@@ -468,7 +484,11 @@ class Collection:
         one-channel model. Re-runs are incremental; an interrupted run is continued by the next
         one. Symbolic links out of the folder are skipped unless ``follow_links``; a run that
         would remove more than half of the items is refused unless ``allow_shrink``. See
-        indexer.py. The folder may start with ``~``; the store's folder is created if missing."""
+        indexer.py. The folder may start with ``~``; the store's folder is created if missing.
+        ``engine="ray"`` decodes, encodes and trains on the Ray cluster that ``RAY_ADDRESS``
+        names, or on a new local one (``workers`` training workers; distributed/). With more
+        items than ``shard_items`` (default 10 million) the collection is written as part files
+        joined by HDF5 virtual datasets (storage/store.py)."""
         if effort is not None:
             if config is not None:
                 raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
@@ -478,7 +498,8 @@ class Collection:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         report = run_index(IndexRun(store=self.path, folder=folder, bits=bits, model=model, config=config,
                                     workers=workers, progress=progress, auto_channels=auto_channels, segment=segment,
-                                    follow_links=follow_links, allow_shrink=allow_shrink))
+                                    follow_links=follow_links, allow_shrink=allow_shrink, engine=engine,
+                                    shard_items=shard_items))
         self.close()
         return report
 

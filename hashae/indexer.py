@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .distributed import ENGINES, require_ray
 from .hasher import SemanticHasher
 from .ingest import Batch, is_grey, iter_batches, model_input, scan
 from .model.config import HasherConfig
 from .progress import Progress
 from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, write_store
-from .storage.store import remove_stale_temporaries
+from .storage.store import SHARD_ITEMS, remove_stale_parts, remove_stale_temporaries
 from .storage.journal import Journal
 
 SEGMENT_ITEMS = 2048  # items per journal segment: the work an interrupted run can lose
@@ -45,6 +46,13 @@ class IndexRun:
     segment: int = SEGMENT_ITEMS
     follow_links: bool = False  # follow symbolic links that lead out of the folder
     allow_shrink: bool = False  # accept a run that removes more than half of the items
+    # "local": worker processes on this machine; "ray": decode, encode and train on the Ray
+    # cluster that RAY_ADDRESS names (or a new local one); ``workers`` is then the number of
+    # training workers, and encoding uses every CPU of the cluster (distributed/)
+    engine: str = "local"
+    # items per part file; above it the collection is written as shards (storage/store.py;
+    # None: SHARD_ITEMS, 10 million)
+    shard_items: int | None = None
 
 
 @dataclass
@@ -81,6 +89,10 @@ class ShrinkRefused(ValueError):
 def run_index(run: IndexRun) -> IndexReport:
     """Carry out ``run`` under the store's lock (StoreBusy if another writer holds it)."""
     t0 = time.monotonic()
+    if run.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {run.engine!r}")
+    if run.engine == "ray":
+        require_ray()  # before the lock and the scan: a missing extra is said at once
     # a store reached through a symbolic link is locked and replaced where it really is, so two
     # writers through two names still exclude each other and the link stays a link
     run = dataclasses.replace(run, store=os.path.realpath(os.path.expanduser(os.fspath(run.store))))
@@ -89,6 +101,7 @@ def run_index(run: IndexRun) -> IndexReport:
         if isinstance(run.model, (str, os.PathLike)):
             run = dataclasses.replace(run, model=load_model(run.model))
         old = StoreReader(run.store) if os.path.exists(run.store) else None
+        remove_stale_parts(run.store, old.generation if old is not None else None)  # of a killed writer
         try:
             return _Job(run, old).execute(t0)
         finally:
@@ -149,7 +162,11 @@ class _Job:
         bits = self._check_bits(store_model, fallback)
 
         with Progress(None, "scan", unit="entries", enabled=run.progress) as bar:
-            entries, scan_errors = scan(folder, on_folder=bar.update, follow_links=run.follow_links)
+            if run.engine == "ray":  # the sub-trees are listed on the cluster
+                from .distributed.scan import ray_scan
+                entries, scan_errors = ray_scan(folder, run.follow_links, on_folder=bar.update)
+            else:
+                entries, scan_errors = scan(folder, on_folder=bar.update, follow_links=run.follow_links)
         old_items = old.items() if old is not None and old.n else None
         if not entries and old_items is None:
             raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")
@@ -199,7 +216,8 @@ class _Job:
                                seconds=time.monotonic() - t0, trained=False, **timing)
         created = old.attrs().get("created") if old is not None else None
         write_store(run.store, StoreContents(bits=bits, items=items, folder=folder, skipped=skipped,
-                                             model=hasher.state(), created=created))
+                                             model=hasher.state(), created=created,
+                                             shard_items=SHARD_ITEMS if run.shard_items is None else run.shard_items))
         self.journal.discard()
         return IndexReport(indexed=len(done), unchanged=len(kept_items), removed=gone, skipped=skipped,
                            items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=work.resumed,
@@ -246,7 +264,7 @@ class _Job:
         paths = [os.path.join(folder, todo[i].path) for i in pick]
         with Progress(len(paths), "decode", unit="img", enabled=run.progress) as bar:
             parts = []
-            for b in iter_batches(paths, cfg.image_size, 3, run.workers):
+            for b in self._batches(paths, cfg.image_size, 3):
                 parts.append(b)
                 bar.update(len(b.positions) + len(b.failures))
         rgb = np.concatenate([b.images for b in parts]) if parts else np.empty((0,))
@@ -256,7 +274,7 @@ class _Job:
             cfg = cfg.replace(channels=1)
         images = model_input(rgb, cfg.channels)
         del rgb
-        hasher = SemanticHasher(cfg).fit(images, progress=run.progress)
+        hasher = self._fit(images, cfg)
         if len(pick) < len(todo):
             return hasher, None
         # positions in `parts` refer to the sample, which here is all of todo
@@ -267,13 +285,35 @@ class _Job:
             offset += n
         return hasher, batches
 
+    def _batches(self, paths: list, size: int, channels: int, hasher=None):
+        """Decoded (and, given a model, encoded) Batch records of ``paths``, by the run's engine."""
+        run = self.run
+        if run.engine == "ray":
+            from .distributed.encode import ray_batches
+            return ray_batches(paths, size, channels, hasher.state() if hasher is not None else None)
+        return iter_batches(paths, size, channels, run.workers,
+                            encode=hasher.encode_with_error if hasher is not None else None)
+
+    def _fit(self, images: np.ndarray, cfg: HasherConfig) -> SemanticHasher:
+        """A model trained here, or by ``workers`` Ray Train workers with the ray engine."""
+        run = self.run
+        if run.engine != "ray":
+            return SemanticHasher(cfg).fit(images, progress=run.progress)
+        import warnings
+        from .distributed.train import fit_on_cluster
+        state, trained_config, seconds, notes = fit_on_cluster(images, cfg, run.workers, run.progress)
+        for note in notes:
+            warnings.warn(note, stacklevel=3)
+        hasher = SemanticHasher.from_state(state)
+        hasher.config, hasher.fit_seconds_ = trained_config.replace(threads=cfg.threads), seconds
+        return hasher
+
     def _encode(self, hasher, folder: str, todo: list, predecoded, work: _Work) -> None:
         """Encode ``todo`` into journal segments of about ``run.segment`` items. Decoding and
         encoding both happen in the worker processes; files decoded for training are encoded here."""
         run, cfg = self.run, hasher.config
-        batches = predecoded if predecoded is not None else iter_batches(
-            [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, run.workers,
-            encode=hasher.encode_with_error)
+        batches = predecoded if predecoded is not None else self._batches(
+            [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, hasher)
         buf: list = []  # (positions, codes, hashes, errors) of encoded chunks
         fails: list = []  # (position, reason)
 

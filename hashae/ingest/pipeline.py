@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -80,6 +82,10 @@ def iter_batches(paths: Sequence[str], size: int, channels: int = 3, workers: in
     ``2 * workers``) are in flight, so memory stays bounded however many files, and the workers
     keep decoding while the caller spends a moment on a batch (bench/README.md: chunk size)."""
     jobs = ((s, list(paths[s:s + chunk]), size, channels) for s in range(0, len(paths), chunk))
+    if workers > 0 and len(paths) > chunk and _connected_to_ray():
+        warnings.warn("this process is connected to Ray, which does not survive being forked: decoding here, "
+                      "without worker processes (engine='ray' spreads the work over the cluster)", stacklevel=2)
+        workers = 0
     if workers <= 0 or len(paths) <= chunk:
         yield from (decode_chunk(p, sz, ch, s, encode) for s, p, sz, ch in jobs)
         return
@@ -96,6 +102,14 @@ def iter_batches(paths: Sequence[str], size: int, channels: int = 3, workers: in
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _connected_to_ray() -> bool:
+    """Whether this process has joined a Ray cluster. Forking it for worker processes broke Ray:
+    Ray Train started after such a fork waited forever for its workers (Ray 2.60), whatever
+    the children did; Ray documents that a driver must not be forked."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(getattr(ray, "is_initialized", lambda: False)())
 
 
 def load_images(paths: Sequence[str], size: int = 32, channels: int = 3, workers: int = 0):

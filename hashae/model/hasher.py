@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import codes as codes_mod
-from . import losses
+from . import losses, parallel
 from .config import HasherConfig, ModelConfig, TrainConfig
 from .finetune import FineTune
 from .inputs import ImageArray
@@ -93,6 +93,9 @@ class Hasher:
 
         net = HashNet(cfg.model)
         net.mean.copy_(data.mean(np.sort(split.train)))
+        rank = parallel.world()[0]
+        if rank:  # the same initial weights everywhere, other augmentations on each process
+            torch.manual_seed(cfg.seed + rank)
         self.net, self.history_ = net, History()
         if cfg.pretrain == "dae" and cfg.pretrain_epochs > 0:
             pretrain_stages(net, data, split, cfg.training, rng, self.history_, progress)
@@ -180,7 +183,7 @@ class Hasher:
         reader checks them before reading, see storage/layout.py)."""
         model = cls(HasherConfig.from_parts(state.model, state.training))
         net = HashNet(model.config.model)
-        net.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.weights.items()})
+        net.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state.weights.items()})
         net.eval()
         model.net = net
         return model

@@ -1,12 +1,15 @@
 """Loss terms and input corruption from the autoencoder literature, as small pure functions.
 
 Every regulariser acts on code-unit probabilities ``p = sigmoid(z)`` of a batch, shape (n, bits).
+In data-parallel training the terms that compare the images of a batch gather the whole global
+batch first (parallel.gather; the identity in one process).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from . import parallel
 from .binarizers.ste import straight_through
 from .network import image_stats
 
@@ -32,18 +35,19 @@ def sparsity_l1(p: torch.Tensor) -> torch.Tensor:
 
 def sparsity_kl(p: torch.Tensor, target: float) -> torch.Tensor:
     """KL(target || mean activation) per unit, summed over units then averaged (Ng's sparse AE)."""
-    q = p.mean(0).clamp(1e-6, 1 - 1e-6)
+    q = parallel.gather(p).mean(0).clamp(1e-6, 1 - 1e-6)
     t = min(max(target, 1e-6), 1 - 1e-6)
     return (t * torch.log(t / q) + (1 - t) * torch.log((1 - t) / (1 - q))).mean()
 
 
 def balance(p: torch.Tensor) -> torch.Tensor:
     """Each bit should be on for about half of the data: mean squared deviation from 0.5."""
-    return ((p.mean(0) - 0.5) ** 2).mean() * 4
+    return ((parallel.gather(p).mean(0) - 0.5) ** 2).mean() * 4
 
 
 def decorrelation(p: torch.Tensor) -> torch.Tensor:
     """Mean squared off-diagonal correlation between bits: correlated bits waste code length."""
+    p = parallel.gather(p)
     c = p - p.mean(0)
     # eps inside the sqrt (its gradient at 0 is infinite) and tiny: a larger eps lets a bit
     # "decorrelate" by shrinking its variance, which collapses codes towards z = 0 (measured
@@ -67,6 +71,7 @@ def contrastive(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch
     """NT-Xent (Chen et al. 2020) between two views' relaxed codes tanh(z / 2) = 2p - 1: each
     view must pick its partner out of the batch. Unlike plain consistency, the other images
     act as negatives, so collapsing every code to one point is not a minimum."""
+    z1, z2 = parallel.gather(z1), parallel.gather(z2)
     u = F.normalize(torch.tanh(torch.cat([z1, z2]) / 2), dim=1)
     sim = u @ u.T / temperature
     n = len(z1)
@@ -80,5 +85,5 @@ def stats_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     statistic scaled by its spread in the batch. Pixel MSE all but ignores texture (a blurred
     reconstruction loses little), so without this term the code has no reason to keep it."""
     t = image_stats(target)
-    scale = t.std(0, keepdim=True).detach() + 1e-3
+    scale = parallel.gather(t.detach()).std(0, keepdim=True) + 1e-3
     return ((image_stats(recon) - t) / scale).pow(2).mean()

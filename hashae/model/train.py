@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..progress import Progress
+from . import parallel
 from .config import TrainConfig
 
 
@@ -56,8 +57,13 @@ class Phase:
 def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: np.random.Generator,
              history: History, progress: bool | None = None) -> History:
     """Train ``phase.params`` for up to ``phase.epochs`` passes over ``phase.rows`` with Adam
-    (``settings``: batch_size, lr, weight_decay)."""
+    (``settings``: batch_size, lr, weight_decay). Under torch.distributed (parallel.py) every
+    process draws the same batches, trains on its share of each and averages the gradients, so
+    the steps and the early-stopping decisions are the same on every process."""
     params = [p for p in phase.params if p.requires_grad]
+    parallel.broadcast(module)
+    if parallel.world()[0] != 0:
+        progress = False
     opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     batch_size, epochs = settings.batch_size, phase.epochs
     steps_per_epoch = max(1, -(-len(phase.rows) // batch_size))
@@ -71,14 +77,15 @@ def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: 
             order = rng.permutation(phase.rows)
             for s in range(0, len(order), batch_size):
                 idx = np.sort(order[s:s + batch_size])  # sorted: cheap reads from h5py / memmap
-                if len(idx) < 2:
+                if len(idx) < max(2, parallel.world()[1]):
                     continue
-                loss, metrics = phase.batch_loss(idx, step / total_steps)
-                if not torch.isfinite(loss):
+                loss, metrics = phase.batch_loss(parallel.share(idx), step / total_steps)
+                if parallel.any_true(not torch.isfinite(loss)):
                     raise FloatingPointError(f"{phase.name}: the loss became {loss.item()} at epoch {epoch + 1}; "
                                              "lower the learning rate (lr) or the regulariser weights")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                parallel.average_gradients(params)
                 opt.step()
                 step += 1
                 losses.append(loss.item())
@@ -88,7 +95,7 @@ def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: 
             if phase.val_loss is not None and step / total_steps >= phase.watch_from:
                 module.eval()
                 with torch.no_grad():
-                    v = float(phase.val_loss())
+                    v = parallel.mean(float(phase.val_loss()))
                 row["val_loss"] = v
                 if v < best - 1e-6:
                     best, stale = v, 0

@@ -25,17 +25,62 @@ from ..codes import as_codes, check_bits
 HASH_MIN_ITEMS = 50_000
 HASH_BUILD_QUERIES = 5_000
 MAX_SUBSTRING_BITS = 64
+# k-NN over more codes than this uses an inverted-file index (IndexBinaryIVF) instead of an
+# exhaustive scan (bench/distributed.py: where a scan stops answering in interactive time)
+IVF_MIN_ITEMS = 100_000_000
+NPROBE = 32  # IVF lists visited per query: the recall/speed setting
 
 
 class HammingIndex:
     """``HammingIndex(bits)``; ``.add(codes)``; ``.search(codes, k) -> (distances, ids)``;
-    ``.radius_search(codes, r) -> [(ids, distances)]``; ``.save(path)`` / ``HammingIndex.load(path)``."""
+    ``.radius_search(codes, r) -> [(ids, distances)]``; ``.save(path)`` / ``HammingIndex.load(path)``.
+
+    ``HammingIndex.build(parts)`` picks the layout for a collection: one exhaustive index, one
+    per part of a sharded collection (FAISS's IndexBinaryShards, searched in threads, exact), or
+    above ``IVF_MIN_ITEMS`` codes an inverted-file index (approximate; ``nprobe`` trades speed
+    for recall)."""
 
     def __init__(self, bits: int):
         self.bits = check_bits(bits)
         self.nbytes = self.bits // 8
         self.flat = faiss.IndexBinaryFlat(self.bits)
         self._multihash: dict = {}  # nhash -> IndexBinaryMultiHash, built on first use
+        self._shards: list = []  # one IndexBinaryFlat per part; then self.flat is their IndexBinaryShards
+        self.ivf = None  # an IndexBinaryIVF answering k-NN instead of self.flat
+
+    @classmethod
+    def build(cls, parts: list, ivf_min_items: int = IVF_MIN_ITEMS, nprobe: int = NPROBE) -> "HammingIndex":
+        """An index over the codes of ``parts`` (a list of (n_i, bits/8) arrays, ids in order):
+        sharded when there are several parts, with an IVF for k-NN from ``ivf_min_items``."""
+        parts = [as_codes(p) for p in parts]
+        index = cls(parts[0].shape[1] * 8)
+        if len(parts) > 1:
+            index.flat = faiss.IndexBinaryShards(index.bits, True, True)  # threaded, successive ids
+        for p in parts:
+            index.add(p)
+        if index.ntotal >= ivf_min_items:
+            index.use_ivf(nprobe)
+        return index
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self._shards)
+
+    def use_ivf(self, nprobe: int = NPROBE, nlist: int | None = None, seed: int = 0) -> None:
+        """Answer k-NN with an inverted-file index: the codes are split into ``nlist`` lists
+        (default about sqrt(n), at most 65,536) by binary k-means on a sample, and a query
+        scans the ``nprobe`` nearest lists. Radius search stays exact."""
+        codes = self.reconstruct_all()
+        n = len(codes)
+        nlist = int(nlist or min(65_536, max(1, int(np.sqrt(n)))))
+        quantizer = faiss.IndexBinaryFlat(self.bits)
+        ivf = faiss.IndexBinaryIVF(quantizer, self.bits, nlist)
+        ivf.cp.seed = seed
+        sample = codes if n <= 64 * nlist else codes[np.random.default_rng(seed).choice(n, 64 * nlist, replace=False)]
+        ivf.train(sample)
+        ivf.add(codes)
+        ivf.nprobe = max(1, min(int(nprobe), nlist))
+        self._quantizer, self.ivf = quantizer, ivf  # the IVF does not own its quantizer
 
     @classmethod
     def from_codes(cls, codes: np.ndarray) -> "HammingIndex":
@@ -52,9 +97,17 @@ class HammingIndex:
         return self.ntotal
 
     def add(self, codes: np.ndarray) -> None:
-        """Append codes; their ids continue from the current size."""
+        """Append codes; their ids continue from the current size (a new part when sharded)."""
         codes = as_codes(codes, self.nbytes)
-        self.flat.add(codes)
+        if isinstance(self.flat, faiss.IndexBinaryShards):
+            shard = faiss.IndexBinaryFlat(self.bits)
+            shard.add(codes)
+            self._shards.append(shard)
+            self.flat.add_shard(shard)
+        else:
+            self.flat.add(codes)
+        if self.ivf is not None:
+            self.ivf.add(codes)
         for mh in self._multihash.values():
             mh.add(codes)
 
@@ -67,7 +120,7 @@ class HammingIndex:
         kk = min(k, self.ntotal)
         if kk == 0:
             return (np.full((len(codes), k), self.bits + 1, np.int32), np.full((len(codes), k), -1, np.int64))
-        d, i = self.flat.search(codes, kk)
+        d, i = (self.ivf if self.ivf is not None else self.flat).search(codes, kk)
         if kk < k:
             d = np.pad(d, ((0, 0), (0, k - kk)), constant_values=self.bits + 1)
             i = np.pad(i, ((0, 0), (0, k - kk)), constant_values=-1)
@@ -102,7 +155,16 @@ class HammingIndex:
             raise ValueError(f"method must be 'auto', 'flat' or 'hash', got {method!r}")
         if len(codes) == 0 or self.ntotal == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
-        lims, dist, ids = index.range_search(codes, radius + 1)  # FAISS: strictly below its radius
+        if index is self.flat and self._shards:  # FAISS's shards have no range search: one per part
+            found = [_range(s, codes, radius) for s in self._shards]
+            offsets = np.cumsum([0] + [s.ntotal for s in self._shards[:-1]])
+            query = np.concatenate([np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(f[0].astype(np.int64)))
+                                    for f in found])
+            dist = np.concatenate([f[1] for f in found])
+            ids = np.concatenate([f[2].astype(np.int64) + o for f, o in zip(found, offsets)])
+            order = np.lexsort((ids, dist, query))
+            return query[order], ids[order], dist[order].astype(np.int32, copy=False)
+        lims, dist, ids = _range(index, codes, radius)
         # one sort for all queries rather than one per query in Python, which dominated radius
         # clustering of a million codes
         query = np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(lims.astype(np.int64)))
@@ -133,11 +195,17 @@ class HammingIndex:
         """The stored codes, (ntotal, bits/8) uint8, in id order."""
         if self.ntotal == 0:
             return np.empty((0, self.nbytes), np.uint8)
-        return faiss.vector_to_array(self.flat.xb).reshape(-1, self.nbytes)
+        flats = self._shards or [self.flat]
+        return np.concatenate([faiss.vector_to_array(f.xb).reshape(-1, self.nbytes) for f in flats])
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the flat index in FAISS's own binary format (plain arrays; no code executes on load)."""
-        faiss.write_index_binary(self.flat, os.fspath(path))
+        """Write the codes as one flat index in FAISS's own binary format (plain arrays; no code
+        executes on load)."""
+        flat = self.flat
+        if self._shards:
+            flat = faiss.IndexBinaryFlat(self.bits)
+            flat.add(self.reconstruct_all())
+        faiss.write_index_binary(flat, os.fspath(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HammingIndex":
@@ -149,3 +217,8 @@ class HammingIndex:
         index = cls(flat.d)
         index.flat = flat
         return index
+
+
+def _range(index, codes: np.ndarray, radius: int):
+    """FAISS's range search at an inclusive radius (FAISS counts distances strictly below)."""
+    return index.range_search(codes, radius + 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +24,10 @@ from .atomic import FailSafeFile
 from .items import PHASH_BYTES, Items
 
 FORMAT, FORMAT_VERSION = "hashae", 1
+# a collection whose items live in part files (ATTR_SHARDS) is version 2, which hashae before
+# it refuses with "upgrade hashae"; single-file collections stay version 1
+SHARDED_VERSION = 2
+PART_FORMAT, PART_VERSION = "hashae-part", 1
 MODEL_FORMAT, MODEL_VERSION = "hashae-model", 1
 
 # root attributes of a collection file
@@ -31,6 +36,10 @@ ATTR_BITS, ATTR_FOLDER, ATTR_GENERATION = "bits", "folder", "generation"
 ATTR_CREATED, ATTR_UPDATED = "created", "updated"
 ATTR_FOLDER_SEAL = "folder_seal"  # this user's HMAC of (generation, folder): seal.py
 ATTR_IMAGE_SIZE, ATTR_CHANNELS = "image_size", "channels"  # written with a model
+# sharded collections: JSON [[part file relative to the collection's folder, rows], ...] in row
+# order; every item column of the root is then an HDF5 virtual dataset over those parts
+ATTR_SHARDS = "shards"
+PART_NAME = re.compile(r"^([^/\\]+)\.parts-([0-9a-f]{32})/part-(\d{5})\.h5$")
 # groups and datasets
 MODEL, WEIGHTS = "model", "weights"
 SKIPPED_PATH, SKIPPED_REASON = "skipped/path", "skipped/reason"
@@ -125,6 +134,7 @@ def check_structure(f: h5py.File) -> None:
     data is read: every link must be a hard link (no soft or external links), no dataset may
     keep its data in other files (external storage) or map other files (virtual datasets).
     A crafted file used those to print /etc/passwd as item paths, or to block on a FIFO."""
+    shards = shard_names(f) if ATTR_SHARDS in f.attrs else None
     seen, stack = 0, [f]
     while stack:
         g = stack.pop()
@@ -142,10 +152,98 @@ def check_structure(f: h5py.File) -> None:
                 stack.append(obj)
             elif isinstance(obj, h5py.Dataset):
                 if obj.is_virtual:
-                    raise LayoutError(f"{where} is a virtual dataset; a collection may only hold its own data")
+                    check_virtual(obj, where, shards)
                 if obj.external:
                     raise LayoutError(f"{where} keeps its data in external files; a collection may only hold "
                                       "its own data")
+
+
+# ---------------------------------------------------------------------------- shards
+def parts_folder(store_path: str, generation: str) -> str:
+    """The folder, relative to the collection's, of the part files of one generation."""
+    return f"{os.path.basename(store_path)}.parts-{generation}"
+
+
+def shard_names(f: h5py.File) -> list:
+    """The (part file, rows) list of a sharded collection, each name checked to be a part file
+    of this collection's own folder (never an absolute path, never one that climbs out)."""
+    try:
+        shards = json.loads(text_attr(f.attrs, ATTR_SHARDS))
+    except ValueError:
+        raise LayoutError(f"attribute {ATTR_SHARDS!r} is not JSON") from None
+    if not isinstance(shards, list) or not shards or len(shards) > MAX_OBJECTS:
+        raise LayoutError(f"attribute {ATTR_SHARDS!r} is not a list of parts")
+    base = os.path.basename(f.filename)
+    out = []
+    for entry in shards:
+        ok = (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+              and isinstance(entry[1], int) and 0 <= entry[1] <= MAX_ITEMS)
+        m = PART_NAME.match(entry[0]) if ok else None
+        # the part folder is named after the file it was written for; a renamed collection
+        # keeps its parts' names, so only the pattern and the folder's place are checked
+        if m is None or m.group(1) in (".", ".."):
+            raise LayoutError(f"{ATTR_SHARDS!r} names {str(entry)[:80]!r}, not a part file beside {base}")
+        out.append((entry[0], entry[1]))
+    if len({name for name, _ in out}) != len(out):
+        raise LayoutError(f"{ATTR_SHARDS!r} names a part twice")
+    return out
+
+
+def check_virtual(ds: h5py.Dataset, where: str, shards) -> None:
+    """A virtual dataset is allowed only as an item column of a sharded collection, mapping that
+    same column of its listed part files, nothing else."""
+    column = where.lstrip("/")
+    if shards is None or column not in {c.path for c in ITEM_COLUMNS}:
+        raise LayoutError(f"{where} is a virtual dataset; a collection may only hold its own data")
+    names = {name for name, _ in shards}
+    for src in ds.virtual_sources():
+        if src.file_name not in names or src.dset_name.lstrip("/") != column:
+            raise LayoutError(f"{where} maps {src.file_name[:80]!r}:{src.dset_name[:40]!r}, which is not "
+                              "one of the collection's part files")
+
+
+def write_part(path: str, items: Items, bits: int) -> None:
+    """One part file of a sharded collection: its rows of every item column."""
+    def build(f: h5py.File) -> None:
+        f.attrs.update({ATTR_FORMAT: PART_FORMAT, ATTR_VERSION: PART_VERSION, ATTR_BITS: bits})
+        write_items(f, items)
+    write_file(path, build)
+
+
+def write_virtual_items(f: h5py.File, shards: list, items_like: Items) -> None:
+    """The root's item columns as virtual datasets over ``shards`` ([(part name, rows)]), so
+    that any HDF5 reader sees /codes and /items/path as one array each."""
+    total = sum(rows for _, rows in shards)
+    for col in ITEM_COLUMNS:
+        if getattr(items_like, col.field) is None:
+            continue
+        row_shape = col.row_shape(items_like.nbytes)
+        vl = h5py.VirtualLayout(shape=(total,) + row_shape, dtype=col.dtype)
+        start = 0
+        for name, rows in shards:
+            vl[start:start + rows] = h5py.VirtualSource(name, col.path, shape=(rows,) + row_shape)
+            start += rows
+        f.create_virtual_dataset(col.path, vl).attrs.update(col.attrs)
+    f.attrs[ATTR_SHARDS] = json.dumps([[name, rows] for name, rows in shards])
+    f.attrs[ATTR_VERSION] = SHARDED_VERSION
+
+
+def check_parts(f: h5py.File, nbytes: int) -> None:
+    """Every part file of a sharded collection: a regular file in the collection's folder that
+    passes check_structure (no links, no virtual datasets of its own), of this code length,
+    with the declared rows and the root's columns."""
+    folder = os.path.dirname(os.path.abspath(f.filename))
+    want = {c.field for c in ITEM_COLUMNS if c.path in f}
+    for name, rows in shard_names(f):
+        with open_file(os.path.join(folder, name)) as part:
+            if part.attrs.get(ATTR_FORMAT) != PART_FORMAT:
+                raise LayoutError(f"{name}: not a part of a hashae collection")
+            _check_version(part.attrs, PART_VERSION, "part")
+            if part.attrs.get(ATTR_BITS) != nbytes * 8:
+                raise LayoutError(f"{name}: holds codes of another length")
+            n, present = check_items(part, nbytes)
+            if n != rows or {k for k, v in present.items() if v} != want:
+                raise LayoutError(f"{name}: does not hold the {rows} rows and the columns the collection declares")
 
 
 # ---------------------------------------------------------------------------- items
@@ -212,8 +310,9 @@ def check_dataset(g: h5py.Group, name: str, row_shape: tuple, dtype) -> int:
     if ds.shape[0] > MAX_ITEMS:
         raise LayoutError(f"/{name} declares {ds.shape[0]} rows")
     # strings too: a variable-length string row is a 16-byte reference in the dataset's storage
+    # (a virtual dataset stores nothing itself: its parts are checked one by one, check_parts)
     declared = ds.size * ds.dtype.itemsize
-    if declared > SPARSE_SLACK + SPARSE_RATIO * ds.id.get_storage_size():
+    if not ds.is_virtual and declared > SPARSE_SLACK + SPARSE_RATIO * ds.id.get_storage_size():
         raise LayoutError(f"/{name} declares {ds.shape[0]} rows but the file holds "
                           f"{ds.id.get_storage_size()} bytes of it")
     return ds.shape[0]
@@ -245,7 +344,8 @@ def check_root(f: h5py.File) -> int:
     """The collection's code length, after checking the format and its version."""
     if f.attrs.get(ATTR_FORMAT) != FORMAT:
         raise LayoutError(f"not a hashae collection (no {ATTR_FORMAT}='{FORMAT}' attribute)")
-    _check_version(f.attrs, FORMAT_VERSION, "collection", f.attrs.get(ATTR_HASHAE))
+    _check_version(f.attrs, SHARDED_VERSION if ATTR_SHARDS in f.attrs else FORMAT_VERSION, "collection",
+                   f.attrs.get(ATTR_HASHAE))
     from ..codes import check_bits
     try:
         return check_bits(f.attrs.get(ATTR_BITS))

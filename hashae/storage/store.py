@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from ..codes import check_bits
 from ..model.hasher import ModelState
 from ..version import __version__
 from . import layout, seal
-from .atomic import first_line, replace_atomically, write_guard
+from .atomic import first_line, fsync_path, replace_atomically, write_guard
 from .items import PHASH_BYTES, Items
 
 
@@ -39,17 +40,28 @@ class StoreContents:
     skipped: list = ()
     model: ModelState | None = None
     created: float | None = None
+    # items per part file: above it the items are written as shards (layout.py, "shards")
+    shard_items: int = 0
+
+
+# collections above this many items are written as part files by default (about 1 GB each)
+SHARD_ITEMS = 10_000_000
 
 
 def write_store(path: str, contents: StoreContents) -> str:
     """Write a complete store to ``path`` atomically (temporary file, fsync, rename); returns the
-    new generation id."""
+    new generation id. With more items than ``contents.shard_items`` (> 0), the items go to part
+    files in ``<name>.parts-<generation>/`` (written and fsynced first) and the root file maps
+    them as virtual datasets; the previous generation's parts are removed once the new root is
+    in place, so a crash leaves the old collection or the new one, each with its own parts."""
     bits = check_bits(contents.bits)
     items = contents.items
     if items.nbytes != bits // 8:
         raise ValueError(f"codes have {items.nbytes * 8} bits, expected {bits}")
     generation = uuid.uuid4().hex
     tmp = f"{path}.tmp-{os.getpid()}"
+    shards = (_write_parts(path, generation, items, contents.shard_items)
+              if 0 < contents.shard_items < len(items) else None)
 
     def build(f: h5py.File) -> None:
         now = time.time()
@@ -65,7 +77,10 @@ def write_store(path: str, contents: StoreContents) -> str:
             attrs.update({layout.ATTR_IMAGE_SIZE: contents.model.model.image_size,
                           layout.ATTR_CHANNELS: contents.model.model.channels})
         layout.write_root_attrs(f, attrs)
-        layout.write_items(f, items)
+        if shards is None:
+            layout.write_items(f, items)
+        else:
+            layout.write_virtual_items(f, shards, items)
         layout.write_skipped(f, list(contents.skipped))
         if contents.model is not None:
             layout.write_model(f.create_group(layout.MODEL), contents.model)
@@ -77,24 +92,61 @@ def write_store(path: str, contents: StoreContents) -> str:
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if shards is not None:
+            shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(path)), layout.parts_folder(path, generation)),
+                          ignore_errors=True)
         raise
+    remove_stale_parts(path, generation)
     return generation
+
+
+def _write_parts(path: str, generation: str, items: Items, per_part: int) -> list:
+    """Write ``items`` as part files of ``per_part`` rows each (the last may be smaller), in a
+    new folder beside ``path``; returns [(name relative to path's folder, rows)]."""
+    sub = layout.parts_folder(path, generation)
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), sub)
+    os.makedirs(folder)
+    shards = []
+    for k, start in enumerate(range(0, len(items), per_part)):
+        part = items.take(np.arange(start, min(start + per_part, len(items))))
+        name = f"{sub}/part-{k:05d}.h5"
+        layout.write_part(os.path.join(folder, f"part-{k:05d}.h5"), part, items.nbytes * 8)
+        shards.append((name, len(part)))
+    fsync_path(folder)
+    return shards
+
+
+def _beside(path: str, prefix: str) -> list:
+    """(full path, what follows the prefix) of the names in ``path``'s folder that start with
+    ``path``'s name plus ``prefix``."""
+    folder, start = os.path.dirname(os.path.abspath(path)), os.path.basename(path) + prefix
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [(os.path.join(folder, n), n[len(start):]) for n in names if n.startswith(start)]
+
+
+def remove_stale_parts(path: str, keep: str | None) -> list:
+    """Delete the part folders of ``path`` other than generation ``keep``'s (those of replaced
+    generations, or of a writer killed before its commit); call it holding the store's lock."""
+    removed = []
+    for full, generation in _beside(path, ".parts-"):
+        if generation != keep and len(generation) == 32:
+            shutil.rmtree(full, ignore_errors=True)
+            removed.append(os.path.basename(full))
+    return removed
 
 
 def remove_stale_temporaries(path: str) -> list:
     """Delete ``<path>.tmp-<pid>`` files that a writer killed mid-commit left behind; call it
     holding the store's lock, when no other writer can be writing one. Returns what it removed."""
-    folder, prefix = os.path.dirname(os.path.abspath(path)), os.path.basename(path) + ".tmp-"
     removed = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
+    for full, pid in _beside(path, ".tmp-"):
+        if pid.isdigit():
             try:
-                os.unlink(os.path.join(folder, name))
-                removed.append(name)
+                os.unlink(full)
+                removed.append(os.path.basename(full))
             except OSError:
                 pass
     return removed
@@ -146,6 +198,13 @@ class StoreReader:
         self.has_phash = present["phash"]
         self.has_error = present["error"]
         self.n_skipped = layout.check_skipped(f)
+        # a sharded collection: (part file, rows) in row order, each part checked like a file
+        self.shards = layout.shard_names(f) if layout.ATTR_SHARDS in f.attrs else None
+        if self.shards is not None:
+            if sum(rows for _, rows in self.shards) != self.n:
+                raise layout.LayoutError(f"its parts hold {sum(rows for _, rows in self.shards)} items, "
+                                         f"its item columns {self.n}")
+            layout.check_parts(f, self.bits // 8)
         self.folder = layout.text_attr(f.attrs, layout.ATTR_FOLDER)
         self.generation = layout.text_attr(f.attrs, layout.ATTR_GENERATION)
         # the stored folder may be read only if this user named it (seal.py)
