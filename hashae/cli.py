@@ -143,13 +143,17 @@ def report_bits(store: str) -> int:
 @click.option("--absolute", is_flag=True, help="print the hits' absolute paths")
 @click.option("--exclude-self", is_flag=True, help="leave out the query itself when it is an item")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of each query and its hits")
+@click.option("--nprobe", type=click.IntRange(min=1),
+              help="lists an inverted-file index visits per query, from 100 million items: more is slower and "
+                   "recalls more (default 32)")
 @_folder_option
 @_friendly
-def query(images, store, k, radius, as_json, as_csv, absolute, exclude_self, sheet, folder):
+def query(images, store, k, radius, as_json, as_csv, absolute, exclude_self, sheet, nprobe, folder):
     """Find the items most similar to each IMAGE (a folder: every image in it)."""
     from .collection import Collection
     from .ingest import ImageError
     with Collection.open(_resolve_store(store), folder) as coll:
+        coll.nprobe = nprobe
         if sheet or absolute:
             coll.images_root()  # refuse an untrusted folder before anything is printed or written
         results, failed = [], 0

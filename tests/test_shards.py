@@ -152,3 +152,20 @@ def test_ivf_index_probing_every_list_is_exact_and_fewer_lists_recall_most():
     d_few, i_few = few.search(q, 10)
     assert (d_few >= d_exact).all()
     assert (d_few == d_exact).mean() > 0.8
+
+
+def test_collection_switches_to_the_ivf_at_its_threshold(trained_store, sample_dir):
+    """A collection above ``ivf_min_items`` answers k-NN through the IVF; probing every list it
+    finds the exhaustive distances; `hashae query --nprobe` is accepted and changes nothing
+    below the threshold."""
+    from click.testing import CliRunner
+
+    from hashae.cli import main
+    query = [str(sample_dir / "ring" / "ring_003.png")]
+    with Collection.open(trained_store) as plain, Collection.open(trained_store) as big:
+        big.ivf_min_items, big.nprobe = 10, 10**6
+        assert big.hamming_index.ivf is not None and plain.hamming_index.ivf is None
+        assert [h.distance for h in big.search(query, k=8)[0]] == [h.distance for h in plain.search(query, k=8)[0]]
+    args = ["query", query[0], "--store", str(trained_store), "--json"]
+    runner = CliRunner()
+    assert runner.invoke(main, args + ["--nprobe", "4"]).output == runner.invoke(main, args).output

@@ -1,5 +1,5 @@
 """Training on a Ray cluster: Ray Train's TorchTrainer starts ``workers`` processes joined in a
-torch.distributed group (gloo on CPU, NCCL on GPU) and each runs the ordinary ``Hasher.fit``,
+torch.distributed group (gloo: hashae trains on CPUs) and each runs the ordinary ``Hasher.fit``,
 which is data-parallel under a process group (model/parallel.py: shares of one global batch,
 averaged gradients, contrastive negatives and batch statistics gathered from every worker).
 The training images go to the workers once, through the object store; worker 0 hands the

@@ -1,5 +1,5 @@
 """Data-parallel training over a torch.distributed process group (set up by Ray Train's
-TorchTrainer: gloo on CPU, NCCL on GPU). Every process draws the same global batch and trains on
+TorchTrainer; hashae trains on CPUs, so gloo). Every process draws the same global batch and trains on
 its share of it; gradients are averaged by one all-reduce per step, as DistributedDataParallel
 does, but done here so that it also covers pretraining, which trains one stage of the network at
 a time through calls other than ``forward``. The terms that compare the images of a batch with
