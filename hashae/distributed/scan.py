@@ -15,11 +15,14 @@ LOCAL_FOLDERS = 64  # folders the driver reads before handing the rest to the cl
 
 
 def _walk_rows(batch: dict, root: str, follow_links: bool, seen: list) -> dict:
-    """Ray Data task: walk each sub-folder of ``batch``, skipping the folders the driver already
-    found (``seen``: their real paths); one row per file, error and folder read."""
+    """Ray Data task: walk the sub-folders of ``batch`` (a block, in sorted order) one after the
+    other, skipping the folders the driver already found (``seen``: their real paths) and those
+    an earlier sub-folder of the block reached, as one walk would; one row per file, error and
+    folder read."""
     kind, path, size, mtime, text = [], [], [], [], []
+    seen = {os.fsdecode(r) for r in seen}  # once per block: the driver may have found many folders
     for rel in batch["dir"]:
-        found = walk(root, [os.fsdecode(bytes(rel))], follow_links, seen={os.fsdecode(r) for r in seen})
+        found = walk(root, [os.fsdecode(bytes(rel))], follow_links, seen=seen)
         for f in found.files:
             kind.append("file"), path.append(os.fsencode(f.path)), size.append(f.size)
             mtime.append(f.mtime_ns), text.append(b"")
@@ -50,7 +53,7 @@ def ray_scan(folder: str, follow_links: bool = False, on_folder=None,
         ctx.enable_progress_bars = False
         ds = ray.data.from_items([{"dir": os.fsencode(d)} for d in sorted(top.pending)],
                                  override_num_blocks=min(len(top.pending), 4 * cluster_cpus()))
-        ds = ds.map_batches(_walk_rows, batch_size=1, batch_format="numpy", num_cpus=1,
+        ds = ds.map_batches(_walk_rows, batch_size=None, batch_format="numpy", num_cpus=1,
                             fn_kwargs=dict(root=root, follow_links=follow_links, seen=[os.fsencode(r) for r in seen]))
         rows = {"file": [], "error": [], "folder": []}
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):

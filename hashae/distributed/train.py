@@ -82,6 +82,7 @@ def fit_on_cluster(images: np.ndarray, config: HasherConfig, workers: int, progr
     recipe as ``Hasher(config).fit(images)``, split over processes. Returns (ModelState, the
     config as trained, seconds, warnings raised in training)."""
     ray = connect()
+    import shutil
     import sys
     import tempfile
     import threading
@@ -89,6 +90,7 @@ def fit_on_cluster(images: np.ndarray, config: HasherConfig, workers: int, progr
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     sink = _sink_class(ray).remote()
+    storage = tempfile.mkdtemp(prefix="hashae-ray-train-")  # Ray Train's run records; no checkpoints
     config = config.replace(threads=1)  # one core per worker: the workers fill the cluster
     if progress is None:
         progress = sys.stderr.isatty()
@@ -98,7 +100,7 @@ def fit_on_cluster(images: np.ndarray, config: HasherConfig, workers: int, progr
                            "progress": progress},
         scaling_config=ScalingConfig(num_workers=max(1, workers), use_gpu=False, resources_per_worker={"CPU": 1}),
         torch_config=TorchConfig(backend="gloo"),
-        run_config=RunConfig(name="hashae-train", storage_path=tempfile.mkdtemp(prefix="hashae-ray-train-")))
+        run_config=RunConfig(name="hashae-train", storage_path=storage))
     done = threading.Event()
 
     def relay():  # worker 0's progress bars, drawn here
@@ -112,6 +114,7 @@ def fit_on_cluster(images: np.ndarray, config: HasherConfig, workers: int, progr
     try:
         trainer.fit()
     finally:
+        shutil.rmtree(storage, ignore_errors=True)
         done.set()
         if shower is not None:
             shower.join()
