@@ -1,11 +1,13 @@
-"""Decoding and encoding on a Ray cluster: a Ray Data pipeline of the paths, decoded in tasks
-and encoded in a pool of actors that each hold the model (sent once, through the object store).
-It yields the same ``Batch`` records as ingest.iter_batches, so the index run around it (journal
-segments, commit) is the local one. The folder must be readable at the same path on every node.
+"""Decoding and encoding on a Ray cluster: a Ray Data pipeline of the paths through a pool of
+actors that each hold the model (sent once, through the object store) and decode and encode
+their blocks, as a local worker does (without a model, the training sample, plain decoding
+tasks). It yields the same ``Batch`` records as ingest.iter_batches, so the index run around it
+(journal segments, commit) is the local one. The folder must be readable at the same path on
+every node.
 
-Ray Data streams: blocks of ``chunk`` paths are read, decoded and encoded a few at a time, so
-memory stays bounded however many files; a block whose node dies is run again elsewhere (tasks
-are retried and actors restarted), and each block's output reaches the driver once."""
+Ray Data streams: blocks of ``BLOCK`` paths are decoded and encoded a few at a time, so memory
+stays bounded however many files; a block whose node dies is run again elsewhere (tasks are
+retried and actors restarted), and each block's output reaches the driver once."""
 from __future__ import annotations
 
 import os

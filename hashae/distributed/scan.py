@@ -69,8 +69,7 @@ def ray_scan(folder: str, follow_links: bool = False, on_folder=None,
             if owner.setdefault(real, rel) != rel:
                 dropped.append(rel + "/")
         dropped = tuple(dropped)
-        files += [FileEntry(p, s, m) for p, s, m, _ in rows["file"] if not dropped or not p.startswith(dropped)]
-        errors += [(p, t.decode("utf-8", "replace")) for p, _, _, t in rows["error"]
-                   if not dropped or not p.startswith(dropped)]
+        files += [FileEntry(p, s, m) for p, s, m, _ in rows["file"] if not p.startswith(dropped)]
+        errors += [(p, t.decode("utf-8", "replace")) for p, _, _, t in rows["error"] if not p.startswith(dropped)]
     files.sort(key=lambda f: f.path)
     return files, sorted(errors)

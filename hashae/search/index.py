@@ -155,21 +155,15 @@ class HammingIndex:
             raise ValueError(f"method must be 'auto', 'flat' or 'hash', got {method!r}")
         if len(codes) == 0 or self.ntotal == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
-        if index is self.flat and self._shards:  # FAISS's shards have no range search: one per part
-            found = [_range(s, codes, radius) for s in self._shards]
-            offsets = np.cumsum([0] + [s.ntotal for s in self._shards[:-1]])
-            query = np.concatenate([np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(f[0].astype(np.int64)))
-                                    for f in found])
-            dist = np.concatenate([f[1] for f in found])
-            ids = np.concatenate([f[2].astype(np.int64) + o for f, o in zip(found, offsets)])
-            order = np.lexsort((ids, dist, query))
-            return query[order], ids[order], dist[order].astype(np.int32, copy=False)
-        lims, dist, ids = _range(index, codes, radius)
+        # FAISS's shards have no range search: each part is searched, its ids offset by the parts before it
+        parts = self._shards if index is self.flat and self._shards else [index]
+        offsets = np.cumsum([0] + [p.ntotal for p in parts[:-1]])
+        found = [_pairs(p, codes, radius, offset) for p, offset in zip(parts, offsets)]
+        query, ids, dist = (np.concatenate(column) for column in zip(*found))
         # one sort for all queries rather than one per query in Python, which dominated radius
         # clustering of a million codes
-        query = np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(lims.astype(np.int64)))
         order = np.lexsort((ids, dist, query))
-        return query[order], ids[order].astype(np.int64, copy=False), dist[order].astype(np.int32, copy=False)
+        return query[order], ids[order], dist[order].astype(np.int32, copy=False)
 
     def choose_method(self, n_queries: int, radius: int) -> str:
         """What "auto" picks for ``n_queries`` queries at ``radius``: "hash" or "flat"."""
@@ -219,6 +213,9 @@ class HammingIndex:
         return index
 
 
-def _range(index, codes: np.ndarray, radius: int):
-    """FAISS's range search at an inclusive radius (FAISS counts distances strictly below)."""
-    return index.range_search(codes, radius + 1)
+def _pairs(index, codes: np.ndarray, radius: int, offset: int = 0):
+    """FAISS's range search at an inclusive radius (FAISS counts distances strictly below) as
+    flat (query row, item id + ``offset``, distance) arrays, unsorted."""
+    lims, dist, ids = index.range_search(codes, radius + 1)
+    query = np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(lims.astype(np.int64)))
+    return query, ids.astype(np.int64) + offset, dist

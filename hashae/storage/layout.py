@@ -228,13 +228,13 @@ def write_virtual_items(f: h5py.File, shards: list, items_like: Items) -> None:
     f.attrs[ATTR_VERSION] = SHARDED_VERSION
 
 
-def check_parts(f: h5py.File, nbytes: int) -> None:
-    """Every part file of a sharded collection: a regular file in the collection's folder that
-    passes check_structure (no links, no virtual datasets of its own), of this code length,
-    with the declared rows and the root's columns."""
+def check_parts(f: h5py.File, nbytes: int, shards: list) -> None:
+    """Every part file of a sharded collection (``shards``: shard_names(f)): a regular file in
+    the collection's folder that passes check_structure (no links, no virtual datasets of its
+    own), of this code length, with the declared rows and the root's columns."""
     folder = os.path.dirname(os.path.abspath(f.filename))
     want = {c.field for c in ITEM_COLUMNS if c.path in f}
-    for name, rows in shard_names(f):
+    for name, rows in shards:
         with open_file(os.path.join(folder, name)) as part:
             if part.attrs.get(ATTR_FORMAT) != PART_FORMAT:
                 raise LayoutError(f"{name}: not a part of a hashae collection")

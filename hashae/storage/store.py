@@ -60,8 +60,8 @@ def write_store(path: str, contents: StoreContents) -> str:
         raise ValueError(f"codes have {items.nbytes * 8} bits, expected {bits}")
     generation = uuid.uuid4().hex
     tmp = f"{path}.tmp-{os.getpid()}"
-    shards = (_write_parts(path, generation, items, contents.shard_items)
-              if 0 < contents.shard_items < len(items) else None)
+    sharded = 0 < contents.shard_items < len(items)
+    shards = None
 
     def build(f: h5py.File) -> None:
         now = time.time()
@@ -86,13 +86,15 @@ def write_store(path: str, contents: StoreContents) -> str:
             layout.write_model(f.create_group(layout.MODEL), contents.model)
 
     try:
-        with write_guard(path):
+        with write_guard(path):  # the parts too: a full disk is a one-line error, the old store intact
+            if sharded:
+                shards = _write_parts(path, generation, items, contents.shard_items)
             layout.write_file(tmp, build)
         replace_atomically(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if shards is not None:
+        if sharded:  # this generation's parts, written in full or in part
             shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(path)), layout.parts_folder(path, generation)),
                           ignore_errors=True)
         raise
@@ -201,10 +203,10 @@ class StoreReader:
         # a sharded collection: (part file, rows) in row order, each part checked like a file
         self.shards = layout.shard_names(f) if layout.ATTR_SHARDS in f.attrs else None
         if self.shards is not None:
-            if sum(rows for _, rows in self.shards) != self.n:
-                raise layout.LayoutError(f"its parts hold {sum(rows for _, rows in self.shards)} items, "
-                                         f"its item columns {self.n}")
-            layout.check_parts(f, self.bits // 8)
+            held = sum(rows for _, rows in self.shards)
+            if held != self.n:
+                raise layout.LayoutError(f"its parts hold {held} items, its item columns {self.n}")
+            layout.check_parts(f, self.bits // 8, self.shards)
         self.folder = layout.text_attr(f.attrs, layout.ATTR_FOLDER)
         self.generation = layout.text_attr(f.attrs, layout.ATTR_GENERATION)
         # the stored folder may be read only if this user named it (seal.py)
