@@ -110,6 +110,11 @@ def parse_value(text: str):
         return text
 
 
+def parse_settings(texts) -> dict:
+    """KEY=VALUE strings (JSON values) as a dict of HasherConfig overrides."""
+    return dict((k, parse_value(v)) for k, v in (t.split("=", 1) for t in texts))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=["coil20", "orl_faces", "eurosat_val", "cifar10_test"])
@@ -122,8 +127,7 @@ def main(argv=None):
                     help="override a HasherConfig field (JSON value), e.g. epochs=30 or hidden=[512,256]")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.json"))
     args = ap.parse_args(argv)
-    overrides = dict((k, parse_value(v)) for k, v in (s.split("=", 1) for s in args.set_config))
-    base = HasherConfig.for_effort(args.effort).replace(**overrides)
+    base = HasherConfig.for_effort(args.effort).replace(**parse_settings(args.set_config))
     print(f"config: {base.to_json()}")
     rows, t0 = [], time.monotonic()
     for name in args.sets:

@@ -1,4 +1,4 @@
-"""hashae: semantic hashing of image collections.
+"""hashae: semantic hashing of image collections (and of vectors: embeddings, word counts).
 
 A deep autoencoder with a noise-forced binary bottleneck turns images into short binary codes;
 collections keep codes, paths and the model in one HDF5 file; FAISS binary indexes search them.
@@ -7,7 +7,8 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
 
     SemanticHasher, HasherConfig      the model (fit / encode / decode / save / load)
     ModelConfig, TrainConfig          the two halves of a HasherConfig (network; training)
-    Collection                        an indexed image folder in one HDF5 file
+    Collection                        an indexed image folder (or vector file) in one HDF5 file
+    VectorSource                      the rows of a .npy file, HDF5 dataset or folder of parts
     HammingIndex                      exact and radius Hamming search over packed codes
     cluster                           group packed codes: exact, radius or k-means
     outlier_scores                    how little items fit, from reconstruction errors and codes
@@ -31,6 +32,7 @@ _EXPORTS = {
     "cluster": "hashae.search.clustering",
     "outlier_scores": "hashae.search.outliers",
     "phash": "hashae.ingest.perceptual",
+    "VectorSource": "hashae.ingest.vectors",
     "load_images": "hashae.ingest",
     "load_folder": "hashae.ingest",
     "load_image": "hashae.ingest",

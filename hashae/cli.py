@@ -127,6 +127,41 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, effort, se
     click.echo(f"{shown(store)}: {report}")
 
 
+@main.command("index-vectors")
+@click.argument("file", type=str)
+@click.option("--ids", type=click.Path(dir_okay=False), help="text file of one item name per row (default: row numbers, "
+              "or the names in clip-retrieval's metadata/ beside a folder of parts)")
+@click.option("--store", type=click.Path(dir_okay=False),
+              help="collection file (default: indexes/<file name without extension>.h5)")
+@click.option("--bits", type=int, help="code length for a new collection: 8..256, a multiple of 8 (default 64)")
+@click.option("--model", "model_store", type=click.Path(dir_okay=False),
+              help="reuse the vector model of another collection instead of training")
+@click.option("--effort", type=click.Choice(["fast", "default", "best"]), default="default", show_default=True,
+              help="training time budget for a new model")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
+@click.option("--shard-size", type=click.IntRange(min=1), help="items per part file (default 10,000,000)")
+@click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_friendly
+def index_vectors(file, ids, store, bits, model_store, effort, seed, shard_size, allow_shrink, quiet):
+    """Index the rows of FILE (a .npy array, file.h5:/dataset, or a folder of .npy parts such as
+    clip-retrieval's img_emb/) into a collection of vectors; re-runs encode only new and changed rows."""
+    from .collection import Collection, default_store
+    from .model.config import HasherConfig
+    source = file if os.path.exists(file) else file.split(":", 1)[0]  # file.h5:/dataset
+    store = store or default_store(os.path.splitext(source)[0] if os.path.isfile(source) else source)
+    config = None
+    if not model_store:
+        store_bits = Collection.open(store).bits if os.path.exists(store) else None
+        config = HasherConfig.for_effort(effort, kind="vector", bits=bits or store_bits or 64, seed=seed)
+    report = Collection(store).index_vectors(file, ids=ids, bits=bits, model=model_store, config=config,
+                                             progress=False if quiet else None, allow_shrink=allow_shrink,
+                                             shard_items=shard_size)
+    if report.trained:
+        click.echo(f"trained a {report_bits(store)}-bit vector model on {shown(file)}", err=True)
+    click.echo(f"{shown(store)}: {str(report).replace('images/s', 'rows/s')}")
+
+
 def report_bits(store: str) -> int:
     from .collection import Collection
     with Collection.open(store) as c:
@@ -134,7 +169,9 @@ def report_bits(store: str) -> int:
 
 
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--vector", "vectors", type=click.Path(dir_okay=False),
+              help="query a collection of vectors with the rows of this .npy file (\"query\" is the row number)")
 @_store_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=None, help="hits per query (default 10; with --radius: all)")
 @click.option("--radius", type=click.IntRange(min=0), help="all items within this Hamming distance instead of the k nearest")
@@ -148,12 +185,25 @@ def report_bits(store: str) -> int:
                    "recalls more (default 32)")
 @_folder_option
 @_friendly
-def query(images, store, k, radius, as_json, as_csv, absolute, exclude_self, sheet, nprobe, folder):
-    """Find the items most similar to each IMAGE (a folder: every image in it)."""
+def query(images, vectors, store, k, radius, as_json, as_csv, absolute, exclude_self, sheet, nprobe, folder):
+    """Find the items most similar to each IMAGE (a folder: every image in it), or to each row
+    of --vector Q.npy in a collection of vectors."""
     from .collection import Collection
     from .ingest import ImageError
+    if bool(images) == bool(vectors):
+        raise click.UsageError("give IMAGE files to query, or --vector Q.npy, not both" if images
+                               else "give IMAGE files to query (or --vector Q.npy for a collection of vectors)")
+    if vectors and (sheet or absolute or exclude_self):
+        raise click.UsageError("--sheet, --absolute and --exclude-self are for image queries")
     with Collection.open(_resolve_store(store), folder) as coll:
         coll.nprobe = nprobe
+        if vectors:
+            from .ingest.vectors import VectorSource
+            with VectorSource(vectors) as q:
+                results = coll.query_vectors(q.rows(0, q.n), k=k if (k or radius is not None) else 10,
+                                             radius=radius)
+            _print_results(results, as_json, as_csv)
+            return
         if sheet or absolute:
             coll.images_root()  # refuse an untrusted folder before anything is printed or written
         results, failed = [], 0
@@ -168,16 +218,7 @@ def query(images, store, k, radius, as_json, as_csv, absolute, exclude_self, she
             for r in results:
                 for h in r["hits"]:
                     h["path"] = coll.item_path(h["path"])
-        if as_json:
-            click.echo(json.dumps(results))
-        elif as_csv:
-            _csv(["query", "rank", "path", "distance"],
-                 [(r["query"], n, h["path"], h["distance"]) for r in results for n, h in enumerate(r["hits"], 1)])
-        else:
-            for r in results:
-                click.echo(f"{shown(r['query'])}: {len(r['hits'])} hits")
-                for h in r["hits"]:
-                    click.echo(f"  {h['distance']:4d}  {shown(h['path'])}")
+        _print_results(results, as_json, as_csv)
         if sheet:
             from .sheet import contact_sheet
             written = []
@@ -190,6 +231,19 @@ def query(images, store, k, radius, as_json, as_csv, absolute, exclude_self, she
             click.echo(f"contact sheet: {', '.join(written)}", err=True)
         if failed:
             sys.exit(1)
+
+
+def _print_results(results: list, as_json: bool, as_csv: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(results))
+    elif as_csv:
+        _csv(["query", "rank", "path", "distance"],
+             [(r["query"], n, h["path"], h["distance"]) for r in results for n, h in enumerate(r["hits"], 1)])
+    else:
+        for r in results:
+            click.echo(f"{shown(str(r['query']))}: {len(r['hits'])} hits")
+            for h in r["hits"]:
+                click.echo(f"  {h['distance']:4d}  {shown(h['path'])}")
 
 
 def _expand_folders(args) -> list:
@@ -230,7 +284,7 @@ def info(store, as_json):
             click.echo(json.dumps(json_safe(data), default=str))
             return
         click.echo(f"collection  {shown(data['path'])}")
-        click.echo(f"folder      {shown(data['folder'])}")
+        click.echo(f"{'folder' if data['kind'] == 'images' else 'vectors':12s}{shown(data['folder'])}")
         click.echo(f"items       {data['items']}")
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
@@ -260,7 +314,7 @@ def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
         _csv(["cluster", "path"], [(n, p) for n, g in enumerate(listed) for p in g])
     else:
         for n, g in enumerate(listed):
-            click.echo(f"#{n} ({len(g)} images)")
+            click.echo(f"#{n} ({len(g)} {'images' if coll.kind == 'images' else 'items'})")
             for p in g[:20]:
                 click.echo(f"  {shown(p)}")
             if len(g) > 20:
@@ -350,7 +404,8 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, kee
         else:
             _emit_groups(coll, groups, GroupOutput("near duplicates", as_json, as_csv, absolute, sheets))
         if not (as_json or as_csv):
-            click.echo(f"{sum(map(len, groups))} images in {len(groups)} duplicate groups", err=True)
+            what = "images" if coll.kind == "images" else "items"
+            click.echo(f"{sum(map(len, groups))} {what} in {len(groups)} duplicate groups", err=True)
 
 
 def _print_keep_plan(plan: list, rule: str) -> None:

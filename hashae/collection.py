@@ -1,7 +1,9 @@
-"""Collection: an indexed image folder in one HDF5 file (layout in storage/layout.py).
+"""Collection: an indexed image folder, or a vector file, in one HDF5 file (layout in
+storage/layout.py).
 
 ``Collection(path).index(folder)`` trains a model if the store has none, encodes new and changed
-files, drops deleted ones and commits atomically (indexer.py); ``search`` / ``query`` /
+files, drops deleted ones and commits atomically (indexer.py); ``index_vectors(file)`` does the
+same for the rows of a vector file (vector_indexer.py); ``search`` / ``query`` /
 ``radius_search`` answer similarity queries through a HammingIndex built from the stored codes;
 ``clusters`` and ``duplicates`` group them (search/).
 """
@@ -149,6 +151,15 @@ class Collection:
             self._model = SemanticHasher.from_state(self.reader.model_state())
         return self._model
 
+    @property
+    def kind(self) -> str:
+        """"images" (items are files of a folder) or "vectors" (rows of a vector file)."""
+        return self.reader.kind
+
+    def _require_images(self, what: str) -> None:
+        if self.kind != "images":
+            raise StoreError(f"{self.path} is a collection of vectors: {what} needs image files")
+
     def item_path(self, rel: str) -> str:
         """Absolute path of an item's image file. The folder is the one given to the collection
         or, failing that, the stored one only if this user indexed it here (storage/seal.py):
@@ -160,6 +171,7 @@ class Collection:
 
     def images_root(self) -> str:
         """The folder the items' image files are read from (see item_path)."""
+        self._require_images("reading an item")
         if self.images_folder:
             return self.images_folder
         if not self.reader.folder_trusted:
@@ -172,7 +184,7 @@ class Collection:
         r = self.reader
         a = r.attrs()
         out = {
-            "path": self.path, "folder": r.folder, "items": r.n, "skipped": r.n_skipped,
+            "path": self.path, "folder": r.folder, "kind": r.kind, "items": r.n, "skipped": r.n_skipped,
             "bits": r.bits, "format_version": a.get("format_version"),
             "created": a.get("created"), "updated": a.get("updated"),
             "file_size": os.path.getsize(self.path), "model": r.model_config(),
@@ -226,6 +238,9 @@ class Collection:
         """Codes of image files with the collection's model; an unreadable file raises ImageError."""
         from .ingest import ImageError, load_image
         cfg = self.model.config
+        if cfg.is_vector:
+            raise ValueError(f"{self.path} holds vectors: query it with vectors (hashae query --vector Q.npy, "
+                             "Collection.search_vectors)")
         arrays = []
         for f in files:
             if not os.path.lexists(f):
@@ -244,6 +259,32 @@ class Collection:
         codes = self.encode_files(images) if _is_paths(images) else self.model.encode(images)
         d, i = self.search_codes(codes, k)
         return [self._hits(di, ii) for di, ii in zip(d, i)]
+
+    def search_vectors(self, vectors, k: int = 10) -> list:
+        """Nearest items of each row of ``vectors`` (n, d), encoded by the collection's vector
+        model: lists of Hit."""
+        return self.search(self._vectors(vectors), k)
+
+    def query_vectors(self, vectors, k: int | None = 10, radius: int | None = None) -> list:
+        """What ``hashae query --vector Q.npy --json`` prints: [{"query": row, "hits": [{"path",
+        "distance"}]}], the query being the row number in ``vectors``."""
+        vectors = self._vectors(vectors)
+        if radius is not None:
+            results = self.radius_search(vectors, radius, limit=k)
+        else:
+            results = self.search(vectors, k or 10)
+        return [{"query": r, "hits": [{"path": h.path, "distance": h.distance} for h in hits]}
+                for r, hits in enumerate(results)]
+
+    def _vectors(self, vectors) -> np.ndarray:
+        cfg = self.model.config
+        if not cfg.is_vector:
+            raise ValueError(f"{self.path} holds images: query it with image files (a model for images takes "
+                             "no vectors)")
+        vectors = np.asarray(vectors)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        return vectors
 
     def similar(self, item_id: int, k: int = 10, exclude_self: bool = False) -> list:
         """The nearest items of a stored item (its stored code is the query), as Hit; with
@@ -341,7 +382,7 @@ class Collection:
         if r < 0:
             raise ValueError("radius must be >= 0")
         phash = self.phash if verify else None
-        if verify and phash is None:
+        if verify and phash is None and self.kind == "images":
             warnings.warn(f"{self.path} has no perceptual hashes (built from codes alone or by an earlier "
                           "hashae; re-index its folder to add them): groups are by semantic codes only, "
                           "so look-alikes may be joined", stacklevel=2)
@@ -467,6 +508,7 @@ class Collection:
         """Write a PNG map of the collection to ``out``: thumbnails placed by their codes, similar
         pictures side by side (map_layout). Returns ``out``."""
         from .sheet import map_sheet
+        self._require_images("a map of thumbnails")
         layout = self.map_layout(max_items, seed)
         return map_sheet([self.item_path(p) for p in self.paths(layout.ids)], layout.cells, layout.side, out)
 
@@ -500,6 +542,30 @@ class Collection:
                                     workers=workers, progress=progress, auto_channels=auto_channels, segment=segment,
                                     follow_links=follow_links, allow_shrink=allow_shrink, engine=engine,
                                     shard_items=shard_items))
+        self.close()
+        return report
+
+    def index_vectors(self, source: str | None = None, *, ids: str | None = None, bits: int | None = None,
+                      model=None, config=None, effort: str | None = None, progress: bool | None = None,
+                      segment: int | None = None, allow_shrink: bool = False,
+                      shard_items: int | None = None) -> IndexReport:
+        """Index the rows of a vector file into this store: ``source`` is a ``.npy`` array, an
+        HDF5 dataset ``file.h5:/path`` or a folder of ``.npy`` parts (default: the file this
+        store was built from); ``ids`` a text file of one item name per row (default: names
+        from clip-retrieval metadata beside the parts, else row numbers). Trains a vector model
+        if the store has none, as ``index`` does for images; re-runs encode only new and
+        changed rows; an interrupted run is continued. See vector_indexer.py."""
+        from .vector_indexer import VectorRun, run_vector_index
+        if effort is not None:
+            if config is not None:
+                raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
+            from .model.config import HasherConfig
+            config = HasherConfig.for_effort(effort, kind="vector", **({"bits": bits} if bits else {}))
+        self.close()
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        report = run_vector_index(VectorRun(store=self.path, source=source, ids=ids, bits=bits, model=model,
+                                            config=config, progress=progress, segment=segment,
+                                            allow_shrink=allow_shrink, shard_items=shard_items))
         self.close()
         return report
 

@@ -141,6 +141,10 @@ class _Job:
 
     def execute(self, t0: float) -> IndexReport:
         run, old = self.run, self.old
+        if old is not None and old.kind != "images":
+            raise StoreError(f"{run.store} is a collection of vectors: add to it with `hashae index-vectors`")
+        if isinstance(run.model, SemanticHasher) and run.model.config.is_vector:
+            raise StoreError("--model holds a model for vectors; images need a model trained on images")
         folder = run.folder
         if not folder and old is not None and old.folder:
             if not old.folder_trusted:  # a file from someone else does not choose what is read here

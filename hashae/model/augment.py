@@ -1,5 +1,7 @@
-"""Batched image augmentations on tensors (no torchvision on CPU here): random resized crop,
-horizontal flip, brightness and contrast, all in one affine resampling per batch."""
+"""Batched augmentations on tensors (no torchvision on CPU here). Images: random resized crop,
+horizontal flip, brightness and contrast, all in one affine resampling per batch. Vectors have
+no geometry to crop or flip: a view drops dimensions and adds noise (as in denoising
+autoencoders and tabular contrastive learning, e.g. SCARF, Bahri et al. 2022)."""
 from __future__ import annotations
 
 import torch
@@ -28,4 +30,16 @@ def random_views(x: torch.Tensor, min_scale: float = 0.6, max_shift: float = 1.0
         bias = (torch.rand(n, 1, 1, 1, device=dev, dtype=dt) * 2 - 1) * jitter * 0.5
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * gain + mean + bias).clamp(0, 1)
+    return out
+
+
+def vector_views(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, drop: float = 0.2,
+                 noise: float = 0.1) -> torch.Tensor:
+    """A copy of each vector of a batch (n, d) with a random fraction ``drop`` of its dimensions
+    set to their training ``mean`` and Gaussian noise of ``noise`` times each dimension's
+    ``scale`` added: two such views of a row are what the contrastive term pulls together."""
+    keep = torch.rand_like(x) >= drop
+    out = torch.where(keep, x, mean.expand_as(x))
+    if noise > 0:
+        out = out + noise * scale * torch.randn_like(x)
     return out

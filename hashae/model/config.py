@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from ..codes import check_bits
 
 ARCHS = ("mlp", "conv")
+KINDS = ("image", "vector")
+# how vectors are scaled before the first layer: each dimension standardised to the training
+# rows' mean and spread, after log(1 + x) for counts ("log", the paper's word counts)
+SCALINGS = ("standard", "log")
+# fields that only vector models write: an image model's JSON stays what hashae 0.1 reads
+VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "vector_drop": 0.2, "vector_noise": 0.1}
 PRETRAIN = ("dae", "none")
 CORRUPTIONS = ("mask", "gaussian", "none")
 SPARSITY = ("kl", "l1")
@@ -24,13 +30,15 @@ SPARSITY = ("kl", "l1")
 # cannot ask for gigabytes. The weight and activation budgets are checked on the real modules
 # (network.check_budget), not re-derived here.
 MAX_IMAGE_SIZE = 256
+MAX_DIM = 1 << 16
+VECTOR_WIDTHS = (512, 256)  # dense widths of a vector model
 MAX_WIDTH = 8192
 MAX_LAYERS = 8
 
 
 @dataclass
 class ModelConfig:
-    """What rebuilds the network: input shape, architecture, code length."""
+    """What rebuilds the network: input kind and shape, architecture, code length."""
 
     bits: int = 64
     image_size: int = 32
@@ -43,11 +51,21 @@ class ModelConfig:
     # the first dense layer also sees per-channel image statistics (network.WithStats);
     # None: colour images only. mlp only
     stats_input: bool | None = None
+    # "image" (image_size, channels) or "vector" (dim values a row, scaled by ``scaling``; mlp)
+    kind: str = "image"
+    dim: int = 0
+    scaling: str = "standard"
+
+    @property
+    def is_vector(self) -> bool:
+        return self.kind == "vector"
 
     @property
     def dense_widths(self) -> tuple:
         if self.hidden is not None:
             return tuple(self.hidden)
+        if self.is_vector:  # narrower: the image widths overfit sparse counts (bench/README.md, "Vectors")
+            return VECTOR_WIDTHS
         return (1024, 512, 256) if self.arch == "mlp" else (512,)
 
     @property
@@ -55,16 +73,30 @@ class ModelConfig:
         """stats_input (None: colour images) applies to the mlp arch (network.WithStats says why
         not conv)."""
         wanted = self.stats_input if self.stats_input is not None else self.channels == 3
-        return wanted and self.arch == "mlp"
+        return wanted and self.arch == "mlp" and not self.is_vector
 
     @property
     def input_shape(self) -> tuple:
-        return (self.channels, self.image_size, self.image_size)
+        return (self.dim,) if self.is_vector else (self.channels, self.image_size, self.image_size)
+
+    def describe_input(self) -> str:
+        """What this model takes, for messages: "32x32 RGB images" or "vectors of 512 floats"."""
+        if self.is_vector:
+            return f"vectors of {self.dim} values"
+        return f"{self.image_size}x{self.image_size} {'RGB' if self.channels == 3 else 'grey'} images"
 
     def validate(self) -> "ModelConfig":
         """Check every field; raise ValueError naming the field and the allowed values."""
         check_bits(self.bits)
         _choice("arch", self.arch, ARCHS)
+        _choice("kind", self.kind, KINDS)
+        _choice("scaling", self.scaling, SCALINGS)
+        if self.is_vector:  # 0: taken from the data when the model is fitted (inputs.for_data)
+            _int("dim", self.dim, 0, MAX_DIM)
+            if self.arch != "mlp":
+                raise ValueError("vectors take arch='mlp' (a conv layer needs an image's neighbouring pixels)")
+        elif self.dim:
+            raise ValueError(f"dim is the length of a vector; an image model has dim 0, got {self.dim!r}")
         _int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         _int("channels", self.channels, 1, 3)
         if self.channels == 2:
@@ -128,6 +160,10 @@ class TrainConfig:
     contrastive: float = 0.2
     temperature: float = 0.3
     crop_min: float = 0.6  # smallest crop area of an augmented view, as a fraction of the image
+    # a vector's augmented view (model/augment.vector_views): this fraction of its dimensions
+    # set to the training mean, plus Gaussian noise of this many standard deviations
+    vector_drop: float = 0.2
+    vector_noise: float = 0.1
     # weight of matching the image statistics in the reconstruction; None picks by channels
     # (HasherConfig.stats_weight)
     stats: float | None = None
@@ -174,7 +210,7 @@ class TrainConfig:
                 _float(name, getattr(self, name), 0.0, 1e6)
         _int("neighbour_k", self.neighbour_k, 1, 1000)
         _float("temperature", self.temperature, 0.01, 10.0)
-        for name in ("noise_anneal", "sparsity_target", "val_fraction", "crop_min"):
+        for name in ("noise_anneal", "sparsity_target", "val_fraction", "crop_min", "vector_drop", "vector_noise"):
             _float(name, getattr(self, name), 0.0, 1.0)
         if not 0 <= self.corruption_level < 1 and self.corruption == "mask":
             raise ValueError("corruption_level for masking is a probability in [0, 1)")
@@ -227,6 +263,8 @@ class HasherConfig(TrainConfig, ModelConfig):
         """``stats``, or when None the default for the channel count: 0.4 colour, 0.05 grey."""
         if self.stats is not None:
             return self.stats
+        if self.is_vector:  # image statistics: there are none
+            return 0.0
         return 0.4 if self.channels == 3 else 0.05
 
     @property
@@ -234,6 +272,8 @@ class HasherConfig(TrainConfig, ModelConfig):
         """``neighbours``, or when None the default for the channel count: 0.5 grey, 0 colour."""
         if self.neighbours is not None:
             return self.neighbours
+        if self.is_vector:
+            return VECTOR_NEIGHBOURS
         return 0.5 if self.channels == 1 else 0.0
 
     def replace(self, **changes) -> "HasherConfig":
@@ -246,7 +286,7 @@ class HasherConfig(TrainConfig, ModelConfig):
         return self
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(without_image_defaults(dataclasses.asdict(self)), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "HasherConfig":
@@ -264,6 +304,19 @@ class HasherConfig(TrainConfig, ModelConfig):
         return cls(**{"stats_input": False, **data}).validate()
 
 
+# weight of the input-space neighbour term on vectors (bench/README.md, "Vectors")
+VECTOR_NEIGHBOURS = 0.5
+
+
+def without_image_defaults(fields: dict, kind: str | None = None) -> dict:
+    """A config's fields without the vector-only ones when they hold their defaults on an image
+    model (``kind``, default: the fields' own), so that an image model's stored JSON is what
+    hashae before vectors reads."""
+    if (kind or fields.get("kind", "image")) != "image":
+        return fields
+    return {k: v for k, v in fields.items() if not (k in VECTOR_FIELDS and v == VECTOR_FIELDS[k])}
+
+
 def describe_settings(settings: dict | None) -> str:
     """One line for people about a stored model's settings (`hashae info`, the server's page);
     a damaged config is described, not raised."""
@@ -274,7 +327,8 @@ def describe_settings(settings: dict | None) -> str:
     except (TypeError, ValueError) as e:
         return f"unreadable config ({e})"
     widths = "-".join(str(w) for w in cfg.dense_widths)
-    return (f"{cfg.arch} {cfg.image_size}px x{cfg.channels} layers {widths} "
+    shape = f"vectors d={cfg.dim} {cfg.scaling}" if cfg.is_vector else f"{cfg.image_size}px x{cfg.channels}"
+    return (f"{cfg.arch} {shape} layers {widths} "
             f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import losses
-from .augment import random_views
+from .augment import random_views, vector_views
 from .binarizers import get as get_binarizer
 from .config import HasherConfig
 from .network import HashNet
@@ -31,10 +31,10 @@ class FineTune:
         ramp = min(1.0, frac / cfg.noise_anneal) if cfg.noise_anneal > 0 else 1.0
         views = cfg.augment > 0 or cfg.contrastive > 0 or self.neighbours is not None
         if views:  # two views of each image: reconstruct both, agree on bits
-            x = torch.cat([random_views(x, cfg.crop_min), random_views(x, cfg.crop_min)])
+            x = torch.cat([self._view(x), self._view(x)])
         out = net(x, binarize=lambda z: self.binarize(z, ramp))
         p = torch.sigmoid(out.logits)
-        terms = {"recon": losses.reconstruction(out.recon, x)}
+        terms = {"recon": losses.reconstruction(out.recon, net.target(x))}
         if self.stats_weight > 0:
             terms["stats"] = self.stats_weight * losses.stats_loss(out.recon, x)
         if views:
@@ -60,4 +60,11 @@ class FineTune:
         train_sorted, table = self.neighbours
         rows = table[np.searchsorted(train_sorted, idx)]
         picked = train_sorted[rows[np.arange(len(idx)), self.rng.integers(0, rows.shape[1], len(idx))]]
-        return self.net.logits(random_views(self.data.batch(picked), self.cfg.crop_min))
+        return self.net.logits(self._view(self.data.batch(picked)))
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        """One augmented view of each row: an image's crop and flip, a vector's drop and noise."""
+        cfg = self.cfg
+        if cfg.is_vector:
+            return vector_views(x, self.net.mean, self.net.scale, cfg.vector_drop, cfg.vector_noise)
+        return random_views(x, cfg.crop_min)

@@ -17,7 +17,7 @@ from .. import codes as codes_mod
 from . import losses, parallel
 from .config import HasherConfig, ModelConfig, TrainConfig
 from .finetune import FineTune
-from .inputs import ImageArray
+from .inputs import as_input, for_data
 from .network import BATCH_ACTIVATIONS, HashNet, check_budget
 from .neighbours import pixel_neighbours
 from .pretrain import pretrain_stages
@@ -47,14 +47,17 @@ class Hasher:
 
     ``Hasher(bits=32).fit(images).encode(images)`` -> (n, 4) uint8 codes. Images are arrays
     (n, C, S, S), (n, S, S, C) or, for one channel, (n, S, S); uint8 in [0, 255] or float in
-    [0, 1], with S = ``image_size`` and C = ``channels``.
+    [0, 1], with S = ``image_size`` and C = ``channels``. A 2-D array (n, d) of vectors makes a
+    vector model (``kind='vector'``, model/inputs.py) that then takes only such vectors.
     """
 
     def __init__(self, config: HasherConfig | None = None, **overrides):
         cfg = config if config is not None else HasherConfig()
         self.config = cfg.replace(**overrides) if overrides else HasherConfig(**cfg.__dict__).validate()
-        # images per inference batch at most, so that a batch's activations stay bounded
-        self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
+        # images per inference batch at most, so that a batch's activations stay bounded (a
+        # vector model without its width yet gets it, and its budget, when fitted)
+        unsized = self.config.is_vector and not self.config.dim
+        self._batch_cap = 1 if unsized else max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
         self.net: HashNet | None = None
         self.history_ = History()
         self.fit_seconds_: float | None = None
@@ -69,7 +72,9 @@ class Hasher:
         reconstruction through 64 bits cannot match) that term drove every code layer unit to
         saturation and all 1,190 images to one code; on the other five shared sets it never
         triggers (bench/README.md, "k-NN labels")."""
-        data = ImageArray(images, self.config.model)
+        self.config = for_data(self.config, images)
+        self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
+        data = as_input(images, self.config.model)
         if len(data) < 2:
             raise ValueError(f"fit needs at least 2 images, got {len(data)}")
         t0 = time.monotonic()
@@ -82,7 +87,7 @@ class Hasher:
         self.fit_seconds_ = time.monotonic() - t0
         return self
 
-    def _fit_once(self, data: ImageArray, progress) -> tuple[int, int]:
+    def _fit_once(self, data, progress) -> tuple[int, int]:
         """One training run with ``config``; returns (distinct codes, images) on up to 2,048
         training images."""
         cfg = self.config
@@ -92,7 +97,11 @@ class Hasher:
         split = _split(len(data), cfg, rng)
 
         net = HashNet(cfg.model)
-        net.mean.copy_(data.mean(np.sort(split.train)))
+        if cfg.is_vector:
+            mean, scale = data.moments(np.sort(split.train))
+            net.mean.copy_(mean), net.scale.copy_(scale)
+        else:
+            net.mean.copy_(data.mean(np.sort(split.train)))
         rank = parallel.world()[0]
         if rank:  # the same initial weights everywhere, other augmentations on each process
             torch.manual_seed(cfg.seed + rank)
@@ -102,12 +111,15 @@ class Hasher:
 
         def recon_loss(i):  # what encode/decode will do: reconstruction through hard bits
             x = data.batch(i)
-            return losses.reconstruction(net(x).recon, x)
+            return losses.reconstruction(net(x).recon, net.target(x))
 
         neighbours = None
         if cfg.neighbour_weight > 0:  # positions into train_sorted of each image's neighbours
             train_sorted = np.sort(split.train)
-            table = pixel_neighbours(data.batch, train_sorted, cfg.neighbour_k, cfg.seed)
+            # vectors: neighbours as the network sees them (standardised), which is what ranks
+            # documents and embeddings by topic; images: pixels in [0, 1]
+            batch = (lambda i: net.target(data.batch(i))) if cfg.is_vector else data.batch
+            table = pixel_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed)
             if table.shape[1]:
                 neighbours = (train_sorted, table)
         phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
@@ -129,7 +141,7 @@ class Hasher:
     def logits(self, images, batch_size: int = 1024) -> np.ndarray:
         """Code-layer inputs z, (n, bits) float32; the code is z > 0."""
         net = self._require_fit()
-        data = ImageArray(images, self.config.model)
+        data = as_input(images, self.config.model)
         batch_size = min(batch_size, self._batch_cap)
         out = np.empty((len(data), self.config.bits), np.float32)
         with torch.inference_mode():
@@ -146,7 +158,7 @@ class Hasher:
         """Packed codes and each image's reconstruction error through its code (mean squared
         error in [0, 1] pixels), from one pass: what an index run stores (outlier scores)."""
         net = self._require_fit()
-        data = ImageArray(images, self.config.model)
+        data = as_input(images, self.config.model)
         batch_size = min(batch_size, self._batch_cap)
         bits = np.empty((len(data), self.config.bits), bool)
         error = np.empty(len(data), np.float32)
@@ -156,11 +168,12 @@ class Hasher:
                 x = data.batch(i)
                 out = net(x)
                 bits[i] = (out.logits > 0).numpy()
-                error[i] = (out.recon - x).pow(2).flatten(1).mean(1).numpy()
+                error[i] = (out.recon - net.target(x)).pow(2).flatten(1).mean(1).numpy()
         return codes_mod.pack(bits), error
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Reconstructions (n, C, S, S) float32 in [0, 1] of packed codes."""
+        """Reconstructions of packed codes: images (n, C, S, S) float32 in [0, 1], or vectors
+        (n, d) standardised (HashNet.target)."""
         net = self._require_fit()
         bits = codes_mod.unpack(codes_mod.as_codes(codes, self.config.bits // 8))
         with torch.inference_mode():

@@ -26,7 +26,7 @@ BATCH_ACTIVATIONS = 1 << 28
 class Output(NamedTuple):
     logits: torch.Tensor  # code-layer inputs z, (n, bits)
     code: torch.Tensor  # what the decoder saw: noisy sigmoid / straight-through bits / hard bits
-    recon: torch.Tensor  # reconstruction in [0, 1], same shape as the input
+    recon: torch.Tensor  # reconstruction of HashNet.target(input): pixels in [0, 1] or standardised vectors
 
 
 class Stage(nn.Module):
@@ -76,7 +76,12 @@ def _dense(a: int, b: int, out_act: nn.Module, is_code: bool, unflatten=None) ->
 
 def build_stages(cfg: ModelConfig) -> nn.ModuleList:
     """Encoder/decoder stages for ``cfg.arch``; the first decoder ends in a sigmoid (pixels in
-    [0, 1]), inner decoders in ReLU (they reconstruct ReLU activations)."""
+    [0, 1]) or, for vectors, nothing (standardised values), inner decoders in ReLU (they
+    reconstruct ReLU activations)."""
+    if cfg.is_vector:
+        dims = [cfg.dim, *cfg.dense_widths, cfg.bits]
+        return nn.ModuleList(_dense(a, b, nn.ReLU() if i else nn.Identity(), is_code=i == len(dims) - 2)
+                             for i, (a, b) in enumerate(zip(dims, dims[1:])))
     stages, c, s = [], cfg.channels, cfg.image_size
     if cfg.arch == "conv":
         for out in cfg.conv_channels:
@@ -96,18 +101,26 @@ def build_stages(cfg: ModelConfig) -> nn.ModuleList:
 
 
 class HashNet(nn.Module):
-    """Encoder -> code layer -> mirrored decoder, with per-pixel input centering."""
+    """Encoder -> code layer -> mirrored decoder, with per-pixel input centering (images) or
+    per-dimension standardisation (vectors)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.stages = build_stages(cfg)
-        # per-pixel mean of the training images, subtracted before the first layer
+        # per-pixel (per-dimension) mean of the training rows, subtracted before the first layer
         self.register_buffer("mean", torch.zeros(cfg.input_shape))
+        if cfg.is_vector:  # and each dimension's spread, divided by
+            self.register_buffer("scale", torch.ones(cfg.input_shape))
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """What the decoder reconstructs: images as they are (pixels in [0, 1]); vectors
+        standardised, so that every dimension counts alike whatever its units."""
+        return (x - self.mean) / self.scale if self.cfg.is_vector else x
 
     def logits(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
-        """Run the encoder on images in [0, 1] (through stage ``upto - 1`` if given)."""
-        h = x - self.mean
+        """Run the encoder on images in [0, 1] or vectors (through stage ``upto - 1`` if given)."""
+        h = self.target(x) if self.cfg.is_vector else x - self.mean
         for stage in self.stages[:upto]:
             h = stage.enc(h)
         return h

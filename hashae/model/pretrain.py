@@ -23,7 +23,7 @@ def pretrain_stages(net: HashNet, data, split, settings: TrainConfig, rng: np.ra
             x = data.batch(idx)
             with torch.no_grad():  # frozen lower stages: h is this stage's clean input
                 h = net.logits(x, upto=k)
-                target = x if k == 0 else h
+                target = net.target(x) if k == 0 else h
             out = stage.enc(losses.corrupt(h, settings.corruption, settings.corruption_level))
             if stage.is_code:
                 out = torch.sigmoid(out)

@@ -129,6 +129,10 @@ def _group_params(request: Request, default_method: str) -> tuple:
 def create_app(store: str, folder: str | None = None, token: str | None = None) -> Starlette:
     """The ASGI app over the collection at ``store`` (see the module docstring)."""
     service = Service(store, folder)
+    if service.coll.kind != "images":  # its pages are pictures
+        service.coll.close()
+        raise StoreError(f"{store} is a collection of vectors; the server shows images (query vectors with "
+                         "`hashae query --vector`)")
 
     def describe_model(coll) -> str:
         return describe_settings(coll.reader.model_config())

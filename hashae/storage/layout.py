@@ -17,15 +17,16 @@ from dataclasses import asdict, dataclass, field
 import h5py
 import numpy as np
 
-from ..model.config import HasherConfig, parse_json_object
+from ..model.config import HasherConfig, parse_json_object, without_image_defaults
 from ..version import __version__
 from ..model.hasher import ModelState
 from .atomic import FailSafeFile
 from .items import PHASH_BYTES, Items
 
 FORMAT, FORMAT_VERSION = "hashae", 1
-# a collection whose items live in part files (ATTR_SHARDS) is version 2, which hashae before
-# it refuses with "upgrade hashae"; single-file collections stay version 1
+# a collection whose items live in part files (ATTR_SHARDS) or are vectors (ATTR_ITEMS) is
+# version 2, which hashae before them refuses with "upgrade hashae"; single-file collections of
+# images stay version 1
 SHARDED_VERSION = 2
 PART_FORMAT, PART_VERSION = "hashae-part", 1
 MODEL_FORMAT, MODEL_VERSION = "hashae-model", 1
@@ -36,6 +37,11 @@ ATTR_BITS, ATTR_FOLDER, ATTR_GENERATION = "bits", "folder", "generation"
 ATTR_CREATED, ATTR_UPDATED = "created", "updated"
 ATTR_FOLDER_SEAL = "folder_seal"  # this user's HMAC of (generation, folder): seal.py
 ATTR_IMAGE_SIZE, ATTR_CHANNELS = "image_size", "channels"  # written with a model
+# what the items are: "images" (files under ATTR_FOLDER; the attribute is absent) or "vectors"
+# (rows of the vector file ATTR_FOLDER names: /items/path is each row's id, /items/size its row
+# number in the file, /items/mtime a 63-bit digest of its values; no /items/phash)
+ATTR_ITEMS, ITEMS_IMAGES, ITEMS_VECTORS = "items", "images", "vectors"
+ITEM_KINDS = (ITEMS_IMAGES, ITEMS_VECTORS)
 # sharded collections: JSON [[part file relative to the collection's folder, rows], ...] in row
 # order; every item column of the root is then an HDF5 virtual dataset over those parts
 ATTR_SHARDS = "shards"
@@ -337,15 +343,25 @@ def read_skipped(g: h5py.Group) -> list:
 
 # ---------------------------------------------------------------------------- root attributes
 def write_root_attrs(f: h5py.File, attrs: dict) -> None:
-    f.attrs.update({ATTR_FORMAT: FORMAT, ATTR_VERSION: FORMAT_VERSION, **attrs})
+    version = SHARDED_VERSION if attrs.get(ATTR_ITEMS, ITEMS_IMAGES) != ITEMS_IMAGES else FORMAT_VERSION
+    f.attrs.update({ATTR_FORMAT: FORMAT, ATTR_VERSION: version, **attrs})
+
+
+def item_kind(attrs) -> str:
+    """"images" or "vectors" (ATTR_ITEMS; absent: images); anything else is refused."""
+    kind = text_attr(attrs, ATTR_ITEMS) if ATTR_ITEMS in attrs else ITEMS_IMAGES
+    if kind not in ITEM_KINDS:
+        raise LayoutError(f"unknown item kind {kind!r} (this hashae knows {', '.join(ITEM_KINDS)})")
+    return kind
 
 
 def check_root(f: h5py.File) -> int:
     """The collection's code length, after checking the format and its version."""
     if f.attrs.get(ATTR_FORMAT) != FORMAT:
         raise LayoutError(f"not a hashae collection (no {ATTR_FORMAT}='{FORMAT}' attribute)")
-    _check_version(f.attrs, SHARDED_VERSION if ATTR_SHARDS in f.attrs else FORMAT_VERSION, "collection",
-                   f.attrs.get(ATTR_HASHAE))
+    newer = ATTR_SHARDS in f.attrs or ATTR_ITEMS in f.attrs
+    _check_version(f.attrs, SHARDED_VERSION if newer else FORMAT_VERSION, "collection", f.attrs.get(ATTR_HASHAE))
+    item_kind(f.attrs)
     from ..codes import check_bits
     try:
         return check_bits(f.attrs.get(ATTR_BITS))
@@ -387,8 +403,9 @@ def write_model(g: h5py.Group, state: ModelState) -> None:
     g.attrs[ATTR_FORMAT] = MODEL_FORMAT
     g.attrs[ATTR_VERSION] = MODEL_VERSION
     g.attrs[ATTR_HASHAE] = __version__
-    g.attrs[MODEL_ATTR_CONFIG] = json.dumps(asdict(state.model), sort_keys=True)
-    g.attrs[MODEL_ATTR_TRAINING] = json.dumps(asdict(state.training), sort_keys=True)
+    g.attrs[MODEL_ATTR_CONFIG] = json.dumps(without_image_defaults(asdict(state.model)), sort_keys=True)
+    g.attrs[MODEL_ATTR_TRAINING] = json.dumps(without_image_defaults(asdict(state.training), state.model.kind),
+                                              sort_keys=True)
     w = g.create_group(WEIGHTS)
     for name, array in state.weights.items():
         w.create_dataset(name, data=np.asarray(array, np.float32))

@@ -42,6 +42,8 @@ class StoreContents:
     created: float | None = None
     # items per part file: above it the items are written as shards (layout.py, "shards")
     shard_items: int = 0
+    # "images" (files under ``folder``) or "vectors" (rows of the vector file ``folder`` names)
+    kind: str = "images"
 
 
 # collections above this many items are written as part files by default (about 1 GB each)
@@ -73,7 +75,9 @@ def write_store(path: str, contents: StoreContents) -> str:
         }
         if attrs[layout.ATTR_FOLDER]:
             attrs[layout.ATTR_FOLDER_SEAL] = seal.seal(generation, attrs[layout.ATTR_FOLDER])
-        if contents.model is not None:
+        if contents.kind != layout.ITEMS_IMAGES:
+            attrs[layout.ATTR_ITEMS] = contents.kind
+        if contents.model is not None and not contents.model.model.is_vector:
             attrs.update({layout.ATTR_IMAGE_SIZE: contents.model.model.image_size,
                           layout.ATTR_CHANNELS: contents.model.model.channels})
         layout.write_root_attrs(f, attrs)
@@ -208,6 +212,7 @@ class StoreReader:
                 raise layout.LayoutError(f"its parts hold {held} items, its item columns {self.n}")
             layout.check_parts(f, self.bits // 8, self.shards)
         self.folder = layout.text_attr(f.attrs, layout.ATTR_FOLDER)
+        self.kind = layout.item_kind(f.attrs)  # "images" or "vectors"
         self.generation = layout.text_attr(f.attrs, layout.ATTR_GENERATION)
         # the stored folder may be read only if this user named it (seal.py)
         self.folder_trusted = seal.verify(self.generation, self.folder,

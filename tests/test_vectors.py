@@ -1,0 +1,283 @@
+"""Collections of vectors: the model on (n, d) arrays, the vector sources (.npy, HDF5 dataset,
+folder of parts), incremental and resumed runs, one-line errors, and the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hashae import Collection, HasherConfig, SemanticHasher
+from hashae.cli import main
+from hashae.ingest.vectors import VectorSource
+
+# small and quick, but the real training path: pretraining, noisy fine-tuning, neighbour term
+VSMALL = dict(kind="vector", bits=16, hidden=(64, 32), epochs=4, min_steps=60, pretrain_epochs=1, batch_size=32)
+
+
+def clustered(n=240, dim=24, groups=6, seed=0):
+    """Rows around ``groups`` random centres: (vectors float32 (n, dim), labels)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(groups, dim)) * 3
+    labels = rng.integers(0, groups, n)
+    return (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered()
+
+
+@pytest.fixture(scope="module")
+def vector_model(data):
+    return SemanticHasher(HasherConfig(**VSMALL)).fit(data[0], progress=False)
+
+
+def precision_at(coll: Collection, vectors, labels, k=5) -> float:
+    rows = {p: int(p) for p in coll.paths()}
+    hits = coll.search_vectors(vectors, k)
+    return float(np.mean([[labels[rows[h.path]] == labels[q] for h in hs] for q, hs in enumerate(hits)]))
+
+
+def test_model_takes_vectors_and_saves_what_rebuilds_it(data, vector_model, tmp_path):
+    x, labels = data
+    cfg = vector_model.config
+    assert (cfg.kind, cfg.dim, cfg.scaling) == ("vector", 24, "standard")
+    codes = vector_model.encode(x)
+    assert codes.shape == (len(x), 2)
+    vector_model.save(str(tmp_path / "m.h5"))
+    again = SemanticHasher.load(str(tmp_path / "m.h5"))
+    assert np.array_equal(again.encode(x), codes)
+    with pytest.raises(ValueError, match="vectors of 24 values"):
+        vector_model.encode(np.zeros((2, 16, 16), np.uint8))
+    with pytest.raises(ValueError, match="row 3 holds NaN"):
+        bad = x[:5].copy()
+        bad[3, 7] = np.nan
+        vector_model.encode(bad)
+
+
+def test_counts_get_log_scaling_and_an_image_model_refuses_vectors():
+    counts = np.random.default_rng(0).poisson(0.3, (120, 50)).astype(np.int64)
+    model = SemanticHasher(HasherConfig(**{**VSMALL, "epochs": 1, "min_steps": 10})).fit(counts, progress=False)
+    assert model.config.scaling == "log"
+    pixels = (np.random.default_rng(1).random((120, 8, 8)) * 255).astype(np.uint8)
+    image_model = SemanticHasher(HasherConfig(bits=16, image_size=8, channels=1, hidden=(32,), epochs=1,
+                                              min_steps=10, pretrain_epochs=0)).fit(pixels, progress=False)
+    with pytest.raises(ValueError, match="a model for vectors is trained on vectors"):
+        image_model.encode(np.zeros((3, 64), np.float32))
+
+
+def test_an_image_model_file_holds_no_vector_fields(tmp_path):
+    """Image models keep the JSON that hashae before vectors reads."""
+    pixels = (np.random.default_rng(1).random((40, 8, 8)) * 255).astype(np.uint8)
+    SemanticHasher(HasherConfig(bits=16, image_size=8, channels=1, hidden=(32,), epochs=1, min_steps=5,
+                                pretrain_epochs=0)).fit(pixels, progress=False).save(str(tmp_path / "img.h5"))
+    with h5py.File(tmp_path / "img.h5", "r") as f:
+        stored = {**json.loads(f.attrs["config"]), **json.loads(f.attrs["training"])}
+    assert not {"kind", "dim", "scaling", "vector_drop", "vector_noise"} & set(stored)
+
+
+def test_collection_round_trip_search_and_append(data, vector_model, tmp_path):
+    x, labels = data
+    np.save(tmp_path / "first.npy", x[:160])
+    store = str(tmp_path / "v.h5")
+    report = Collection(store).index_vectors(str(tmp_path / "first.npy"), model=vector_model, progress=False)
+    assert (report.indexed, report.items) == (160, 160)
+    with Collection.open(store) as c:
+        assert c.kind == "vectors" and len(c) == 160
+        first = dict(zip(c.paths(), c.codes))
+        assert precision_at(c, x[:160], labels[:160]) > 0.9
+        own = c.search_vectors(x[:10], 5)
+        assert all(h[0].distance == 0 for h in own)
+    # the file grows: only the new rows are encoded, the old codes stay
+    np.save(tmp_path / "first.npy", x)
+    report = Collection(store).index_vectors(progress=False)
+    assert (report.indexed, report.unchanged, report.items) == (80, 160, 240)
+    with Collection.open(store) as c:
+        assert all(np.array_equal(first[p], code) for p, code in zip(c.paths(), c.codes) if p in first)
+        fresh = str(tmp_path / "fresh.h5")
+        Collection(fresh).index_vectors(str(tmp_path / "first.npy"), model=vector_model, progress=False)
+        with Collection.open(fresh) as f:
+            assert f.paths() == c.paths() and np.array_equal(f.codes, c.codes)
+            assert np.array_equal(f.reader.errors(), c.reader.errors())
+    # a changed row is re-encoded, an unchanged run leaves the file alone
+    x2 = x.copy()
+    x2[5] = x[200]
+    np.save(tmp_path / "first.npy", x2)
+    report = Collection(store).index_vectors(progress=False)
+    assert (report.indexed, report.unchanged) == (1, 239)
+    before = os.stat(store).st_mtime_ns
+    assert Collection(store).index_vectors(progress=False).indexed == 0
+    assert os.stat(store).st_mtime_ns == before
+
+
+def test_sources_hdf5_dataset_and_folder_of_parts_with_ids(data, vector_model, tmp_path):
+    x, _ = data
+    with h5py.File(tmp_path / "emb.h5", "w") as f:
+        f.create_dataset("deep/emb", data=x)
+        f.create_dataset("other", data=np.zeros((3, 3)))
+    parts = tmp_path / "img_emb"
+    parts.mkdir()
+    for n, (a, b) in enumerate([(0, 100), (100, 200), (200, 240)]):
+        np.save(parts / f"img_emb_{[0, 2, 10][n]}.npy", x[a:b])  # natural order: 0, 2, 10
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"photo-{i:03d}.jpg" for i in range(240)) + "\n")
+    with VectorSource(str(parts)) as s:
+        assert (s.n, s.dim) == (240, 24) and np.array_equal(s.rows(95, 205), x[95:205])
+    a, b = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
+    Collection(a).index_vectors(f"{tmp_path / 'emb.h5'}:/deep/emb", ids=str(ids), model=vector_model, progress=False)
+    Collection(b).index_vectors(str(parts), ids=str(ids), model=vector_model, progress=False)
+    with Collection.open(a) as ca, Collection.open(b) as cb:
+        assert ca.paths() == cb.paths() == sorted(f"photo-{i:03d}.jpg" for i in range(240))
+        assert np.array_equal(ca.codes, cb.codes)
+        assert np.array_equal(ca.codes, vector_model.encode(x)[np.argsort([f"photo-{i:03d}.jpg" for i in range(240)])])
+
+
+def test_clip_retrieval_metadata_names_the_items(data, vector_model, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the ray extra) reads clip-retrieval metadata")
+    import pyarrow as pa
+    x, _ = data
+    (tmp_path / "img_emb").mkdir()
+    (tmp_path / "metadata").mkdir()
+    for n, (a, b) in enumerate([(0, 150), (150, 240)]):
+        np.save(tmp_path / "img_emb" / f"img_emb_{n}.npy", x[a:b])
+        pq.write_table(pa.table({"caption": ["x"] * (b - a), "image_path": [f"shard{n}/{i}.jpg" for i in range(a, b)]}),
+                       tmp_path / "metadata" / f"metadata_{n}.parquet")
+    store = str(tmp_path / "v.h5")
+    Collection(store).index_vectors(str(tmp_path / "img_emb"), model=vector_model, progress=False)
+    with Collection.open(store) as c:
+        for row, name in ((3, "shard0/3.jpg"), (200, "shard1/200.jpg")):
+            assert name in {h.path for h in c.search_vectors(x[[row]], 240)[0] if h.distance == 0}
+        assert sorted(c.paths()) == sorted([f"shard0/{i}.jpg" for i in range(150)] +
+                                           [f"shard1/{i}.jpg" for i in range(150, 240)])
+
+
+@pytest.mark.parametrize("problem", ["nan", "width", "ids", "image-store", "hdf5-link", "pickle"])
+def test_bad_vector_input_is_one_line_naming_the_row(problem, data, vector_model, tmp_path):
+    x, _ = data
+    store = str(tmp_path / "v.h5")
+    np.save(tmp_path / "ok.npy", x)
+    Collection(store).index_vectors(str(tmp_path / "ok.npy"), model=vector_model, progress=False)
+    with Collection.open(store) as c:
+        before = c.generation
+    args, expect = ["index-vectors"], ""
+    if problem == "nan":
+        bad = x.copy()
+        bad[17, 2] = np.inf
+        np.save(tmp_path / "bad.npy", bad)
+        args, expect = args + [str(tmp_path / "bad.npy"), "--store", store], "row 17 holds NaN or infinity"
+    elif problem == "width":
+        np.save(tmp_path / "bad.npy", x[:, :20])
+        args, expect = args + [str(tmp_path / "bad.npy"), "--store", store], "has 20 values a row, but the model takes 24"
+    elif problem == "ids":
+        (tmp_path / "ids.txt").write_text("\n".join(["a"] * 240))
+        args += [str(tmp_path / "ok.npy"), "--ids", str(tmp_path / "ids.txt"), "--store", str(tmp_path / "n.h5")]
+        expect = "id 'a' is given twice (rows 0 and 1)"
+    elif problem == "image-store":
+        args = ["index", str(tmp_path), "--store", store]
+        expect = "is a collection of vectors: add to it with `hashae index-vectors`"
+    elif problem == "pickle":  # an object array would run code when unpickled: never loaded
+        np.save(tmp_path / "obj.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
+        args += [str(tmp_path / "obj.npy"), "--store", str(tmp_path / "n.h5")]
+        expect = "not a readable .npy array"
+    else:
+        with h5py.File(tmp_path / "linked.h5", "w") as f:
+            f["emb"] = h5py.ExternalLink(str(tmp_path / "elsewhere.h5"), "/emb")
+        args += [f"{tmp_path / 'linked.h5'}:/emb", "--store", str(tmp_path / "n.h5")]
+        expect = "is a ExternalLink; name the dataset itself"
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines[-1] == f"Error: {lines[-1][7:]}" and expect in lines[-1], result.output
+    with Collection.open(store) as c:
+        assert c.generation == before and len(c) == 240  # nothing stored was lost
+
+
+def test_kinds_refuse_each_other(data, vector_model, trained_store, sample_dir, tmp_path):
+    x, _ = data
+    np.save(tmp_path / "v.npy", x)
+    store = str(tmp_path / "v.h5")
+    Collection(store).index_vectors(str(tmp_path / "v.npy"), model=vector_model, progress=False)
+    image = str(next(p for p in sample_dir.rglob("*.png")))
+    runner = CliRunner()
+    out = runner.invoke(main, ["query", image, "--store", store])
+    assert out.exit_code == 1 and "holds vectors: query it with vectors" in out.output
+    out = runner.invoke(main, ["query", "--vector", str(tmp_path / "v.npy"), "--store", str(trained_store)])
+    assert out.exit_code == 1 and "holds images" in out.output
+    out = runner.invoke(main, ["index-vectors", str(tmp_path / "v.npy"), "--store", str(trained_store)])
+    assert out.exit_code == 1 and "is a collection of images" in out.output
+    out = runner.invoke(main, ["index", str(sample_dir), "--store", str(tmp_path / "i.h5"), "--model", store])
+    assert out.exit_code == 1 and "holds a model for vectors" in out.output
+    pytest.importorskip("starlette", reason="the serve extra")
+    from hashae.serve.app import create_app
+    from hashae.storage import StoreError
+    with pytest.raises(StoreError, match="the server shows images"):
+        create_app(store)
+
+
+def test_cli_index_query_and_the_other_commands(data, tmp_path):
+    x, labels = data
+    np.save(tmp_path / "emb.npy", x)
+    np.save(tmp_path / "q.npy", x[:4])
+    store = str(tmp_path / "v.h5")
+    runner = CliRunner()
+    out = runner.invoke(main, ["index-vectors", str(tmp_path / "emb.npy"), "--store", store, "--bits", "16",
+                               "--effort", "fast", "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert "240 items in the collection" in out.output
+    out = runner.invoke(main, ["query", "--vector", str(tmp_path / "q.npy"), "--store", store, "-k", "5", "--json"])
+    assert out.exit_code == 0, out.output
+    results = json.loads(out.output)
+    assert [r["query"] for r in results] == [0, 1, 2, 3]
+    assert all(set(h) == {"path", "distance"} for r in results for h in r["hits"])
+    same = [labels[int(h["path"])] == labels[r["query"]] for r in results for h in r["hits"]]
+    assert np.mean(same) > 0.8
+    info = json.loads(runner.invoke(main, ["info", "--store", store, "--json"]).output)
+    assert (info["kind"], info["items"], info["bits"]) == ("vectors", 240, 16)
+    groups = json.loads(runner.invoke(main, ["cluster", "--store", store, "--method", "kmeans", "-k", "6",
+                                             "--json", "--quiet"]).output)
+    assert sorted(p for g in groups for p in g["paths"]) == sorted(str(i) for i in range(240))
+    out = runner.invoke(main, ["duplicates", "--store", store, "--json", "--quiet"])
+    assert out.exit_code == 0 and "Warning" not in out.output, out.output
+    outliers = json.loads(runner.invoke(main, ["outliers", "--store", store, "-n", "3", "--json"]).output)
+    assert len(outliers) == 3 and all(set(o) == {"path", "score"} for o in outliers)
+    out = runner.invoke(main, ["map", "--store", store, "--out", str(tmp_path / "m.png")])
+    assert out.exit_code == 1 and "collection of vectors" in out.output
+
+
+def test_a_killed_run_resumes_to_the_store_of_an_uninterrupted_one(data, vector_model, tmp_path):
+    x, _ = data
+    np.save(tmp_path / "emb.npy", x)
+    vector_model.save(str(tmp_path / "model.h5"))
+    store = str(tmp_path / "v.h5")
+    script = textwrap.dedent(f"""
+        import os, signal
+        from hashae import Collection
+        from hashae.storage.journal import Journal
+        original, count = Journal.add_segment, [0]
+        def add_then_die(self, items, failures):
+            original(self, items, failures)
+            count[0] += 1
+            if count[0] == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        Journal.add_segment = add_then_die
+        Collection({store!r}).index_vectors({str(tmp_path / 'emb.npy')!r}, model={str(tmp_path / 'model.h5')!r},
+                                            segment=50, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ}, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert not os.path.exists(store) and os.path.isdir(store + ".journal")
+    report = Collection(store).index_vectors(str(tmp_path / "emb.npy"), progress=False)
+    assert report.resumed == 100 and report.items == 240 and not report.trained
+    fresh = str(tmp_path / "fresh.h5")
+    Collection(fresh).index_vectors(str(tmp_path / "emb.npy"), model=vector_model, progress=False)
+    with Collection.open(store) as a, Collection.open(fresh) as b:
+        assert a.paths() == b.paths() and np.array_equal(a.codes, b.codes)
+        assert np.array_equal(a.reader.sizes(), b.reader.sizes())
