@@ -13,6 +13,16 @@ import torch
 from .config import ModelConfig
 
 
+def in_any_order(idx, read):
+    """``read(idx)`` for indices in any order and with repeats: h5py reads want sorted,
+    distinct rows, so those are read once and put in the asked order."""
+    idx = np.asarray(idx)
+    if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return read(uniq)[inverse.ravel()]
+    return read(idx)
+
+
 def as_input(data, cfg: ModelConfig):
     """The adapter for ``cfg``'s input kind over ``data``."""
     return VectorArray(data, cfg) if cfg.is_vector else ImageArray(data, cfg)
@@ -68,10 +78,9 @@ class VectorArray:
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """Rows at ``idx`` as checked float32 (before scaling); any order and repeats are fine."""
-        idx = np.asarray(idx)
-        if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # h5py reads want sorted, distinct rows
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            return self.rows(uniq)[inverse.ravel()]
+        return in_any_order(idx, self._rows)
+
+    def _rows(self, idx: np.ndarray) -> np.ndarray:
         a = np.asarray(self.vectors[idx], dtype=np.float32)
         bad = ~np.isfinite(a).all(1)
         if self.cfg.scaling == "log":
@@ -140,10 +149,9 @@ class ImageArray:
 
     def batch(self, idx: np.ndarray) -> torch.Tensor:
         """Images at ``idx`` in that order; any order and repeats are fine."""
-        idx = np.asarray(idx)
-        if len(idx) > 1 and not (idx[1:] > idx[:-1]).all():  # h5py reads want sorted, distinct rows
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            return self.batch(uniq)[torch.from_numpy(inverse.ravel())]
+        return in_any_order(idx, self._batch)
+
+    def _batch(self, idx: np.ndarray) -> torch.Tensor:
         a = np.asarray(self.images[idx], dtype=np.float32)
         if self.scale != 1.0:
             a *= self.scale
