@@ -128,7 +128,7 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, effort, se
 
 
 @main.command("index-vectors")
-@click.argument("file", type=str)
+@click.argument("file", type=str, required=False)
 @click.option("--ids", type=click.Path(dir_okay=False), help="text file of one item name per row (default: row numbers, "
               "or the names in clip-retrieval's metadata/ beside a folder of parts)")
 @click.option("--store", type=click.Path(dir_okay=False),
@@ -145,11 +145,15 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, effort, se
 @_friendly
 def index_vectors(file, ids, store, bits, model_store, effort, seed, shard_size, allow_shrink, quiet):
     """Index the rows of FILE (a .npy array, file.h5:/dataset, or a folder of .npy parts such as
-    clip-retrieval's img_emb/) into a collection of vectors; re-runs encode only new and changed rows."""
+    clip-retrieval's img_emb/) into a collection of vectors; re-runs encode only new and changed rows
+    (FILE and --ids default to those the store was built from)."""
     from .collection import Collection, default_store
     from .model.config import HasherConfig
-    source = file if os.path.exists(file) else file.split(":", 1)[0]  # file.h5:/dataset
-    store = store or default_store(os.path.splitext(source)[0] if os.path.isfile(source) else source)
+    if not file and not store:
+        raise click.UsageError("give the vector FILE, or --store of a collection to index its file again")
+    if not store:
+        source = file if os.path.exists(file) else file.split(":", 1)[0]  # file.h5:/dataset
+        store = default_store(os.path.splitext(source)[0] if os.path.isfile(source) else source)
     config = None
     if not model_store:
         store_bits = Collection.open(store).bits if os.path.exists(store) else None
@@ -158,7 +162,7 @@ def index_vectors(file, ids, store, bits, model_store, effort, seed, shard_size,
                                              progress=False if quiet else None, allow_shrink=allow_shrink,
                                              shard_items=shard_size)
     if report.trained:
-        click.echo(f"trained a {report_bits(store)}-bit vector model on {shown(file)}", err=True)
+        click.echo(f"trained a {report_bits(store)}-bit vector model on {shown(file or store)}", err=True)
     click.echo(f"{shown(store)}: {str(report).replace('images/s', 'rows/s')}")
 
 

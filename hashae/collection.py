@@ -189,6 +189,8 @@ class Collection:
             "created": a.get("created"), "updated": a.get("updated"),
             "file_size": os.path.getsize(self.path), "model": r.model_config(),
         }
+        if r.kind == "vectors":  # the file naming its rows, if any
+            out["ids"] = r.ids or None
         if r.shards is not None:  # a sharded collection: its part files, and the bytes of all
             folder = os.path.dirname(os.path.abspath(self.path))
             out["parts"] = [{"path": name, "items": rows} for name, rows in r.shards]

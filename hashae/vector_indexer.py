@@ -82,8 +82,21 @@ def _source_spec(run: VectorRun, old: StoreReader | None) -> str:
     return os.path.abspath(os.path.expanduser(path)) + sep + inner
 
 
+def _ids_file(run: VectorRun, old: StoreReader | None) -> str | None:
+    """--ids, else the ids file the store was named from (if this user indexed it here)."""
+    if run.ids:
+        return os.path.abspath(os.path.expanduser(run.ids))
+    if old is not None and old.ids:
+        if not old.ids_trusted:
+            raise ValueError(f"{run.store} names its items from {old.ids!r}, but it was not indexed by you on this "
+                             "machine: give the ids file (--ids)")
+        return old.ids
+    return None
+
+
 def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
     spec = _source_spec(run, old)
+    run = dataclasses.replace(run, ids=_ids_file(run, old))
     store_model = SemanticHasher.from_state(old.model_state()) if old is not None and old.has_model() else None
     if store_model is not None and run.model is not None:
         raise StoreError(f"{run.store} already has its own model; --model only applies to a new collection")
@@ -98,26 +111,29 @@ def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
         bits = _bits(run, old, have, fallback)
         ids, digest = _read_all(source, run.progress)
         old_items = old.items() if old is not None and old.n else None
-        meta = {"generation": generation, "folder": spec, "bits": bits, "items": ITEMS_VECTORS}
+        meta = {"generation": generation, "folder": spec, "bits": bits, "items": ITEMS_VECTORS, "ids": run.ids}
         found = journal.resume(meta)
-        # id -> (row, digest), only where there is something to compare with: a first run
-        # holds no per-row dict (memory per row is then the id, its digest and its code)
-        current = {i: (r, d) for r, (i, d) in enumerate(zip(ids, digest))} if old_items or found.items else {}
-        keep = np.zeros(0, bool) if old_items is None else np.array(
-            [current.get(p, (None, None))[1] == t for p, t in zip(old_items.path, old_items.mtime)], bool)
-        gone = 0 if old_items is None else sum(p not in current for p in old_items.path)
+        # which source row each stored or journalled item is now (-1: gone), by a sorted lookup
+        # rather than a dict: memory per row stays a few int64s beside the ids themselves
+        where = _RowLookup(ids, named=source.named)
+        settled = np.zeros(len(ids), bool)
+        keep, gone, old_rows = np.zeros(0, bool), 0, np.zeros(0, np.int64)
+        if old_items is not None:
+            old_rows = where.rows(old_items.path)
+            keep = (old_rows >= 0) & (digest[old_rows] == old_items.mtime)
+            gone = int((old_rows < 0).sum())
+            settled[old_rows[keep]] = True
         if gone * 2 > len(keep) and not run.allow_shrink:
             raise ShrinkRefused(f"{spec}: this run would remove {gone} of the {len(keep)} items of {run.store}; "
                                 "pass --allow-shrink (allow_shrink=True) to accept")
-        done = [part.take(np.array([current.get(p, (None, None)) == (r, t)
-                                    for p, r, t in zip(part.path, part.size, part.mtime)], bool))
-                for part in found.items]
+        done = []
+        for part in found.items:
+            rows = where.rows(part.path)
+            ok = (rows >= 0) & (rows == part.size) & (digest[rows] == part.mtime) & ~settled[rows]
+            settled[rows[ok]] = True
+            done.append(part.take(ok))
         resumed = sum(map(len, done))
-        settled = {p for part in done for p in part.path}
-        if old_items is not None:
-            settled |= {p for p, k in zip(old_items.path, keep) if k}
-        todo = np.array([r for r, i in enumerate(ids) if i not in settled], np.int64) if settled \
-            else np.arange(len(ids), dtype=np.int64)
+        todo = np.flatnonzero(~settled)
 
         hasher = store_model or (SemanticHasher.from_state(found.model) if found.model else None) or run.model
         journal.start(meta)
@@ -141,7 +157,7 @@ def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
                       encode_seconds=time.monotonic() - t_encode)
     kept = old_items.take(keep) if old_items is not None else Items.empty(bits // 8, phash=False)
     if old_items is not None:  # a kept row may have moved in the file: its row number follows it
-        kept.size = np.array([current[p][0] for p in kept.path], np.int64)
+        kept.size = old_rows[keep]
     items = Items.concat([kept, *done], bits // 8).sorted()
     moved = old_items is not None and not np.array_equal(kept.size, old_items.size[keep])
     if old is not None and not len(todo) and not resumed and len(kept) == old.n and not moved:
@@ -151,10 +167,34 @@ def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
     write_store(run.store, StoreContents(bits=bits, items=items, folder=spec, model=hasher.state(),
                                          created=old.attrs().get("created") if old is not None else None,
                                          shard_items=SHARD_ITEMS if run.shard_items is None else run.shard_items,
-                                         kind=ITEMS_VECTORS))
+                                         kind=ITEMS_VECTORS, ids=run.ids or ""))
     journal.discard()
     return IndexReport(indexed=len(items) - len(kept), unchanged=len(kept), removed=gone, skipped=[],
                        items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=resumed, **timing)
+
+
+class _RowLookup:
+    """The source row of an item id, for many ids at once. Row-number ids (no names given) are
+    their own rows; named ids are found by binary search in the sorted ids."""
+
+    def __init__(self, ids: list, named: bool):
+        self.n, self.named = len(ids), named
+        if named:
+            array = np.empty(len(ids), object)
+            array[:] = ids
+            self.order = np.argsort(array, kind="stable")
+            self.sorted = array[self.order]
+
+    def rows(self, paths) -> np.ndarray:
+        if not self.named:
+            return np.array([int(p) if p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") and int(p) < self.n
+                             else -1 for p in paths], np.int64)
+        if not len(paths) or not self.n:
+            return np.full(len(paths), -1, np.int64)
+        wanted = np.empty(len(paths), object)
+        wanted[:] = list(paths)
+        at = np.minimum(np.searchsorted(self.sorted, wanted), self.n - 1)
+        return np.where(self.sorted[at] == wanted, self.order[at], -1).astype(np.int64)
 
 
 def _bits(run: VectorRun, old: StoreReader | None, model, fallback) -> int:

@@ -138,6 +138,19 @@ def test_sources_hdf5_dataset_and_folder_of_parts_with_ids(data, vector_model, t
         assert ca.paths() == cb.paths() == sorted(f"photo-{i:03d}.jpg" for i in range(240))
         assert np.array_equal(ca.codes, cb.codes)
         assert np.array_equal(ca.codes, vector_model.encode(x)[np.argsort([f"photo-{i:03d}.jpg" for i in range(240)])])
+    # named rows are found again by name: a re-run keeps them, a reordered file moves them
+    report = Collection(a).index_vectors(progress=False)
+    assert (report.indexed, report.unchanged) == (0, 240)
+    order = np.random.default_rng(0).permutation(240)
+    with h5py.File(tmp_path / "emb.h5", "r+") as f:
+        f["deep/emb"][...] = x[order]
+    ids.write_text("\n".join(f"photo-{i:03d}.jpg" for i in order) + "\n")
+    out = CliRunner().invoke(main, ["index-vectors", "--store", a, "--quiet"])  # file and ids remembered
+    assert out.exit_code == 0 and "0 new or changed, 240 unchanged" in out.output, out.output
+    with Collection.open(a) as ca:
+        assert ca.info()["ids"] == str(ids)
+        rows = dict(zip(ca.paths(), ca.reader.sizes()))
+        assert all(rows[f"photo-{i:03d}.jpg"] == r for r, i in enumerate(order))
 
 
 def test_clip_retrieval_metadata_names_the_items(data, vector_model, tmp_path):
@@ -281,3 +294,19 @@ def test_a_killed_run_resumes_to_the_store_of_an_uninterrupted_one(data, vector_
     with Collection.open(store) as a, Collection.open(fresh) as b:
         assert a.paths() == b.paths() and np.array_equal(a.codes, b.codes)
         assert np.array_equal(a.reader.sizes(), b.reader.sizes())
+
+
+def test_a_stored_ids_path_is_read_only_if_this_user_sealed_it(data, vector_model, tmp_path):
+    x, _ = data
+    np.save(tmp_path / "emb.npy", x)
+    (tmp_path / "ids.txt").write_text("\n".join(f"r{i}" for i in range(240)))
+    (tmp_path / "secret.txt").write_text("\n".join(f"s{i}" for i in range(240)))
+    store = str(tmp_path / "v.h5")
+    Collection(store).index_vectors(str(tmp_path / "emb.npy"), ids=str(tmp_path / "ids.txt"), model=vector_model,
+                                    progress=False)
+    with h5py.File(store, "r+") as f:  # someone else's file pointing the reader elsewhere
+        f.attrs["ids"] = str(tmp_path / "secret.txt")
+    with pytest.raises(ValueError, match="not indexed by you on this machine: give the ids file"):
+        Collection(store).index_vectors(progress=False)
+    report = Collection(store).index_vectors(ids=str(tmp_path / "ids.txt"), progress=False)
+    assert (report.indexed, report.unchanged) == (0, 240)

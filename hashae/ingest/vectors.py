@@ -50,6 +50,7 @@ class VectorSource:
         self.dim = dims.pop()
         self.n = sum(len(p.array) for p in self.parts)
         self._ids = self._read_ids(ids_file) if ids_file else self._metadata_ids()
+        self.named = self._ids is not None  # False: items are named by their row numbers
 
     # ------------------------------------------------------------------ opening
     def _open(self, spec: str) -> list:

@@ -41,6 +41,9 @@ ATTR_IMAGE_SIZE, ATTR_CHANNELS = "image_size", "channels"  # written with a mode
 # (rows of the vector file ATTR_FOLDER names: /items/path is each row's id, /items/size its row
 # number in the file, /items/mtime a 63-bit digest of its values; no /items/phash)
 ATTR_ITEMS, ITEMS_IMAGES, ITEMS_VECTORS = "items", "images", "vectors"
+# a vector collection named by an ids file (--ids): its absolute path, and this user's seal of it
+# (as for the folder: a file from someone else must not choose what is read here)
+ATTR_IDS, ATTR_IDS_SEAL = "ids", "ids_seal"
 ITEM_KINDS = (ITEMS_IMAGES, ITEMS_VECTORS)
 # sharded collections: JSON [[part file relative to the collection's folder, rows], ...] in row
 # order; every item column of the root is then an HDF5 virtual dataset over those parts

@@ -44,6 +44,7 @@ class StoreContents:
     shard_items: int = 0
     # "images" (files under ``folder``) or "vectors" (rows of the vector file ``folder`` names)
     kind: str = "images"
+    ids: str = ""  # vectors: the file of item names, if one was given
 
 
 # collections above this many items are written as part files by default (about 1 GB each)
@@ -77,6 +78,9 @@ def write_store(path: str, contents: StoreContents) -> str:
             attrs[layout.ATTR_FOLDER_SEAL] = seal.seal(generation, attrs[layout.ATTR_FOLDER])
         if contents.kind != layout.ITEMS_IMAGES:
             attrs[layout.ATTR_ITEMS] = contents.kind
+        if contents.ids:  # sealed like the folder; "ids:" keeps the two seals apart
+            attrs[layout.ATTR_IDS] = os.path.abspath(contents.ids)
+            attrs[layout.ATTR_IDS_SEAL] = seal.seal(generation, "ids:" + attrs[layout.ATTR_IDS])
         if contents.model is not None and not contents.model.model.is_vector:
             attrs.update({layout.ATTR_IMAGE_SIZE: contents.model.model.image_size,
                           layout.ATTR_CHANNELS: contents.model.model.channels})
@@ -217,6 +221,10 @@ class StoreReader:
         # the stored folder may be read only if this user named it (seal.py)
         self.folder_trusted = seal.verify(self.generation, self.folder,
                                           layout.text_attr(f.attrs, layout.ATTR_FOLDER_SEAL))
+        # vectors named by an ids file: its path, read again only if this user sealed it
+        self.ids = layout.text_attr(f.attrs, layout.ATTR_IDS)
+        self.ids_trusted = bool(self.ids) and seal.verify(self.generation, "ids:" + self.ids,
+                                                          layout.text_attr(f.attrs, layout.ATTR_IDS_SEAL))
 
     # lazy accessors ------------------------------------------------------------------
     @_guarded
