@@ -533,11 +533,7 @@ class Collection:
         names, or on a new local one (``workers`` training workers; distributed/). With more
         items than ``shard_items`` (default 10 million) the collection is written as part files
         joined by HDF5 virtual datasets (storage/store.py)."""
-        if effort is not None:
-            if config is not None:
-                raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
-            from .model.config import HasherConfig
-            config = HasherConfig.for_effort(effort, **({"bits": bits} if bits else {}))
+        config = _effort_config(effort, config, bits)
         self.close()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         report = run_index(IndexRun(store=self.path, folder=folder, bits=bits, model=model, config=config,
@@ -558,11 +554,7 @@ class Collection:
         if the store has none, as ``index`` does for images; re-runs encode only new and
         changed rows; an interrupted run is continued. See vector_indexer.py."""
         from .vector_indexer import VectorRun, run_vector_index
-        if effort is not None:
-            if config is not None:
-                raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
-            from .model.config import HasherConfig
-            config = HasherConfig.for_effort(effort, kind="vector", **({"bits": bits} if bits else {}))
+        config = _effort_config(effort, config, bits, kind="vector")
         self.close()
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         report = run_vector_index(VectorRun(store=self.path, source=source, ids=ids, bits=bits, model=model,
@@ -570,6 +562,17 @@ class Collection:
                                             allow_shrink=allow_shrink, shard_items=shard_items))
         self.close()
         return report
+
+
+def _effort_config(effort: str | None, config, bits: int | None, **settings):
+    """``config``, or the recipe of ``effort`` (HasherConfig.for_effort) with ``bits`` and
+    ``settings``; both given is an error."""
+    if effort is None:
+        return config
+    if config is not None:
+        raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
+    from .model.config import HasherConfig
+    return HasherConfig.for_effort(effort, **settings, **({"bits": bits} if bits else {}))
 
 
 def groups_from_labels(labels: np.ndarray, paths: list) -> list:

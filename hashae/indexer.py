@@ -82,6 +82,33 @@ class IndexReport:
                 f"{len(self.skipped)} skipped{extra}; {self.items} items in the collection ({'; '.join(times)})")
 
 
+def agreed_bits(run, old: StoreReader | None, store_model, fallback) -> int:
+    """The code length of a run (IndexRun or VectorRun): what the store or its model holds,
+    which --bits, the config and --model must agree with; else an interrupted run's
+    ``fallback``, else 64."""
+    want = [("--bits", run.bits), ("the model's config", run.config.bits if run.config is not None else None),
+            ("--model", run.model.config.bits if run.model is not None else None)]
+    have = old.bits if old is not None else (store_model.config.bits if store_model else None)
+    for what, b in want:
+        if b is None:
+            continue
+        if have is not None and b != have:
+            raise StoreError(f"{old.path if old else 'store'} holds {have}-bit codes but {what} asks for {b} "
+                             "bits; use another --store for a different code length")
+        have = b
+    return have or (fallback if isinstance(fallback, int) else 64)
+
+
+def remembered(given, stored: str, trusted: bool, store: str, what: str, fix: str):
+    """``given``, else the path ``stored`` in the collection file, but only if this user sealed it
+    (storage/seal.py): a file from someone else does not choose what is read here."""
+    if given or not stored:
+        return given
+    if not trusted:
+        raise ValueError(f"{store} names {what} {stored!r}, but it was not indexed by you on this machine: {fix}")
+    return stored
+
+
 class ShrinkRefused(ValueError):
     """An index run would remove more than half of a collection's items."""
 
@@ -145,12 +172,8 @@ class _Job:
             raise StoreError(f"{run.store} is a collection of vectors: add to it with `hashae index-vectors`")
         if isinstance(run.model, SemanticHasher) and run.model.config.is_vector:
             raise StoreError("--model holds a model for vectors; images need a model trained on images")
-        folder = run.folder
-        if not folder and old is not None and old.folder:
-            if not old.folder_trusted:  # a file from someone else does not choose what is read here
-                raise ValueError(f"{run.store} names the folder {old.folder!r}, but it was not indexed by you on "
-                                 "this machine: give the folder to index")
-            folder = old.folder
+        folder = remembered(run.folder, old.folder if old is not None else "",
+                            old is not None and old.folder_trusted, run.store, "the folder", "give the folder to index")
         if not folder:
             raise ValueError("no folder given and the store does not name one")
         folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
@@ -239,18 +262,7 @@ class _Job:
                          for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
 
     def _check_bits(self, store_model, fallback) -> int:
-        run, old = self.run, self.old
-        want = [("--bits", run.bits), ("the model's config", run.config.bits if run.config is not None else None),
-                ("--model", run.model.config.bits if run.model is not None else None)]
-        have = old.bits if old is not None else (store_model.config.bits if store_model else None)
-        for what, b in want:
-            if b is None:
-                continue
-            if have is not None and b != have:
-                raise StoreError(f"{old.path if old else 'store'} holds {have}-bit codes but {what} asks for {b} "
-                                 "bits; use another --store for a different code length")
-            have = b
-        return have or (fallback if isinstance(fallback, int) else 64)
+        return agreed_bits(self.run, self.old, store_model, fallback)
 
     def _train(self, folder: str, todo: list, cfg: HasherConfig):
         """Fit a model on a seeded sample (at most cfg.max_train) of the files to index. With

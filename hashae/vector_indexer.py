@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .hasher import SemanticHasher
-from .indexer import IndexReport, ShrinkRefused, load_model
+from .indexer import IndexReport, ShrinkRefused, agreed_bits, load_model, remembered
 from .ingest.vectors import VectorSource, VectorSourceError, check_rows, digests
 from .model.config import HasherConfig
 from .progress import Progress
@@ -70,12 +70,8 @@ def run_vector_index(run: VectorRun) -> IndexReport:
 def _source_spec(run: VectorRun, old: StoreReader | None) -> str:
     if old is not None and old.kind != ITEMS_VECTORS:
         raise StoreError(f"{run.store} is a collection of images; give vectors a --store of their own")
-    spec = run.source
-    if not spec and old is not None and old.folder:
-        if not old.folder_trusted:
-            raise ValueError(f"{run.store} names the vector file {old.folder!r}, but it was not indexed by you on "
-                             "this machine: give the file to index")
-        spec = old.folder
+    spec = remembered(run.source, old.folder if old is not None else "", old is not None and old.folder_trusted,
+                      run.store, "the vector file", "give the file to index")
     if not spec:
         raise ValueError("no vector file given and the store does not name one")
     path, sep, inner = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
@@ -84,14 +80,9 @@ def _source_spec(run: VectorRun, old: StoreReader | None) -> str:
 
 def _ids_file(run: VectorRun, old: StoreReader | None) -> str | None:
     """--ids, else the ids file the store was named from (if this user indexed it here)."""
-    if run.ids:
-        return os.path.abspath(os.path.expanduser(run.ids))
-    if old is not None and old.ids:
-        if not old.ids_trusted:
-            raise ValueError(f"{run.store} names its items from {old.ids!r}, but it was not indexed by you on this "
-                             "machine: give the ids file (--ids)")
-        return old.ids
-    return None
+    ids = remembered(run.ids, old.ids if old is not None else "", old is not None and old.ids_trusted,
+                     run.store, "its items from", "give the ids file (--ids)")
+    return os.path.abspath(os.path.expanduser(ids)) if ids else None
 
 
 def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
@@ -108,7 +99,7 @@ def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
         pending = journal.peek()  # an interrupted run's bit length, when nothing else decides it
         generation = old.generation if old is not None else ""
         fallback = pending.get("bits") if pending and pending.get("generation") == generation else None
-        bits = _bits(run, old, have, fallback)
+        bits = agreed_bits(run, old, store_model, fallback)
         ids, digest = _read_all(source, run.progress)
         old_items = old.items() if old is not None and old.n else None
         meta = {"generation": generation, "folder": spec, "bits": bits, "items": ITEMS_VECTORS, "ids": run.ids}
@@ -197,29 +188,18 @@ class _RowLookup:
         return np.where(self.sorted[at] == wanted, self.order[at], -1).astype(np.int64)
 
 
-def _bits(run: VectorRun, old: StoreReader | None, model, fallback) -> int:
-    have = old.bits if old is not None else (model.config.bits if model is not None else None)
-    for what, b in (("--bits", run.bits), ("the model's config", run.config.bits if run.config else None)):
-        if b is not None and have is not None and b != have:
-            raise StoreError(f"the collection or model holds {have}-bit codes but {what} asks for {b} bits; "
-                             "use another --store for a different code length")
-        have = have or b
-    return have or (fallback if isinstance(fallback, int) else 64)
-
-
 def _read_all(source: VectorSource, progress) -> tuple[list, np.ndarray]:
     """Every row's id and digest, reading the source once a block at a time; a row of NaN or
     infinity is refused by number before anything is trained or written."""
+    if source.n == 0:
+        raise VectorSourceError(f"{source.spec}: no rows")
     digest = np.empty(source.n, np.int64)
     with Progress(source.n, "read", unit="rows", enabled=progress) as bar:
         for start, rows in source.blocks():
             check_rows(rows, start, source.dim)
             digest[start:start + len(rows)] = digests(rows)
             bar.update(len(rows))
-    ids = source.ids(0, source.n)
-    if source.n == 0:
-        raise VectorSourceError(f"{source.spec}: no rows")
-    return ids, digest
+    return source.ids(0, source.n), digest
 
 
 def _train(source: VectorSource, cfg: HasherConfig, bits: int, progress) -> SemanticHasher:
