@@ -29,7 +29,7 @@ from hashae.ingest import is_grey, load_folder  # noqa: E402
 from hashae.metrics import euclidean_distances, hamming_retrieval, retrieval_scores  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
-QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2}
+QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2, "tinyimagenet_val": 10, "binaryalphadigits": 5}
 ABLATIONS = {
     "no pretraining": {"pretrain": "none"},
     "straight-through (no noise)": {"binarizer": "ste"},

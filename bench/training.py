@@ -8,6 +8,7 @@ phase (pretraining stages, fine-tuning).
     python bench/training.py
     python bench/training.py --synthetic --threads 1
     python bench/training.py --effort fast default best
+    python bench/training.py --folder ~/photos --n 50000     # a larger folder: the step bound
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     ap.add_argument("--synthetic", action="store_true", help="random images instead of cifar10_test")
+    ap.add_argument("--folder", default=os.path.join(DATA, "cifar10_test"), help="image folder to train on")
     ap.add_argument("--effort", nargs="+", default=["default"], choices=["fast", "default", "best"],
                     help="effort levels to time, one after the other")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "training.json"))
@@ -46,7 +48,7 @@ def main(argv=None):
     if args.synthetic:
         images = np.random.default_rng(0).integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
     else:
-        images, _, _ = load_folder(os.path.join(DATA, "cifar10_test"), size=32, workers=2)
+        images, _, _ = load_folder(args.folder, size=32, workers=2)
         images = images[: args.n]
     results = {}
     for effort in args.effort:
@@ -59,7 +61,8 @@ def main(argv=None):
         phases = {}
         for row in model.history_.rows:
             phases[row["phase"]] = phases.get(row["phase"], 0.0) + row["seconds"]
-        print(f"fit on {len(images):,d} images of 32x32x3, effort {effort}: {wall:.1f} s "
+        print(f"fit on {len(images):,d} images of 32x32x3 ({len(model.history_.phase('fine-tune'))} fine-tuning "
+              f"epochs), effort {effort}: {wall:.1f} s "
               f"({per_10k:.1f} s per 10,000 images), torch threads {threads} of {os.cpu_count()} cores, "
               f"CPU time / wall time {cpu / wall:.2f}", flush=True)
         for name, secs in phases.items():

@@ -13,6 +13,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
     cluster                           group packed codes: exact, radius or k-means
     outlier_scores                    how little items fit, from reconstruction errors and codes
     phash                             64-bit perceptual hashes of images (near-duplicate checks)
+    perceptual_hashes, Perceptual     every perceptual hash of images: pHash, mirrored pHash, dHash
     load_images, load_folder, scan    image decoding
     pack, unpack, hamming             the packed-code bit layout (FAISS order)
 """
@@ -32,6 +33,8 @@ _EXPORTS = {
     "cluster": "hashae.search.clustering",
     "outlier_scores": "hashae.search.outliers",
     "phash": "hashae.ingest.perceptual",
+    "perceptual_hashes": "hashae.ingest.perceptual",
+    "Perceptual": "hashae.ingest.perceptual",
     "VectorSource": "hashae.ingest.vectors",
     "load_images": "hashae.ingest",
     "load_folder": "hashae.ingest",

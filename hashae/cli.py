@@ -84,7 +84,8 @@ def main():
               help="reuse the model of another collection instead of training")
 @click.option("--epochs", type=click.IntRange(min=0),
               help="fine-tuning epochs when training a new model (default 15, raised on small folders to "
-                   "400 optimiser steps; given, it is exactly this many epochs)")
+                   "400 optimiser steps, lowered on large ones to the effort level's step bound; given, it is "
+                   "exactly this many epochs)")
 @click.option("--image-size", type=click.IntRange(8, 256), help="model input size in pixels when training (default 32)")
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="architecture when training (default mlp)")
 @click.option("--effort", type=click.Choice(["fast", "default", "best"]), default="default", show_default=True,
@@ -364,7 +365,9 @@ def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, q
 @click.option("--no-verify", is_flag=True,
               help="group by codes alone, without the perceptual-hash check (joins look-alikes too)")
 @click.option("--confirm", type=int, default=None,
-              help="perceptual-hash bits (of 64) two copies may differ in (default 12; lower is stricter)")
+              help="perceptual bits two copies may differ in: of 128 (pHash + dHash, default 18), or of 64 "
+                   "(pHash alone, default 12) in a collection not re-indexed since dHashes were added; lower is "
+                   "stricter")
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...]')
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV: cluster,path")
 @click.option("--absolute", is_flag=True, help="print absolute paths")
@@ -380,8 +383,8 @@ def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, q
 @_friendly
 def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, keep, list_extra, null, sheets, quiet,
                folder):
-    """Groups of near-duplicate images: codes within the radius confirmed by perceptual hashes,
-    or nearly equal perceptual hashes."""
+    """Groups of near-duplicate images: pairs whose perceptual hashes (mirrored or not) are
+    close, or close enough with their codes close too."""
     import warnings
 
     from .collection import Collection
@@ -418,7 +421,8 @@ def _print_keep_plan(plan: list, rule: str) -> None:
         for d in g["distances"]:
             if d["path"] != g["keep"]:
                 phash = "-" if d["phash"] is None else d["phash"]
-                click.echo(f"  code {d['code']:3d}  pHash {phash:>3}  {shown(d['path'])}")
+                seen = "-" if d["perceptual"] is None else d["perceptual"]
+                click.echo(f"  code {d['code']:3d}  pHash {phash:>3}  pHash+dHash {seen:>3}  {shown(d['path'])}")
 
 
 @main.command()

@@ -16,8 +16,10 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .codes import as_codes
+from .ingest.perceptual import Perceptual
 from .indexer import SEGMENT_ITEMS, IndexReport, IndexRun, run_index
 from .storage import Items, StoreBusy, StoreContents, StoreError, StoreLock, StoreReader, write_store
+from .storage.items import HASH_FIELDS
 
 __all__ = ["Collection", "Hit", "IndexReport", "MapLayout", "Outlier", "StoreBusy", "StoreError", "default_store",
            "groups_from_labels"]
@@ -74,11 +76,12 @@ class Collection:
 
     @classmethod
     def create(cls, path, codes: np.ndarray, paths, *, folder: str = "", model=None,
-               phash: np.ndarray | None = None) -> "Collection":
+               phash: np.ndarray | Perceptual | None = None) -> "Collection":
         """A collection from codes you already have: ``codes`` (N, bits/8) uint8 and ``paths``
         (a sequence of N relative paths; slices of it are read a block at a time), optionally
-        ``phash`` (N, 8) uint8 from ``hashae.phash`` for verified duplicates. Refuses to
-        overwrite an existing file."""
+        the perceptual hashes for verified duplicates: ``hashae.perceptual_hashes`` of the
+        images (finds mirrored and greyscale copies too), or the pHashes alone (N, 8) uint8
+        from ``hashae.phash``. Refuses to overwrite an existing file."""
         codes = as_codes(codes)
         if len(codes) != len(paths):
             raise ValueError(f"{len(codes)} codes but {len(paths)} paths")
@@ -86,7 +89,13 @@ class Collection:
         if os.path.exists(path):
             raise FileExistsError(f"{path} already exists")
         zeros = np.zeros(len(codes), np.int64)
-        items = Items(paths, zeros, zeros, codes, None if phash is None else as_codes(phash, 8))
+        if isinstance(phash, Perceptual):
+            if len(phash) != len(codes):
+                raise ValueError(f"{len(codes)} codes but {len(phash)} perceptual hashes")
+            hashes = {name: getattr(phash, name) for name in HASH_FIELDS}
+        else:
+            hashes = {"phash": None if phash is None else as_codes(phash, 8)}
+        items = Items(paths, zeros, zeros, codes, **hashes)
         state = model.state() if model is not None else None
         with StoreLock(path):
             write_store(path, StoreContents(bits=codes.shape[1] * 8, items=items, folder=folder, model=state))
@@ -129,6 +138,13 @@ class Collection:
         """64-bit perceptual hashes (N, 8) uint8 of the items, used to confirm near duplicates;
         None for a collection made from codes alone."""
         return self.reader.phash()
+
+    @property
+    def perceptual(self) -> Perceptual | None:
+        """Every perceptual hash of the items (pHash, the mirror's pHash, dHash), which the
+        near-duplicate check uses; None for a collection without all of them (from codes alone,
+        or indexed by an earlier hashae: the next ``index`` run adds them)."""
+        return self.reader.perceptual()
 
     def codes_of(self, ids) -> np.ndarray:
         """The packed codes of the given item ids, (len(ids), bits // 8) uint8."""
@@ -372,23 +388,27 @@ class Collection:
 
     def duplicates(self, radius: int | None = None, verify: bool = True, confirm: int | None = None,
                    progress: bool | None = None) -> list:
-        """Groups (size >= 2) of near-duplicate items, largest first: items joined when their
-        codes are within Hamming distance ``radius`` (default bits // 16, e.g. 4 at 64 bits) and,
-        with ``verify``, their 64-bit perceptual hashes differ in at most ``confirm`` bits
-        (default 12, search.duplicates.CONFIRM): look-alike photos share semantic codes, copies share
-        both. With ``verify``, nearly equal hashes (4 bits) also pair items whose codes an edit
-        moved further (``search.near_duplicates``). ``verify=False`` groups by codes alone.
+        """Groups (size >= 2) of near-duplicate items, largest first: items joined when,
+        with ``verify``, the perceptual check passes: their pHash and dHash (the closer of
+        as-is and mirrored) differ in at most ``confirm`` of 128 bits (default 18) with codes
+        that agree on three quarters of their bits, in at most half of that whatever the codes
+        say (greyscale copies), or in at most ``confirm`` + 6 with the codes' distance added
+        (crops, rotations). Candidates are codes within ``radius`` (default bits // 16, e.g. 4
+        at 64 bits) and nearly equal hashes. A collection from an earlier hashae, with the pHash
+        alone, uses the earlier rule (codes within ``radius`` whose pHashes
+        differ in at most ``confirm`` of 64 bits, default 12) until its next ``index`` run
+        (``search.near_duplicates``). ``verify=False`` groups by codes alone.
         ``progress``: a bar on stderr (default: when it is a terminal)."""
         from .search import duplicate_radius, near_duplicates
         r = duplicate_radius(self.bits) if radius is None else int(radius)
         if r < 0:
             raise ValueError("radius must be >= 0")
-        phash = self.phash if verify else None
-        if verify and phash is None and self.kind == "images":
+        hashes = (self.perceptual or self.phash) if verify else None
+        if verify and hashes is None and self.kind == "images":
             warnings.warn(f"{self.path} has no perceptual hashes (built from codes alone or by an earlier "
                           "hashae; re-index its folder to add them): groups are by semantic codes only, "
                           "so look-alikes may be joined", stacklevel=2)
-        labels = near_duplicates(self.codes, r, phash, confirm, progress=progress)
+        labels = near_duplicates(self.codes, r, hashes, confirm, progress=progress)
         return [g for g in groups_from_labels(labels, self.paths()) if len(g) >= 2]
 
     def by_centre(self, groups: list) -> list:
@@ -402,13 +422,14 @@ class Collection:
     def keep_plan(self, groups: list, rule: str = "largest") -> list:
         """For each group of duplicates (lists of paths, from ``duplicates``), the file to keep
         by ``rule`` and how far each member is from it: [{"cluster", "paths", "keep",
-        "distances": [{"path", "code", "phash"}]}]. ``largest``: the biggest file; ``oldest``: the
+        "distances": [{"path", "code", "phash", "perceptual"}]}] (``perceptual``: pHash + dHash
+        bits of 128, either orientation; None without those hashes). ``largest``: the biggest file; ``oldest``: the
         earliest modification time; ``sharpest``: the most high-frequency detail (reads the
         images). Ties go to the first path. hashae never deletes anything."""
         if rule not in self.KEEP_RULES:
             raise ValueError(f"keep rule must be one of {', '.join(self.KEEP_RULES)}, got {rule!r}")
         from .codes import hamming
-        codes, hashes = self.codes, self.phash
+        codes, hashes, every = self.codes, self.phash, self.perceptual
         sizes, mtimes = self.reader.sizes(), self.reader.mtimes()
         plan = []
         for n, (group, ids) in enumerate(zip(groups, self.ids_of(groups))):
@@ -422,7 +443,8 @@ class Collection:
             best = int(np.argmax(score))  # first of the best: argmax keeps the earliest
             keep = ids[best]
             distances = [{"path": p, "code": int(hamming(codes[i], codes[keep])),
-                          "phash": None if hashes is None else int(hamming(hashes[i], hashes[keep]))}
+                          "phash": None if hashes is None else int(hamming(hashes[i], hashes[keep])),
+                          "perceptual": None if every is None else int(every.distance(np.array([i]), np.array([keep]))[0])}
                          for p, i in zip(group, ids)]
             plan.append({"cluster": n, "paths": list(group), "keep": group[best], "distances": distances})
         return plan

@@ -23,6 +23,7 @@ from .ingest import Batch, is_grey, iter_batches, model_input, scan
 from .model.config import HasherConfig
 from .progress import Progress
 from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, write_store
+from .storage.items import HASH_FIELDS
 from .storage.store import SHARD_ITEMS, remove_stale_parts, remove_stale_temporaries
 from .storage.journal import Journal
 
@@ -253,10 +254,11 @@ class _Job:
     def _unchanged(self, old_items: Items | None, current: dict) -> np.ndarray:
         """Which rows of the old store stay as they are: same path, size and mtime (``current``:
         the folder's entries by path). A store written before perceptual hashes or
-        reconstruction errors keeps none: re-encoding once adds them."""
+        reconstruction errors (or before the mirror pHash and dHash) keeps none: re-encoding once
+        adds them."""
         if old_items is None:
             return np.zeros(0, bool)
-        if old_items.phash is None or old_items.error is None:
+        if old_items.hashes is None or old_items.error is None:
             return np.zeros(len(old_items), bool)
         return np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
                          for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
@@ -297,7 +299,7 @@ class _Job:
         batches, offset = [], 0
         for b in parts:
             n = len(b.positions)
-            batches.append(Batch(b.positions, images[offset:offset + n], b.failures, phash=b.phash))
+            batches.append(Batch(b.positions, images[offset:offset + n], b.failures, hashes=b.hashes))
             offset += n
         return hasher, batches
 
@@ -330,17 +332,17 @@ class _Job:
         run, cfg = self.run, hasher.config
         batches = predecoded if predecoded is not None else self._batches(
             [os.path.join(folder, e.path) for e in todo], cfg.image_size, cfg.channels, hasher)
-        buf: list = []  # (positions, codes, hashes, errors) of encoded chunks
+        buf: list = []  # Batch records of encoded chunks
         fails: list = []  # (position, reason)
 
         def flush():
             if not buf and not fails:
                 return
-            ents = [todo[i] for b in buf for i in b[0]]
+            ents = [todo[i] for b in buf for i in b.positions]
+            hashes = {name: np.concatenate([getattr(b.hashes, name) for b in buf]) for name in HASH_FIELDS} if buf else {}
             items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
-                          np.concatenate([b[1] for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
-                          np.concatenate([b[2] for b in buf]) if buf else None,
-                          np.concatenate([b[3] for b in buf]) if buf else None)
+                          np.concatenate([b.codes for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
+                          error=np.concatenate([b.error for b in buf]) if buf else None, **hashes)
             failed = [(todo[i].path, r) for i, r in fails]
             self.journal.add_segment(items, failed)
             work.done.append(items)
@@ -350,10 +352,11 @@ class _Job:
         with Progress(len(todo), "encode", unit="img", enabled=run.progress) as bar:
             for b in batches:
                 if len(b.positions):
-                    codes, error = (b.codes, b.error) if b.codes is not None else hasher.encode_with_error(b.images)
-                    buf.append((b.positions, codes, b.phash, error))
+                    if b.codes is None:  # decoded for training: encoded here, pixels let go
+                        b = Batch(b.positions, None, b.failures, *hasher.encode_with_error(b.images), hashes=b.hashes)
+                    buf.append(b)
                 fails.extend(b.failures)
                 bar.update(len(b.positions) + len(b.failures))
-                if sum(len(x[0]) for x in buf) + len(fails) >= run.segment:
+                if sum(len(x.positions) for x in buf) + len(fails) >= run.segment:
                     flush()
             flush()

@@ -63,7 +63,8 @@ def sample_copy(sample_dir, tmp_path):
 def store_state(store):
     """(paths, codes, perceptual hashes) of a store: what two runs that should agree must share."""
     with Collection.open(store) as c:
-        return c.paths(), c.codes, c.phash
+        every = c.perceptual
+        return c.paths(), c.codes, np.hstack([every.phash, every.phash_mirror, every.dhash])
 
 
 def partition(labels):

@@ -112,7 +112,9 @@ def local_store(folder):
 
 def _state(path):
     with StoreReader(str(path)) as r:
-        return r.paths(), r.codes(), r.phash(), r.errors(), r.skipped()
+        every = r.perceptual()
+        hashes = np.hstack([every.phash, every.phash_mirror, every.dhash])  # all three perceptual hashes
+        return r.paths(), r.codes(), hashes, r.errors(), r.skipped()
 
 
 def test_ray_encoding_equals_a_local_run(cluster, folder, local_store):

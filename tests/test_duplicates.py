@@ -2,7 +2,7 @@
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import components_reference, partition
 from hashae import Collection
@@ -147,21 +147,26 @@ def test_collection_from_codes_and_hashes(tmp_path):
         Collection.create(tmp_path / "d.h5", codes, ["a", "b", "c"], phash=np.zeros((3, 1), np.uint8))
 
 
-def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_path):
+@pytest.mark.parametrize("dropped", [("phash",), ("phash_mirror", "dhash")])
+def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_path, dropped):
+    # a store written before perceptual hashes, or with the pHash alone (the earlier rule)
     store = tmp_path / "old.h5"
     with Collection.open(trained_store) as base:
         Collection(store).index(str(sample_dir), model=base.model, workers=0, progress=False)
-        with Collection.open(store) as c:
-            codes, hashes = c.codes, c.phash
-    with h5py.File(store, "a") as f:  # what a store written before perceptual hashes looks like
-        del f["items/phash"]
     with Collection.open(store) as c:
-        assert c.phash is None
+        codes, every = c.codes, c.perceptual
+        assert every is not None and len(every) == len(codes)
+    with h5py.File(store, "a") as f:
+        for name in dropped:
+            del f[f"items/{name}"]
+    with Collection.open(store) as c:
+        assert c.perceptual is None and (c.phash is None) == ("phash" in dropped)
     report = Collection(store).index(str(sample_dir), workers=0, progress=False)
     assert report.indexed == len(codes)  # re-encoded once, with the store's own model
     with Collection.open(store) as c:
         np.testing.assert_array_equal(c.codes, codes)
-        np.testing.assert_array_equal(c.phash, hashes)
+        for name in ("phash", "phash_mirror", "dhash"):
+            np.testing.assert_array_equal(getattr(c.perceptual, name), getattr(every, name))
 
 
 @pytest.mark.parametrize("shape", [(2, 8), (3, 4)])  # rows other than /codes, bytes other than 8
@@ -196,3 +201,97 @@ def test_duplicates_cli_verifies_and_warns(tmp_path):
     r = run(main, ["duplicates", "--store", str(tmp_path / "bare.h5"), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout) == [{"cluster": 0, "paths": ["w", "x", "y"]}]
     assert "Warning:" in r.stderr and "no perceptual hashes" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- mirrored pHash, dHash, the full rule
+def test_mirror_hashes_match_the_mirrored_picture():
+    from hashae.ingest.perceptual import perceptual_hashes
+    images = np.random.default_rng(4).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    h, m = perceptual_hashes(images), perceptual_hashes(images[:, :, ::-1])
+    np.testing.assert_array_equal(h.phash_mirror, m.phash)
+    np.testing.assert_array_equal(h.dhash_mirror, m.dhash)  # derived, exact without equal neighbours
+    assert hamming(h.phash, m.phash).min() > 12  # a mirror is far from the picture by pHash alone
+    both = perceptual_hashes(np.concatenate([images, images[:, :, ::-1]]))
+    a, b = np.arange(6), np.arange(6) + 6
+    assert (both.distance(a, b) == 0).all()  # ... and no distance at all, either way round
+    rest = np.array([(i, j) for i in range(12) for j in range(12) if i % 6 != j % 6])
+    d = both.distance(rest[:, 0], rest[:, 1])
+    np.testing.assert_array_equal(d, both.distance(rest[:, 1], rest[:, 0]))
+    assert d.min() > 30
+
+
+def test_dhash_is_colour_free():
+    from hashae.ingest.perceptual import dhash
+    rgb = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    luma = np.rint(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+    assert hamming(dhash(rgb), dhash(luma)).max() <= 2  # only rounding to 8 bits differs
+    np.testing.assert_array_equal(dhash(luma), dhash(np.repeat(luma, 3, axis=-1)))
+
+
+def _random_hashes(rng, n, families=30, noise=0.06):
+    from hashae.ingest.perceptual import Perceptual
+    base = rng.integers(0, 2, (families, 3, 64))
+    pick = base[rng.integers(0, families, n)] ^ (rng.random((n, 3, 64)) < noise)
+    return Perceptual(pack(pick[:, 0]), pack(pick[:, 1]), pack(pick[:, 2]))
+
+
+@pytest.mark.parametrize("radius,max_pairs,close", [(2, 1 << 22, 4), (4, 40, 4), (3, 1 << 22, -1)])
+def test_full_rule_matches_brute_force(radius, max_pairs, close):
+    from hashae.search.duplicates import DHASH_CLOSE, PERCEPTUAL
+    rng = np.random.default_rng(6)
+    n = 300
+    centres = rng.integers(0, 2, (8, 64))
+    codes = pack(centres[rng.integers(0, 8, n)] ^ (rng.random((n, 64)) < 0.04))
+    hashes = _random_hashes(rng, n)
+    keep = rng.random(n) < 0.2  # a fifth are exact copies of another item, mirrored half the time
+    src = rng.integers(0, n, n)
+    from hashae.ingest.perceptual import Perceptual
+    flip = rng.random(n) < 0.5
+    ph = np.where(keep[:, None], np.where(flip[:, None], hashes.phash_mirror[src], hashes.phash[src]), hashes.phash)
+    pm = np.where(keep[:, None], np.where(flip[:, None], hashes.phash[src], hashes.phash_mirror[src]), hashes.phash_mirror)
+    dh = np.where(keep[:, None], np.where(flip[:, None], hashes.dhash_mirror[src], hashes.dhash[src]), hashes.dhash)
+    hashes = Perceptual(ph, pm, dh)
+    got = near_duplicates(codes, radius, hashes, close=close, max_pairs=max_pairs)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    code = hamming(codes[i], codes[j])
+    seen = hashes.distance(i, j)
+    candidate = code <= radius
+    if close >= 0:
+        for key, mirror, r in ((hashes.phash, hashes.phash_mirror, close),
+                               (hashes.dhash, hashes.dhash_mirror, DHASH_CLOSE)):
+            candidate |= (hamming(key[i], key[j]) <= r) | (hamming(mirror[i], key[j]) <= r) | \
+                (hamming(key[i], mirror[j]) <= r)
+    accept = (seen <= PERCEPTUAL // 2) | ((seen <= PERCEPTUAL) & (code <= 16)) | (seen + code <= PERCEPTUAL + 6)
+    joined = (candidate & accept).reshape(n, n)
+    assert partition(got) == partition(components_reference(joined | joined.T))
+    assert len(np.unique(got)) < n - 20  # the planted copies were found
+
+
+def test_mirrored_and_greyscale_copies_join_their_originals(tmp_path):
+    """Pictures decoded as indexing does: a mirrored copy (codes 1 bit away, pHash about half
+    its bits away) and a greyscale copy (codes far apart: they see colour) each join their
+    original; the pHash-only rule of earlier collections misses the mirror."""
+    from hashae.ingest.perceptual import perceptual_hashes
+    rng = np.random.default_rng(7)
+    files = []
+    for k in range(12):
+        im = _photo(rng)
+        im.save(tmp_path / f"{k}.png")
+        ImageOps.mirror(im).save(tmp_path / f"{k}_flip.png")
+        ImageOps.grayscale(im).save(tmp_path / f"{k}_grey.png")
+        files += [f"{k}.png", f"{k}_flip.png", f"{k}_grey.png"]
+    images = np.stack([load_image(tmp_path / f, 32, 3) for f in files])
+    hashes = perceptual_hashes(images)
+    centres = rng.integers(0, 2, (12, 64))
+    bits = np.repeat(centres, 3, axis=0)
+    bits[1::3, :1] ^= 1  # the mirror's code: 1 bit away
+    bits[2::3, :30] ^= 1  # the greyscale copy's: 30 bits away
+    codes = pack(bits)
+    with Collection.create(tmp_path / "c.h5", codes, files, phash=hashes) as c:
+        groups = sorted(sorted(g) for g in c.duplicates())
+        assert groups == sorted(sorted([f"{k}.png", f"{k}_flip.png", f"{k}_grey.png"]) for k in range(12))
+        plan = c.keep_plan(c.duplicates()[:1])
+        assert all(d["perceptual"] <= 4 for d in plan[0]["distances"])
+    with Collection.create(tmp_path / "old.h5", codes, files, phash=hashes.phash) as c:
+        assert all(not any("_flip" in p for p in g) for g in c.duplicates())

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from conftest import SMALL, HasherConfig, cluster_images
@@ -221,6 +222,24 @@ def test_effort_levels_train_encode_repeat_and_are_recorded(tmp_path):
             "--workers", "0")
     assert r.exit_code == 0, r.output
     assert "effort=fast" in run("info", "--store", tmp_path / "cli.h5").output
+
+
+def test_effort_time_stops_growing_with_the_folder():
+    """A recipe trains a large sample for at most its step bound (whole epochs, one at least),
+    so a folder of 50,000 images costs about what one of 10,000 does; small folders and an
+    explicit epoch count are untouched."""
+    cfg = HasherConfig.for_effort("default")
+    per_epoch = lambda n: -(-n // cfg.batch_size)  # noqa: E731
+    assert cfg.epochs_for(9_000, cfg.epochs, cfg.min_steps, cfg.max_steps) == cfg.epochs  # 10,000 images
+    assert cfg.epochs_for(100, cfg.epochs, cfg.min_steps, cfg.max_steps) * per_epoch(100) >= cfg.min_steps
+    big = cfg.epochs_for(45_000, cfg.epochs, cfg.min_steps, cfg.max_steps)
+    assert 1 <= big < cfg.epochs and big * per_epoch(45_000) <= cfg.max_steps
+    assert cfg.epochs_for(10_000_000, cfg.epochs, cfg.min_steps, cfg.max_steps) == 1
+    levels = [HasherConfig.for_effort(e).max_steps for e in ("fast", "default", "best")]
+    assert levels == sorted(levels)
+    assert HasherConfig.for_effort("default", epochs=40).max_steps is None  # --epochs N is N epochs
+    with pytest.raises(ValueError, match="max_steps"):
+        HasherConfig(max_steps=0).validate()
 
 
 def test_contact_sheet_tiles_keep_the_aspect_and_name_the_query(trained_store, sample_dir, tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..ingest.perceptual import Perceptual
 from ..ingest.pipeline import Batch, decode_chunk
+from ..storage.items import HASH_FIELDS, PHASH_BYTES
 from . import cluster_cpus, connect
 
 CHUNK = 128  # images per decode-and-encode call inside an actor, as the local pipeline
@@ -34,9 +36,11 @@ def _rows(b: Batch, pos: np.ndarray, nbytes: int) -> dict:
     error = np.full(n, np.nan, np.float32)
     if b.codes is not None:
         codes[b.positions], error[b.positions] = b.codes, b.error
-    phash = np.zeros((n, b.phash.shape[1]), np.uint8)
-    phash[b.positions] = b.phash
-    return {"pos": pos, "ok": ok, "reason": reason, "code": codes, "error": error, "phash": phash}
+    out = {"pos": pos, "ok": ok, "reason": reason, "code": codes, "error": error}
+    for name in HASH_FIELDS:
+        out[name] = np.zeros((n, PHASH_BYTES), np.uint8)
+        out[name][b.positions] = getattr(b.hashes, name)
+    return out
 
 
 class _Encoder:
@@ -99,8 +103,9 @@ def ray_batches(paths: Sequence[str], size: int, channels: int, model_state=None
     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok, pos = np.asarray(out["ok"], bool), np.asarray(out["pos"], np.int64)
         failures = [(int(p), str(r)) for p, r in zip(pos[~ok], out["reason"][~ok])]
+        hashes = Perceptual(*(np.asarray(out[name])[ok] for name in HASH_FIELDS))
         if model_state is not None:
             yield Batch(pos[ok], None, failures, codes=np.asarray(out["code"])[ok],
-                        error=np.asarray(out["error"])[ok], phash=np.asarray(out["phash"])[ok])
+                        error=np.asarray(out["error"])[ok], hashes=hashes)
         else:
-            yield Batch(pos[ok], np.asarray(out["image"])[ok], failures, phash=np.asarray(out["phash"])[ok])
+            yield Batch(pos[ok], np.asarray(out["image"])[ok], failures, hashes=hashes)

@@ -1,5 +1,5 @@
-"""A 64-bit perceptual hash (pHash) per image, kept beside the semantic code to confirm near
-duplicates.
+"""Perceptual hashes per image, kept beside the semantic code to confirm near duplicates: a
+64-bit pHash, the pHash of the mirrored picture, and a 64-bit dHash.
 
 Semantic codes put look-alikes together: two different photos of bees on flowers can share a
 code. That is what "find similar" wants and what "find duplicates" must not report. pHash (the
@@ -10,13 +10,22 @@ differs in about half of its 64 bits between unrelated images. ``bench/duplicate
 The hash is taken from the decoded RGB square (ingest/decode.py; a 32x32 thumbnail when the
 model's input is smaller), so indexing decodes each file once; measured on real photos it is within 2 bits
 on average of a pHash taken from the file itself.
+
+A mirrored copy's pHash is about 32 bits from the original's (every odd horizontal frequency
+changes sign), so the pHash of the mirror image is kept too, from the same coefficients with
+those signs flipped. The dHash (signs of horizontal
+gradients of a 9x8 grey thumbnail) is a second, colour-free view of the layout: two flat or
+textured pictures whose lowest frequencies look alike (sea tiles) rarely share their gradients.
+Its mirror needs no storage: mirroring reverses each row and flips every gradient's sign.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from ..codes import pack
+from ..codes import as_codes, pack, popcount
 
 BITS = 64
 SIDE = 32
@@ -24,35 +33,127 @@ SIDE = 32
 _BASIS = np.cos(np.pi * (2 * np.arange(SIDE)[None, :] + 1) * np.arange(8)[:, None] / (2 * SIDE))
 _LUMA = np.array([0.299, 0.587, 0.114])
 
-# a semantic near-duplicate candidate counts only if the pHashes are this close. Edited copies
-# measured 0-14 bits apart (12 and 14: 90% crops), unrelated photos 32 on average, but chance
-# pairs grow with the square of the collection: on 10,000 photos (bench/duplicates.py,
-# cifar10_test) 16 reported 133 pairs, 29 of them across two classes; 12 reported 52, none
-# across classes, for recall 0.97 instead of 0.98 on edited copies
-CONFIRM = 12
-# hashes this close make a pair even when the codes are further apart than the radius (an edit
-# such as brightening moves the codes), provided the codes agree on 3/4 of their bits: on
-# eurosat_val a residential tile and two sea tiles have hashes 2 and 4 bits apart, and only the
-# codes tell them apart
-CLOSE = 4
+# mirroring a picture negates its odd horizontal DCT frequencies (DCT-II is symmetric about the
+# middle of the row), so the mirror's pHash comes from the same coefficients
+_MIRROR = np.where(np.arange(8) % 2, -1.0, 1.0)
+# a byte with its 8 bits in reverse order (a dHash row read right to left)
+_REVERSED = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], np.uint8)
+
+
+def _triangle(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of a bilinear (triangle-filter) reduction, as Pillow's resize
+    computes them: the filter widened by the reduction factor, each row summing to 1."""
+    scale = n_in / n_out
+    centre = (np.arange(n_out) + 0.5) * scale
+    w = np.maximum(0.0, 1.0 - np.abs((np.arange(n_in)[None, :] + 0.5 - centre[:, None]) / max(scale, 1.0)))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+# the dHash thumbnail of a 32x32 grey picture: 8 rows of 9 (equal to Pillow's BILINEAR resize
+# within 1e-5 grey levels); a pixel counts as brighter than its left neighbour above _TIE, so
+# that rounding in flat areas cannot decide a bit
+_DHASH_ROWS, _DHASH_COLS, _TIE = _triangle(SIDE, 8), _triangle(SIDE, 9), 1e-3
+FIELDS = ("phash", "phash_mirror", "dhash")  # the hashes an image item carries, in this order
+
+
+@dataclass(frozen=True)
+class Perceptual:
+    """The perceptual hashes of N pictures, each (N, 8) uint8 packed like the codes:
+    ``phash``, ``phash_mirror`` (the pHash of the horizontally mirrored picture) and ``dhash``."""
+
+    phash: np.ndarray
+    phash_mirror: np.ndarray
+    dhash: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.phash)
+        for name in FIELDS:
+            value = as_codes(getattr(self, name), BITS // 8)
+            if len(value) != n:
+                raise ValueError(f"{n} pHashes but {len(value)} rows of {name}")
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self.phash)
+
+    def take(self, rows) -> "Perceptual":
+        return Perceptual(*(getattr(self, name)[rows] for name in FIELDS))
+
+    @property
+    def dhash_mirror(self) -> np.ndarray:
+        """The dHash of each mirrored picture, derived: each row of gradients read right to left
+        with its signs flipped (exact but for equal neighbouring pixels, which both call 0)."""
+        return _REVERSED[self.dhash] ^ np.uint8(0xFF)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """For item index arrays ``a`` and ``b``, the bits (of 128) in which the pHash and
+        dHash of a and b differ, as they are or with one of them mirrored, whichever is closer.
+        Mirrored, a's hashes against b's mirror's and b's against a's mirror's are two readings
+        of one distance; their mean (rounded up) keeps it symmetric."""
+        same = _bits(self.phash[a] ^ self.phash[b]) + _bits(self.dhash[a] ^ self.dhash[b])
+        mirror_b = _bits(self.phash[a] ^ self.phash_mirror[b]) + _bits(self.dhash[a] ^ self.dhash_mirror[b])
+        mirror_a = _bits(self.phash_mirror[a] ^ self.phash[b]) + _bits(self.dhash_mirror[a] ^ self.dhash[b])
+        return np.minimum(same, (mirror_a + mirror_b + 1) // 2)
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    return popcount(x).sum(axis=-1, dtype=np.int32)
+
+
+def perceptual_hashes(images: np.ndarray) -> Perceptual:
+    """All perceptual hashes of images (n, h, w, channels) uint8, grey or RGB (``phash``'s input)."""
+    grey = _grey32(images)
+    low = _low_frequencies(grey)
+    return Perceptual(_above_median(low), _above_median(low * _MIRROR), _dhash32(grey))
+
+
+def dhash(images: np.ndarray) -> np.ndarray:
+    """Packed 64-bit dHashes (n, 8) uint8: whether each pixel of a 9x8 grey thumbnail is brighter
+    than its left neighbour (the dHash of the imagehash package), taken from the 32x32 grey
+    picture that ``phash`` uses."""
+    return _dhash32(_grey32(images))
+
+
+def _dhash32(grey: np.ndarray) -> np.ndarray:
+    # no matmul here (nor in _low_frequencies): BLAS would start its own threads in every
+    # indexing worker
+    small = np.einsum("nik,lk->nil", np.einsum("ij,njk->nik", _DHASH_ROWS, grey), _DHASH_COLS)
+    return pack((small[:, :, 1:] - small[:, :, :-1] > _TIE).reshape(len(grey), BITS))
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """(n, h, w) float64 luminance of (n, h, w, 1 or 3) uint8 images; a grey picture given as
+    RGB gives exactly its one channel."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"images must be (n, h, w, 1 or 3), got shape {images.shape}")
+    grey = images[..., 0].astype(np.float64)
+    if images.shape[-1] == 3:
+        luma = _LUMA[0] * images[..., 0] + _LUMA[1] * images[..., 1] + _LUMA[2] * images[..., 2]
+        colour = ((images[..., 0] != images[..., 1]) | (images[..., 1] != images[..., 2])).any(axis=(1, 2))
+        grey[colour] = luma[colour]
+    return grey
 
 
 def phash(images: np.ndarray) -> np.ndarray:
     """Packed 64-bit pHashes (n, 8) uint8 of images (n, h, w, channels) uint8, grey or RGB."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"images must be (n, h, w, 1 or 3), got shape {images.shape}")
-    n = len(images)
-    if n == 0:
-        return np.empty((0, BITS // 8), np.uint8)
-    # no matmul here (nor below): BLAS would start its own threads in every indexing worker
-    grey = images[..., 0].astype(np.float64)
-    if images.shape[-1] == 3:  # grey pictures given as RGB hash exactly as given as one channel
-        luma = _LUMA[0] * images[..., 0] + _LUMA[1] * images[..., 1] + _LUMA[2] * images[..., 2]
-        colour = ((images[..., 0] != images[..., 1]) | (images[..., 1] != images[..., 2])).any(axis=(1, 2))
-        grey[colour] = luma[colour]
-    if grey.shape[1:] != (SIDE, SIDE):
+    return _above_median(_low_frequencies(_grey32(images)))
+
+
+def _grey32(images: np.ndarray) -> np.ndarray:
+    """(n, 32, 32) float64 luminance, resized (bilinear) when the pictures are another size."""
+    grey = _grey(images)
+    if len(grey) and grey.shape[1:] != (SIDE, SIDE):
         grey = np.stack([np.asarray(Image.fromarray(g.astype(np.float32), "F").resize(
             (SIDE, SIDE), Image.Resampling.BILINEAR), np.float64) for g in grey])
-    low = np.einsum("nik,lk->nil", np.einsum("ij,njk->nik", _BASIS, grey), _BASIS).reshape(n, BITS)
-    return pack(low > np.median(low, axis=1, keepdims=True))
+    return grey.reshape(len(grey), SIDE, SIDE)
+
+
+def _low_frequencies(grey: np.ndarray) -> np.ndarray:
+    """(n, 8, 8) lowest DCT-II coefficients of (n, 32, 32) pictures: [vertical, horizontal]."""
+    return np.einsum("nik,lk->nil", np.einsum("ij,njk->nik", _BASIS, grey), _BASIS)
+
+
+def _above_median(low: np.ndarray) -> np.ndarray:
+    flat = low.reshape(len(low), BITS)
+    return pack(flat > np.median(flat, axis=1, keepdims=True)) if len(flat) else np.empty((0, BITS // 8), np.uint8)

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .decode import ImageError, decode_file, model_input
-from .perceptual import phash
+from .perceptual import Perceptual, perceptual_hashes
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Batch:
     failures: list  # (position, reason)
     codes: np.ndarray | None = None  # the ``encode`` function's codes, when one was given
     error: np.ndarray | None = None  # and its reconstruction errors
-    phash: np.ndarray | None = None  # (len(positions), 8) uint8 perceptual hashes (perceptual.py)
+    hashes: Perceptual | None = None  # perceptual hashes of the decoded pictures (perceptual.py)
 
 
 _worker_encode = None  # set in each worker by _init_worker (inherited, never pickled, with fork)
@@ -56,13 +56,13 @@ def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0,
         except ImageError as e:
             failures.append((start + i, str(e)))
     rgb = np.stack(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)
-    hashes = phash(np.stack(thumbs)) if thumbs else phash(rgb)
+    hashes = perceptual_hashes(np.stack(thumbs) if thumbs else rgb)
     images = model_input(rgb, channels)
     positions = np.asarray(ok, dtype=np.int64)
     if encode is not None:
         codes, error = encode(images)
         return Batch(positions, None, failures, codes, error, hashes)
-    return Batch(positions, images, failures, phash=hashes)
+    return Batch(positions, images, failures, hashes=hashes)
 
 
 def _worker_chunk(job) -> Batch:

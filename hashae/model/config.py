@@ -145,6 +145,12 @@ class TrainConfig:
     # small folders give few steps per epoch: train for at least this many optimiser steps
     # (pretraining: a quarter of it per stage)
     min_steps: int = 400
+    # large folders give many: train for at most this many (whole epochs, at least one;
+    # pretraining: a quarter of it per stage), so that the time of a recipe stops growing with
+    # the folder (1,100: about what 15 epochs give 10,000 images); None: exactly ``epochs``. At a
+    # fixed number of steps, a larger sample adds little (bench/README.md, "Training time"), so
+    # the steps are what the time budget buys
+    max_steps: int | None = 1100
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -176,17 +182,21 @@ class TrainConfig:
     # bookkeeping
     val_fraction: float = 0.1
     patience: int = 4
-    max_train: int = 50_000
+    max_train: int = 20_000  # images trained on, a seeded sample of a larger folder
     seed: int = 0
     threads: int | None = None
     extra: dict = field(default_factory=dict)  # free-form notes kept with the model
 
-    def epochs_for(self, n_train: int, epochs: int, min_steps: int) -> int:
-        """``epochs``, raised so that training takes at least ``min_steps`` steps (0 stays 0)."""
+    def epochs_for(self, n_train: int, epochs: int, min_steps: int, max_steps: int | None = None) -> int:
+        """``epochs``, raised so that training takes at least ``min_steps`` steps, and lowered
+        (to one epoch at least) so that it takes at most ``max_steps``; 0 stays 0."""
         if epochs == 0:
             return 0
         steps_per_epoch = max(1, -(-n_train // self.batch_size))
-        return max(epochs, -(-min_steps // steps_per_epoch))
+        epochs = max(epochs, -(-min_steps // steps_per_epoch))
+        if max_steps is not None and epochs * steps_per_epoch > max_steps:
+            epochs = max(1, max_steps // steps_per_epoch)
+        return epochs
 
     def validate(self) -> "TrainConfig":
         from .binarizers import names as binarizer_names
@@ -197,6 +207,8 @@ class TrainConfig:
         _choice("effort", self.effort, tuple(EFFORTS))
         for name in ("pretrain_epochs", "epochs", "patience", "min_steps"):
             _int(name, getattr(self, name), 0, 100_000)
+        if self.max_steps is not None:
+            _int("max_steps", self.max_steps, 1, 10_000_000)
         _int("batch_size", self.batch_size, 1, 1 << 16)
         _int("max_train", self.max_train, 1, 1 << 31)
         _int("seed", self.seed, 0, 2**63 - 1)
@@ -221,10 +233,12 @@ class TrainConfig:
 
 # Time budgets as fixed recipes (not timers, so a seed gives the same codes): changes to the
 # training settings. Training time per 10,000 images on 2 cores: bench/README.md, "Training time".
+# max_steps: about what the recipe's epochs give a folder of 10,000 images, so that a larger
+# folder trains as long as that one (on a larger sample, for fewer epochs)
 EFFORTS = {
-    "fast": dict(epochs=3, min_steps=120, pretrain_epochs=1, max_train=10_000),
+    "fast": dict(epochs=3, min_steps=120, pretrain_epochs=1, max_train=10_000, max_steps=240),
     "default": {},
-    "best": dict(epochs=60, min_steps=1600, pretrain_epochs=6),
+    "best": dict(epochs=60, min_steps=1600, pretrain_epochs=6, max_steps=4400),
 }
 
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
@@ -253,10 +267,11 @@ class HasherConfig(TrainConfig, ModelConfig):
     @classmethod
     def for_effort(cls, effort: str = "default", **settings) -> "HasherConfig":
         """The recipe of an effort level ("fast", "default", "best"; EFFORTS), with ``settings``
-        on top (an explicit ``epochs`` wins over the level's)."""
+        on top (an explicit ``epochs`` wins over the level's, and over its step bound)."""
         if effort not in EFFORTS:
             raise ValueError(f"effort must be one of {', '.join(map(repr, EFFORTS))}, got {effort!r}")
-        return cls(**{**EFFORTS[effort], "effort": effort, **settings}).validate()
+        bound = {} if "epochs" not in settings else {"max_steps": None}  # --epochs N is N epochs
+        return cls(**{**EFFORTS[effort], "effort": effort, **bound, **settings}).validate()
 
     @property
     def stats_weight(self) -> float:

@@ -124,7 +124,7 @@ class Hasher:
                 neighbours = (train_sorted, table)
         phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
                       val_loss=(lambda: mean_over(split.val, cfg.batch_size * 4, recon_loss)) if len(split.val) else None,
-                      rows=split.train, epochs=cfg.epochs_for(len(split.train), cfg.epochs, cfg.min_steps),
+                      rows=split.train, epochs=cfg.epochs_for(len(split.train), cfg.epochs, cfg.min_steps, cfg.max_steps),
                       patience=cfg.patience, watch_from=cfg.noise_anneal)
         fit_loop(net, phase, cfg.training, rng, self.history_, progress)
         sample = np.sort(split.train[:2048])

@@ -1,25 +1,42 @@
-"""Near duplicates: items whose semantic codes and perceptual hashes both say "the same
-picture". Semantic codes alone join look-alikes (two photos of bees on flowers can share a
-code); the pHash check keeps copies. bench/duplicates.py measures both and chose the defaults
-(bench/README.md)."""
+"""Near duplicates: items whose pictures are copies of one picture. Semantic codes alone join
+look-alikes (two photos of bees on flowers can share a code); perceptual hashes alone miss what
+an edit moves (a crop, a rotation) and join flat pictures whose low frequencies look alike. A
+pair is kept when either view is convincing and the other is not against it.
+bench/duplicates.py measures every rule and chose the defaults (bench/README.md)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..codes import as_codes, hamming
+from ..ingest.perceptual import Perceptual
 from ..progress import Progress
 from .clustering import connected_components, radius_components, relabel_by_size, unique_rows
 from .index import HammingIndex
 
-# a code pair counts only if the pHashes differ in at most this many of 64 bits: edited copies
-# differ by up to ~14 bits, unrelated photos by 32 on average, and chance pairs grow with the
-# square of the collection
+# With every perceptual hash (pHash, its mirror's, dHash; collections indexed by this hashae),
+# with D the bits (of 128) in which two items' pHash and dHash differ, mirrored or not,
+# whichever is closer, and C the codes' Hamming distance (counted as at 64 bits), a pair is a
+# copy when either view is convincing and the other is not against it:
+#   D <= PERCEPTUAL // 2                 the hashes alone (a greyscale copy: D <= 4, while its
+#                                        codes, which see colour, may be 50 bits apart)
+#   D <= PERCEPTUAL and C <= 16          the hashes, with codes that agree on 3/4 of their bits
+#   D + C <= PERCEPTUAL + 6              both together: crops and rotations move the hashes,
+#                                        and the codes vouch for them
+# PERCEPTUAL is the largest value that joined no two unrelated photos on any of three sets of
+# thousands (bench/duplicates.py); at 20, a floodlit obelisk and a sandal on dark ground (D 19,
+# codes 10 bits apart) were joined
+PERCEPTUAL = 18
+# candidate pairs for that check come from codes within the radius, and from pHashes within
+# CLOSE or dHashes within DHASH_CLOSE bits (either orientation): searches that stay fast at
+# millions of items (FAISS multi-hash), where a radius of 20 in 128 bits would not
+DHASH_CLOSE = 6
+# The rule for collections with the pHash alone (built by an earlier hashae or from codes): a
+# code pair counts if the pHashes differ in at most CONFIRM of 64 bits; hashes within CLOSE make
+# a pair when the codes still agree on three quarters of their bits (brightening moves codes)
 CONFIRM = 12
-# hashes this close make a pair even when an edit (brightness) moved the codes past the radius,
-# provided the codes still agree on 3/4 of their bits: flat or textured pictures of different
-# things can share a hash, and only the codes tell them apart
 CLOSE = 4
 
 
@@ -30,48 +47,66 @@ def duplicate_radius(bits: int) -> int:
     return max(1, bits // 16)
 
 
-def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = None,
+def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptual | None = None,
                     confirm: int | None = None, close: int | None = None, block: int = 4096,
                     max_pairs: int = 1 << 22, progress: bool | None = None) -> np.ndarray:
     """Labels (as ``cluster``) of near-duplicate groups: connected components of item pairs
-    whose codes are within Hamming ``radius`` and, when ``phash`` (N, 8) is given, whose
-    perceptual hashes are within ``confirm`` bits (default CONFIRM), together with
-    pairs whose hashes are within ``close`` bits (default CLOSE; negative: none)
-    and whose codes still agree on three quarters of their bits. Without ``phash`` this is
-    ``radius_components``. Candidate pairs are verified ``max_pairs`` at a time, so memory
-    stays bounded however dense the codes."""
+    that pass the perceptual check.
+
+    ``phash`` a ``Perceptual`` record (``hashae.perceptual_hashes``): candidates are codes
+    within ``radius`` and hashes within ``close`` (pHash, default CLOSE) or DHASH_CLOSE bits
+    (dHash; negative ``close``: neither); a pair is kept when its 128 perceptual bits differ in
+    at most half of ``confirm`` (default PERCEPTUAL) bits, in at most ``confirm`` with codes
+    that agree on three quarters of their bits, or in at most ``confirm`` + 6 with the codes'
+    distance added. ``phash`` an (N, 8) pHash array: codes within ``radius``
+    whose pHashes are within ``confirm`` (default CONFIRM) of 64 bits, and pHashes within
+    ``close`` whose codes agree on three quarters of their bits. Without ``phash``: codes within
+    ``radius`` (``radius_components``). Candidates are verified ``max_pairs`` at a time, so
+    memory stays bounded however dense the codes."""
     codes = as_codes(codes)
-    if confirm is not None and not 0 <= int(confirm) <= 64:
-        raise ValueError(f"confirm must be 0 to 64 bits, got {confirm}")
     if phash is None:
         return radius_components(codes, radius, progress=progress)
-    confirm = CONFIRM if confirm is None else int(confirm)
+    full = isinstance(phash, Perceptual)
+    hashes = phash if full else as_codes(phash, 8)
+    limit = 128 if full else 64
+    if confirm is not None and not 0 <= int(confirm) <= limit:
+        raise ValueError(f"confirm must be 0 to {limit} bits, got {confirm}")
     close = CLOSE if close is None else int(close)
-    phash = as_codes(phash, 8)
     n = len(codes)
-    if len(phash) != n:
-        raise ValueError(f"{n} codes but {len(phash)} perceptual hashes")
+    if len(hashes) != n:
+        raise ValueError(f"{n} codes but {len(hashes)} perceptual hashes")
     if n == 0:
         return np.empty(0, np.int64)
-    # items equal in both code and hash are duplicates outright: pair up only the distinct
-    # (code, hash) rows, which keeps bursts of near-identical files (video frames) cheap
-    both, same = unique_rows(np.hstack([codes, phash]))
+    # items equal in code and every hash are duplicates outright: pair up only the distinct
+    # rows, which keeps bursts of near-identical files (video frames) cheap
+    keys = [codes] + ([hashes.phash, hashes.phash_mirror, hashes.dhash] if full else [hashes])
+    both, same = unique_rows(np.hstack(keys))
     if len(both) < n:
-        labels = near_duplicates(both[:, :codes.shape[1]], radius, both[:, codes.shape[1]:], confirm, close, block,
+        parts = np.cumsum([k.shape[1] for k in keys])[:-1]
+        sub = np.split(both, parts, axis=1)
+        labels = near_duplicates(sub[0], radius, Perceptual(*sub[1:]) if full else sub[1], confirm, close, block,
                                  max_pairs, progress)
         return relabel_by_size(labels[same])
-    # two sources of candidates, each checked by the other key: codes within the radius whose
-    # pictures match (look-alikes share codes, copies share both), and nearly equal hashes whose
-    # codes an edit moved further (brightness, contrast); a hash match alone would join flat or
-    # textured pictures of different things, whose low frequencies all look alike
-    sources = [(codes, radius, phash, confirm)]
-    if close >= 0:
-        sources.append((phash, close, codes, codes.shape[1] * 8 // 4))
-    grouped = [unique_rows(key) for key, *_ in sources]
+    rule = _Rule.full(codes, hashes, confirm) if full else _Rule.phash_only(codes, hashes, confirm, radius, close)
+    # (keys searched, queries: None to search the keys against themselves, radius)
+    searches = [(codes, None, int(radius))]
+    if close >= 0 and full:
+        searches += [(hashes.phash, None, close), (hashes.phash, hashes.phash_mirror, close),
+                     (hashes.dhash, None, DHASH_CLOSE), (hashes.dhash, hashes.dhash_mirror, DHASH_CLOSE)]
+    elif close >= 0:
+        searches.append((hashes, None, close))
+    grouped = {}  # each key array grouped once, by identity
+    for keys, queries, _ in searches:
+        for k in (keys, queries):
+            if k is not None and id(k) not in grouped:
+                grouped[id(k)] = _Groups.of(k)
     src, dst, tally = [], [], {"pairs": 0}
-    with Progress(sum(len(g[0]) for g in grouped), "duplicates", unit="keys", enabled=progress) as bar:
-        for (uniq, inverse), (_, r, other, limit) in zip(grouped, sources):
-            for a, b in _verified_pairs(uniq, inverse, r, other, limit, block, max_pairs, bar, tally):
+    total = sum(len(grouped[id(q if q is not None else k)].keys) for k, q, _ in searches)
+    with Progress(total, "duplicates", unit="keys", enabled=progress) as bar:
+        for keys, queries, r in searches:
+            found = _verified_pairs(grouped[id(keys)], None if queries is None else grouped[id(queries)], r, rule,
+                                    block, max_pairs, bar, tally)
+            for a, b in found:
                 src.append(a)
                 dst.append(b)
     a = np.concatenate(src) if src else np.empty(0, np.int64)
@@ -79,56 +114,104 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | None = N
     return relabel_by_size(connected_components(n, a, b))
 
 
-def _verified_pairs(uniq, inverse, radius, other, limit, block, max_pairs, bar, tally):
-    """Item pairs (a, b) whose keys (distinct keys ``uniq``, item i's is ``uniq[inverse[i]]``)
-    are within ``radius`` and whose ``other`` rows are within ``limit``: a radius search over
-    the distinct keys, each pair of keys expanded to its items in chunks of at most
-    ``max_pairs``; ``tally["pairs"]`` counts the pairs checked."""
-    members = np.argsort(inverse, kind="stable")  # items grouped by their key
-    counts = np.bincount(inverse, minlength=len(uniq))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    index = HammingIndex.from_codes(uniq)
-    method = index.choose_method(len(uniq), radius)
-    for s in range(0, len(uniq), block):
-        u, v, _ = index.radius_pairs(uniq[s:s + block], radius, method)
+@dataclass(frozen=True)
+class _Rule:
+    """The check every candidate pair (a, b) of item index arrays must pass."""
+
+    codes: np.ndarray
+    hashes: Perceptual | np.ndarray
+    confirm: int
+    radius: int | None = None  # the pHash-only rule's code radius and hash closeness; None in the full rule
+    close: int | None = None
+
+    @classmethod
+    def full(cls, codes, hashes: Perceptual, confirm):
+        return cls(codes, hashes, PERCEPTUAL if confirm is None else int(confirm))
+
+    @classmethod
+    def phash_only(cls, codes, phash, confirm, radius, close):
+        return cls(codes, phash, CONFIRM if confirm is None else int(confirm), int(radius), close)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        code = hamming(self.codes[a], self.codes[b])
+        if self.radius is not None:
+            seen = hamming(self.hashes[a], self.hashes[b])
+            return ((code <= self.radius) & (seen <= self.confirm)) | \
+                ((seen <= self.close) & (code <= self.codes.shape[1] * 8 // 4))
+        seen = self.hashes.distance(a, b)
+        code64 = code * 64 // (self.codes.shape[1] * 8)  # codes of any length count as at 64 bits
+        return (seen <= self.confirm // 2) | ((seen <= self.confirm) & (code64 <= 16)) | \
+            (seen + code64 <= self.confirm + 6)
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Items grouped by a key: the distinct keys, and for key k its items
+    ``members[starts[k]:starts[k] + counts[k]]``."""
+
+    keys: np.ndarray
+    members: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, keys: np.ndarray) -> "_Groups":
+        uniq, inverse = unique_rows(keys)
+        counts = np.bincount(inverse, minlength=len(uniq))
+        return cls(uniq, np.argsort(inverse, kind="stable"), np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+
+
+def _verified_pairs(db: _Groups, queries: _Groups | None, radius: int, accept, block, max_pairs, bar, tally):
+    """Item pairs (a, b) that ``accept`` keeps among those whose keys are within ``radius``: the
+    distinct query keys (default: ``db``'s own, each pair of keys once) searched against
+    ``db``'s, each pair of keys expanded to its items in chunks of at most ``max_pairs``;
+    ``tally["pairs"]`` counts the pairs checked."""
+    own = queries is None
+    q = db if own else queries
+    index = HammingIndex.from_codes(db.keys)
+    method = index.choose_method(len(q.keys), radius)
+    for s in range(0, len(q.keys), block):
+        u, v, _ = index.radius_pairs(q.keys[s:s + block], radius, method)
         u += s
-        keep = v >= u  # each pair of keys once, and each key with itself (items sharing it)
-        u, v = u[keep], v[keep]
-        sizes = counts[u] * counts[v]
+        if own:  # each pair of keys once, and each key with itself (items sharing it)
+            keep = v >= u
+            u, v = u[keep], v[keep]
+        sizes = q.counts[u] * db.counts[v]
         small = np.flatnonzero(sizes <= max_pairs)
         bounds = np.searchsorted(np.cumsum(sizes[small]), np.arange(max_pairs, int(sizes[small].sum()), max_pairs))
-        chunks = (_item_pairs(u[part], v[part], members, starts, counts) for part in np.split(small, bounds))
-        for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), members, starts,
-                                                       counts, max_pairs)):
-            ok = hamming(other[a], other[b]) <= limit
+        chunks = (_item_pairs(u[part], v[part], q, db, own) for part in np.split(small, bounds))
+        for a, b in itertools.chain(chunks, _big_pairs(u, v, np.flatnonzero(sizes > max_pairs), q, db, own,
+                                                       max_pairs)):
+            ok = accept(a, b)
             tally["pairs"] += len(a)
             yield a[ok], b[ok]
-        bar.update(min(block, len(uniq) - s), pairs=tally["pairs"])
+        bar.update(min(block, len(q.keys) - s), pairs=tally["pairs"])
 
 
-def _item_pairs(u, v, members, starts, counts):
-    """Every pair of items (a, b) with a's code u[i] and b's code v[i]; for u[i] == v[i] only the
-    pairs inside that code's group, each once."""
-    cu, cv = counts[u], counts[v]
+def _item_pairs(u, v, q: _Groups, db: _Groups, own: bool):
+    """Every pair of items (a, b) with a's key q.keys[u[i]] and b's db.keys[v[i]]; an item never
+    with itself, and with ``own`` (one grouping) each pair inside a key's group once."""
+    cu, cv = q.counts[u], db.counts[v]
     sizes = cu * cv
     pair = np.repeat(np.arange(len(u)), sizes)
     t = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     i, j = t // cv[pair], t % cv[pair]
-    a = members[starts[u[pair]] + i]
-    b = members[starts[v[pair]] + j]
-    keep = (u[pair] != v[pair]) | (i < j)
+    a = q.members[q.starts[u[pair]] + i]
+    b = db.members[db.starts[v[pair]] + j]
+    keep = ((u[pair] != v[pair]) | (i < j)) if own else (a != b)
     return a[keep], b[keep]
 
 
-def _big_pairs(u, v, big, members, starts, counts, max_pairs):
-    """_item_pairs for code pairs with more than ``max_pairs`` item pairs (thousands of items on
-    one code), a slice of rows at a time."""
+def _big_pairs(u, v, big, q: _Groups, db: _Groups, own: bool, max_pairs):
+    """_item_pairs for key pairs with more than ``max_pairs`` item pairs (thousands of items on
+    one key), a slice of rows at a time."""
     for k in big:
-        first = members[starts[u[k]]:starts[u[k]] + counts[u[k]]]
-        second = members[starts[v[k]]:starts[v[k]] + counts[v[k]]]
+        first = q.members[q.starts[u[k]]:q.starts[u[k]] + q.counts[u[k]]]
+        second = db.members[db.starts[v[k]]:db.starts[v[k]] + db.counts[v[k]]]
         rows = max(1, max_pairs // len(second))
         for r in range(0, len(first), rows):
             i = np.repeat(np.arange(r, min(r + rows, len(first))), len(second))
             j = np.tile(np.arange(len(second)), len(i) // len(second))
-            keep = (i < j) if u[k] == v[k] else np.ones(len(i), bool)
-            yield first[i[keep]], second[j[keep]]
+            a, b = first[i], second[j]
+            keep = (i < j) if (own and u[k] == v[k]) else (a != b)
+            yield a[keep], b[keep]

@@ -8,7 +8,10 @@ from typing import Sequence
 
 import numpy as np
 
-PHASH_BYTES = 8  # 64-bit perceptual hashes (ingest/perceptual.py)
+from ..ingest.perceptual import BITS as HASH_BITS
+from ..ingest.perceptual import FIELDS as HASH_FIELDS  # each column (n, PHASH_BYTES) uint8
+
+PHASH_BYTES = HASH_BITS // 8
 
 
 @dataclass
@@ -23,6 +26,9 @@ class Items:
     phash: np.ndarray | None = None  # (n, 8) uint8 perceptual hashes; None for codes alone
     # (n,) float32 reconstruction error through the code (outlier scores); None: not computed
     error: np.ndarray | None = None
+    # (n, 8) uint8 pHash of the mirrored picture and dHash (ingest/perceptual.py); None: not computed
+    phash_mirror: np.ndarray | None = None
+    dhash: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.path)
@@ -31,8 +37,9 @@ class Items:
         self.code = np.ascontiguousarray(self.code, dtype=np.uint8)
         if self.code.ndim != 2:
             raise ValueError(f"codes must be 2-D (n, bits // 8), got shape {self.code.shape}")
-        if self.phash is not None:
-            self.phash = np.ascontiguousarray(self.phash, dtype=np.uint8).reshape(-1, PHASH_BYTES)
+        for name in HASH_FIELDS:
+            if getattr(self, name) is not None:
+                setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.uint8).reshape(-1, PHASH_BYTES))
         if self.error is not None:
             self.error = np.asarray(self.error, np.float32).reshape(-1)
         for f in fields(self):
@@ -47,17 +54,25 @@ class Items:
     def nbytes(self) -> int:
         return self.code.shape[1]
 
+    @property
+    def hashes(self) -> dict | None:
+        """The perceptual hash columns {name: (n, 8)}, or None unless every one is present."""
+        cols = {name: getattr(self, name) for name in HASH_FIELDS}
+        return None if any(c is None for c in cols.values()) else cols
+
     @classmethod
     def empty(cls, nbytes: int, phash: bool = True, error: bool = True) -> "Items":
         z = np.empty(0, np.int64)
-        return cls([], z, z, np.empty((0, nbytes), np.uint8), np.empty((0, PHASH_BYTES), np.uint8) if phash else None,
-                   np.empty(0, np.float32) if error else None)
+        hashes = {name: np.empty((0, PHASH_BYTES), np.uint8) for name in HASH_FIELDS} if phash else {}
+        return cls([], z, z, np.empty((0, nbytes), np.uint8), error=np.empty(0, np.float32) if error else None,
+                   **hashes)
 
     def take(self, rows) -> "Items":
         """The items at ``rows`` (an index array or boolean mask), in that order."""
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, np.int64)
-        return Items([self.path[i] for i in rows], self.size[rows], self.mtime[rows], self.code[rows],
-                     None if self.phash is None else self.phash[rows], None if self.error is None else self.error[rows])
+        return Items([self.path[i] for i in rows], **{f.name: None if getattr(self, f.name) is None
+                                                      else getattr(self, f.name)[rows]
+                                                      for f in fields(self) if f.name != "path"})
 
     @classmethod
     def concat(cls, parts: list, nbytes: int) -> "Items":
@@ -70,8 +85,8 @@ class Items:
         def joined(name):
             cols = [getattr(p, name) for p in parts]
             return None if any(c is None for c in cols) else np.concatenate(cols)
-        return cls([x for p in parts for x in p.path], joined("size"), joined("mtime"), joined("code"),
-                   joined("phash"), joined("error"))
+        return cls([x for p in parts for x in p.path], **{f.name: joined(f.name) for f in fields(cls)
+                                                          if f.name != "path"})
 
     def sorted(self) -> "Items":
         """The same items ordered by path (the order a store keeps)."""

@@ -22,7 +22,7 @@ from .atomic import fsync_path, write_guard
 from .items import Items
 
 SEGMENT = re.compile(r"^seg-(\d{6})\.h5$")
-VERSION = 3  # segments in the store's item layout, with errors (2: without; 1: hashae 0.1's own columns)
+VERSION = 4  # segments in the store's item layout, with every perceptual hash (3: pHash only; 2: no errors; 1: hashae 0.1)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ..model.config import HasherConfig, parse_json_object, without_image_defaul
 from ..version import __version__
 from ..model.hasher import ModelState
 from .atomic import FailSafeFile
-from .items import PHASH_BYTES, Items
+from .items import HASH_FIELDS, PHASH_BYTES, Items
 
 FORMAT, FORMAT_VERSION = "hashae", 1
 # a collection whose items live in part files (ATTR_SHARDS) or are vectors (ATTR_ITEMS) is
@@ -91,6 +91,11 @@ ITEM_COLUMNS = (
            attrs={"method": "pHash: 8x8 lowest DCT of 32x32 grey > median, FAISS bit order"}),
     Column("error", "items/error", np.float32, optional=True,
            attrs={"method": "mean squared error of the model's reconstruction through the code, pixels in [0, 1]"}),
+    Column("phash_mirror", "items/phash_mirror", np.uint8, PHASH_BYTES, optional=True,
+           attrs={"method": "pHash of the horizontally mirrored picture, as items/phash"}),
+    Column("dhash", "items/dhash", np.uint8, PHASH_BYTES, optional=True,
+           attrs={"method": "dHash: 9x8 bilinear thumbnail of the 32x32 grey, pixel > its left neighbour "
+                            "+ 0.001, row-major, FAISS bit order"}),
 )
 CODES = ITEM_COLUMNS[0].path
 COLUMN = {c.field: c for c in ITEM_COLUMNS}
@@ -269,10 +274,11 @@ def write_items(g: h5py.Group, items: Items) -> None:
 def read_items(g: h5py.Group, nbytes: int) -> Items:
     """All items under ``g``, checked against the layout (as ``check_items``)."""
     n, has = check_items(g, nbytes)
+    hashes = {name: g[COLUMN[name].path][()] if n else np.empty((0, PHASH_BYTES), np.uint8)
+              for name in HASH_FIELDS if has[name]}
     return Items(read_strings(g[COLUMN["path"].path]), g[COLUMN["size"].path][()], g[COLUMN["mtime"].path][()],
                  g[CODES][()] if n else np.empty((0, nbytes), np.uint8),
-                 (g[COLUMN["phash"].path][()] if n else np.empty((0, PHASH_BYTES), np.uint8)) if has["phash"] else None,
-                 read_errors(g) if has["error"] else None)
+                 error=read_errors(g) if has["error"] else None, **hashes)
 
 
 def read_errors(g: h5py.Group) -> np.ndarray:

@@ -18,11 +18,12 @@ import h5py
 import numpy as np
 
 from ..codes import check_bits
+from ..ingest.perceptual import Perceptual
 from ..model.hasher import ModelState
 from ..version import __version__
 from . import layout, seal
 from .atomic import first_line, fsync_path, replace_atomically, write_guard
-from .items import PHASH_BYTES, Items
+from .items import HASH_FIELDS, PHASH_BYTES, Items
 
 
 class StoreError(ValueError):
@@ -206,6 +207,7 @@ class StoreReader:
         self.bits = layout.check_root(f)
         self.n, present = layout.check_items(f, self.bits // 8)
         self.has_phash = present["phash"]
+        self.has_hashes = all(present[name] for name in HASH_FIELDS)  # phash, phash_mirror, dhash
         self.has_error = present["error"]
         self.n_skipped = layout.check_skipped(f)
         # a sharded collection: (part file, rows) in row order, each part checked like a file
@@ -264,6 +266,15 @@ class StoreReader:
         if not self.has_phash:
             return None
         return self.file[layout.COLUMN["phash"].path][()] if self.n else np.empty((0, PHASH_BYTES), np.uint8)
+
+    @_guarded
+    def perceptual(self) -> Perceptual | None:
+        """All perceptual hashes of the items (pHash, its mirror's, dHash); None for stores
+        without every one of them (codes alone, or written by an earlier hashae)."""
+        if not self.has_hashes:
+            return None
+        return Perceptual(*(self.file[layout.COLUMN[name].path][()] if self.n
+                            else np.empty((0, PHASH_BYTES), np.uint8) for name in HASH_FIELDS))
 
     @_guarded
     def errors(self) -> np.ndarray | None:
