@@ -235,9 +235,14 @@ def _random_hashes(rng, n, families=30, noise=0.06):
     return Perceptual(pack(pick[:, 0]), pack(pick[:, 1]), pack(pick[:, 2]))
 
 
-@pytest.mark.parametrize("radius,max_pairs,close", [(2, 1 << 22, 4), (4, 40, 4), (3, 1 << 22, -1)])
-def test_full_rule_matches_brute_force(radius, max_pairs, close):
-    from hashae.search.duplicates import DHASH_CLOSE, PERCEPTUAL
+@pytest.mark.parametrize("radius,max_pairs,close,wide_items", [(2, 1 << 22, 4, None), (4, 40, 4, None),
+                                                             (3, 1 << 22, -1, None), (2, 1 << 22, 4, 100)])
+def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, monkeypatch):
+    # wide_items: fewer distinct dHashes than the collection has, so the narrower dHash search
+    import hashae.search.duplicates as dup
+    from hashae.search.duplicates import CLOSE, DHASH_CLOSE, PERCEPTUAL
+    if wide_items is not None:
+        monkeypatch.setattr(dup, "DHASH_WIDE_ITEMS", wide_items)
     rng = np.random.default_rng(6)
     n = 300
     centres = rng.integers(0, 2, (8, 64))
@@ -259,7 +264,7 @@ def test_full_rule_matches_brute_force(radius, max_pairs, close):
     candidate = code <= radius
     if close >= 0:
         for key, mirror, r in ((hashes.phash, hashes.phash_mirror, close),
-                               (hashes.dhash, hashes.dhash_mirror, DHASH_CLOSE)):
+                               (hashes.dhash, hashes.dhash_mirror, DHASH_CLOSE if wide_items is None else CLOSE)):
             candidate |= (hamming(key[i], key[j]) <= r) | (hamming(mirror[i], key[j]) <= r) | \
                 (hamming(key[i], mirror[j]) <= r)
     accept = (seen <= PERCEPTUAL // 2) | ((seen <= PERCEPTUAL) & (code <= 16)) | (seen + code <= PERCEPTUAL + 6)

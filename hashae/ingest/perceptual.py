@@ -72,6 +72,9 @@ class Perceptual:
             if len(value) != n:
                 raise ValueError(f"{n} pHashes but {len(value)} rows of {name}")
             object.__setattr__(self, name, value)
+        # each hash as one 64-bit word, for distances between millions of candidate pairs
+        words = [h.view(np.uint64).ravel() for h in (self.phash, self.phash_mirror, self.dhash, self.dhash_mirror)]
+        object.__setattr__(self, "_words", words)
 
     def __len__(self) -> int:
         return len(self.phash)
@@ -90,14 +93,18 @@ class Perceptual:
         dHash of a and b differ, as they are or with one of them mirrored, whichever is closer.
         Mirrored, a's hashes against b's mirror's and b's against a's mirror's are two readings
         of one distance; their mean (rounded up) keeps it symmetric."""
-        same = _bits(self.phash[a] ^ self.phash[b]) + _bits(self.dhash[a] ^ self.dhash[b])
-        mirror_b = _bits(self.phash[a] ^ self.phash_mirror[b]) + _bits(self.dhash[a] ^ self.dhash_mirror[b])
-        mirror_a = _bits(self.phash_mirror[a] ^ self.phash[b]) + _bits(self.dhash_mirror[a] ^ self.dhash[b])
+        p, pm, d, dm = self._words
+        pa, pb, da, db = p[a], p[b], d[a], d[b]
+        same = _ones(pa ^ pb) + _ones(da ^ db)
+        mirror_b = _ones(pa ^ pm[b]) + _ones(da ^ dm[b])
+        mirror_a = _ones(pm[a] ^ pb) + _ones(dm[a] ^ db)
         return np.minimum(same, (mirror_a + mirror_b + 1) // 2)
 
 
-def _bits(x: np.ndarray) -> np.ndarray:
-    return popcount(x).sum(axis=-1, dtype=np.int32)
+def _ones(words: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 word, as int32."""
+    return popcount(words.view(np.uint8).reshape(-1, 8)).sum(axis=1, dtype=np.int32) if not hasattr(
+        np, "bitwise_count") else np.bitwise_count(words).astype(np.int32)
 
 
 def perceptual_hashes(images: np.ndarray) -> Perceptual:

@@ -30,9 +30,12 @@ from .index import HammingIndex
 # codes 10 bits apart) were joined
 PERCEPTUAL = 18
 # candidate pairs for that check come from codes within the radius, and from pHashes within
-# CLOSE or dHashes within DHASH_CLOSE bits (either orientation): searches that stay fast at
-# millions of items (FAISS multi-hash), where a radius of 20 in 128 bits would not
-DHASH_CLOSE = 6
+# CLOSE or dHashes within DHASH_CLOSE bits (either orientation): FAISS multi-hash searches,
+# where a radius of 18 in 128 bits would be an all-pairs scan. The dHash radius of 6 finds more
+# crops and rotations than 4 (recall 0.893 against 0.867 on edited copies, bench/README.md)
+# but its search grows as n^2 / 512 (9 s against 1 s at 100,000 random hashes, per
+# orientation), so above DHASH_WIDE_ITEMS distinct dHashes it is 4
+DHASH_CLOSE, DHASH_WIDE_ITEMS = 6, 100_000
 # The rule for collections with the pHash alone (built by an earlier hashae or from codes): a
 # code pair counts if the pHashes differ in at most CONFIRM of 64 bits; hashes within CLOSE make
 # a pair when the codes still agree on three quarters of their bits (brightening moves codes)
@@ -55,7 +58,7 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
 
     ``phash`` a ``Perceptual`` record (``hashae.perceptual_hashes``): candidates are codes
     within ``radius`` and hashes within ``close`` (pHash, default CLOSE) or DHASH_CLOSE bits
-    (dHash; negative ``close``: neither); a pair is kept when its 128 perceptual bits differ in
+    (dHash; CLOSE above DHASH_WIDE_ITEMS items; negative ``close``: neither); a pair is kept when its 128 perceptual bits differ in
     at most half of ``confirm`` (default PERCEPTUAL) bits, in at most ``confirm`` with codes
     that agree on three quarters of their bits, or in at most ``confirm`` + 6 with the codes'
     distance added. ``phash`` an (N, 8) pHash array: codes within ``radius``
@@ -89,24 +92,19 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
         return relabel_by_size(labels[same])
     rule = _Rule.full(codes, hashes, confirm) if full else _Rule.phash_only(codes, hashes, confirm, radius, close)
     # (keys searched, queries: None to search the keys against themselves, radius)
-    searches = [(codes, None, int(radius))]
+    searches = [(_Groups.of(codes), None, int(radius))]
     if close >= 0 and full:
-        searches += [(hashes.phash, None, close), (hashes.phash, hashes.phash_mirror, close),
-                     (hashes.dhash, None, DHASH_CLOSE), (hashes.dhash, hashes.dhash_mirror, DHASH_CLOSE)]
+        ph, dh = _Groups.of(hashes.phash), _Groups.of(hashes.dhash)
+        wide = DHASH_CLOSE if len(dh.keys) <= DHASH_WIDE_ITEMS else CLOSE
+        searches += [(ph, None, close), (ph, _Groups.of(hashes.phash_mirror), close),
+                     (dh, None, wide), (dh, _Groups.of(hashes.dhash_mirror), wide)]
     elif close >= 0:
-        searches.append((hashes, None, close))
-    grouped = {}  # each key array grouped once, by identity
-    for keys, queries, _ in searches:
-        for k in (keys, queries):
-            if k is not None and id(k) not in grouped:
-                grouped[id(k)] = _Groups.of(k)
+        searches.append((_Groups.of(hashes), None, close))
     src, dst, tally = [], [], {"pairs": 0}
-    total = sum(len(grouped[id(q if q is not None else k)].keys) for k, q, _ in searches)
+    total = sum(len((k if q is None else q).keys) for k, q, _ in searches)
     with Progress(total, "duplicates", unit="keys", enabled=progress) as bar:
         for keys, queries, r in searches:
-            found = _verified_pairs(grouped[id(keys)], None if queries is None else grouped[id(queries)], r, rule,
-                                    block, max_pairs, bar, tally)
-            for a, b in found:
+            for a, b in _verified_pairs(keys, queries, r, rule, block, max_pairs, bar, tally):
                 src.append(a)
                 dst.append(b)
     a = np.concatenate(src) if src else np.empty(0, np.int64)
