@@ -56,7 +56,7 @@ _DHASH_ROWS, _DHASH_COLS, _TIE = _triangle(SIDE, 8), _triangle(SIDE, 9), 1e-3
 FIELDS = ("phash", "phash_mirror", "dhash")  # the hashes an image item carries, in this order
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare the fields, not the records
 class Perceptual:
     """The perceptual hashes of N pictures, each (N, 8) uint8 packed like the codes:
     ``phash``, ``phash_mirror`` (the pHash of the horizontally mirrored picture) and ``dhash``."""
