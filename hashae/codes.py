@@ -52,8 +52,14 @@ def as_codes(codes: np.ndarray, nbytes: int | None = None) -> np.ndarray:
 
 
 def popcount(a: np.ndarray) -> np.ndarray:
-    """Number of set bits in each uint8 element."""
-    return np.bitwise_count(a) if hasattr(np, "bitwise_count") else _POPCOUNT8[a]
+    """Number of set bits in each element of an unsigned integer array (uint8, uint64, ...)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(a)
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return _POPCOUNT8[a]
+    as_bytes = np.ascontiguousarray(a)[..., None].view(np.uint8)  # numpy < 2: byte by byte
+    return _POPCOUNT8[as_bytes].sum(axis=-1, dtype=np.uint8)
 
 
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

@@ -403,7 +403,10 @@ class Collection:
         r = duplicate_radius(self.bits) if radius is None else int(radius)
         if r < 0:
             raise ValueError("radius must be >= 0")
-        hashes = (self.perceptual or self.phash) if verify else None
+        hashes = None
+        if verify:  # every perceptual hash, else (an earlier hashae's file) the pHash alone
+            every = self.perceptual
+            hashes = every if every is not None else self.phash
         if verify and hashes is None and self.kind == "images":
             warnings.warn(f"{self.path} has no perceptual hashes (built from codes alone or by an earlier "
                           "hashae; re-index its folder to add them): groups are by semantic codes only, "
@@ -429,7 +432,8 @@ class Collection:
         if rule not in self.KEEP_RULES:
             raise ValueError(f"keep rule must be one of {', '.join(self.KEEP_RULES)}, got {rule!r}")
         from .codes import hamming
-        codes, hashes, every = self.codes, self.phash, self.perceptual
+        codes, every = self.codes, self.perceptual
+        hashes = self.phash if every is None else every.phash
         sizes, mtimes = self.reader.sizes(), self.reader.mtimes()
         plan = []
         for n, (group, ids) in enumerate(zip(groups, self.ids_of(groups))):

@@ -21,6 +21,7 @@ Its mirror needs no storage: mirroring reverses each row and flips every gradien
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -72,15 +73,15 @@ class Perceptual:
             if len(value) != n:
                 raise ValueError(f"{n} pHashes but {len(value)} rows of {name}")
             object.__setattr__(self, name, value)
-        # each hash as one 64-bit word, for distances between millions of candidate pairs
-        words = [h.view(np.uint64).ravel() for h in (self.phash, self.phash_mirror, self.dhash, self.dhash_mirror)]
-        object.__setattr__(self, "_words", words)
 
     def __len__(self) -> int:
         return len(self.phash)
 
-    def take(self, rows) -> "Perceptual":
-        return Perceptual(*(getattr(self, name)[rows] for name in FIELDS))
+    @cached_property
+    def _words(self) -> tuple:
+        """pHash, its mirror's, dHash and its mirror's, each hash one 64-bit word: distances
+        between millions of candidate pairs in a few vector operations."""
+        return tuple(h.view(np.uint64).ravel() for h in (self.phash, self.phash_mirror, self.dhash, self.dhash_mirror))
 
     @property
     def dhash_mirror(self) -> np.ndarray:
@@ -102,9 +103,8 @@ class Perceptual:
 
 
 def _ones(words: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 word, as int32."""
-    return popcount(words.view(np.uint8).reshape(-1, 8)).sum(axis=1, dtype=np.int32) if not hasattr(
-        np, "bitwise_count") else np.bitwise_count(words).astype(np.int32)
+    """Set bits of each uint64 word, as int32 (sums of them exceed a byte)."""
+    return popcount(words).astype(np.int32)
 
 
 def perceptual_hashes(images: np.ndarray) -> Perceptual:
