@@ -1,15 +1,21 @@
 """Clustering quality and speed, side by side in one run.
 
-Quality: on each labelled set, k-means with k = number of classes on (a) hashae codes, (b) ITQ
-codes (both binary k-means in Hamming space, same seed and restarts) and (c) raw pixels (float
-k-means, FAISS, same restarts); NMI, adjusted Rand index and purity against the labels. Models
-are trained on all images of the set without labels.
+Quality: on each labelled set, with k = number of classes, (a) graph clustering of hashae codes
+(communities of their nearest-neighbour graph, at several neighbour counts, and once with the
+number of groups left to the graph), (b) binary k-means on hashae codes and (c) on ITQ codes
+(Hamming space, same seed and restarts) and (d) float k-means on raw pixels (FAISS, same
+restarts); NMI, adjusted Rand index and purity against the labels. Models are trained on all
+images of the set without labels. The neighbour count is chosen by the worst set, with a
+leave-one-set-out check.
 
 Speed: seconds for each method over synthetic 64-bit codes (100 centres with 3% bit noise) at
-100k and 1M codes, and for the near-duplicate grouping over the same codes at 100k.
+100k and 1M codes, the graph method also on harder codes (1,000 centres, 8% noise) with its
+peak memory (a child process's high-water resident size, before and after), and the near-duplicate grouping over
+the first codes at 100k.
 
     python bench/cluster.py
     python bench/cluster.py --sets coil20 --sizes 100000
+    python bench/cluster.py --sets --sizes 100000 1000000 --duplicate-sizes   # the speed curve only
 """
 from __future__ import annotations
 
@@ -28,10 +34,14 @@ from quality import load_labelled, parse_value  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher, cluster  # noqa: E402
 from hashae.search import near_duplicates  # noqa: E402
+from hashae.search.graph import NEIGHBOURS, graph_clusters  # noqa: E402
 from hashae.codes import pack  # noqa: E402
 from hashae.metrics import adjusted_rand, nmi, purity  # noqa: E402
 
 RESTARTS = 4
+SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
+NEIGHBOUR_COUNTS = (5, 10, 20)
+GRAPH = "hashae codes, graph"
 
 
 def quality(name: str, cfg: HasherConfig, bits: int, seed: int) -> list:
@@ -41,20 +51,25 @@ def quality(name: str, cfg: HasherConfig, bits: int, seed: int) -> list:
     t0 = time.monotonic()
     model = SemanticHasher(cfg.replace(bits=bits, channels=images.shape[-1], seed=seed)).fit(images)
     fit_s = time.monotonic() - t0
-    results = {
-        "hashae codes, binary k-means": cluster(model.encode(images), "kmeans", k=k, seed=seed, restarts=RESTARTS),
+    codes = model.encode(images)
+    results = {f"{GRAPH}, {n} neighbours": graph_clusters(codes, k, neighbours=n, seed=seed).labels
+               for n in NEIGHBOUR_COUNTS}
+    auto = graph_clusters(codes, None, seed=seed).labels
+    results[f"{GRAPH}, k chosen by modularity ({auto.max() + 1})"] = auto
+    results.update({
+        "hashae codes, binary k-means": cluster(codes, "kmeans", k=k, seed=seed, restarts=RESTARTS),
         "ITQ codes, binary k-means": cluster(itq(pixels.astype(np.float64), bits, seed)(pixels.astype(np.float64)),
                                              "kmeans", k=k, seed=seed, restarts=RESTARTS),
-    }
+    })
     km = faiss.Kmeans(pixels.shape[1], k, niter=50, nredo=RESTARTS, seed=seed)
     km.train(pixels)
     results["raw pixels, float k-means"] = km.index.search(pixels, 1)[1][:, 0]
     rows = []
     for method, pred in results.items():
         row = dict(set=name, method=method, bits=bits, nmi=nmi(labels, pred), ari=adjusted_rand(labels, pred),
-                   purity=purity(labels, pred))
+                   purity=purity(labels, pred), groups=int(pred.max()) + 1)
         rows.append(row)
-        print(f"  {name:12s} {method:30s} NMI {row['nmi']:.4f}  ARI {row['ari']:.4f}  purity {row['purity']:.4f}",
+        print(f"  {name:12s} {method:48s} NMI {row['nmi']:.4f}  ARI {row['ari']:.4f}  purity {row['purity']:.4f}",
               flush=True)
     print(f"  {name:12s} (hashae fit {fit_s:.1f} s)")
     return rows
@@ -76,6 +91,46 @@ def speed(n: int, seed: int = 0) -> list:
         rows.append(dict(n=n, method=method, args=kw, seconds=secs, groups=int(labels.max()) + 1))
         print(f"  {n:>9,d} codes  {method:7s} {json.dumps(kw):28s} {secs:8.2f} s  {labels.max() + 1:>8,d} groups",
               flush=True)
+    return rows
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike getrusage's maxrss, not carried over
+    from the parent across exec)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def _graph_child(n: int, seed: int, hard: bool, out) -> None:
+    """In a child process: time graph clustering (k chosen) of synthetic codes, and report the
+    process's peak resident memory before and after it."""
+    rng = np.random.default_rng(seed)
+    if hard:
+        centres = rng.integers(0, 2, (1000, 64), dtype=np.uint8)
+        codes = pack(centres[rng.integers(0, 1000, n)] ^ (rng.random((n, 64)) < 0.08))
+    else:
+        codes = synthetic_codes(n, rng)
+    before = _peak_mb()
+    t0 = time.monotonic()
+    labels = cluster(codes, "graph", seed=seed)
+    secs = time.monotonic() - t0
+    out.put(dict(seconds=secs, groups=int(labels.max()) + 1, rss_before_mb=before, rss_peak_mb=_peak_mb()))
+
+
+def graph_speed(n: int, seed: int = 0) -> list:
+    import multiprocessing as mp
+    rows = []
+    for hard in (False, True):
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_graph_child, args=(n, seed, hard, queue))
+        child.start()
+        result = queue.get()
+        child.join()
+        kind = "1,000 centres, 8% noise" if hard else "100 centres, 3% noise"
+        rows.append(dict(n=n, method="graph", args={"codes": kind}, **result))
+        print(f"  {n:>9,d} codes  graph   {kind:28s} {result['seconds']:8.2f} s  {result['groups']:>8,d} groups  "
+              f"peak {result['rss_peak_mb']:.0f} MB (codes alone {result['rss_before_mb']:.0f} MB)", flush=True)
     return rows
 
 
@@ -101,7 +156,7 @@ def duplicate_speed(n: int, seed: int = 0) -> list:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="*", default=["coil20", "orl_faces", "eurosat_val", "cifar10_test"])
+    ap.add_argument("--sets", nargs="*", default=SETS)
     ap.add_argument("--bits", type=int, default=64)
     ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
     ap.add_argument("--duplicate-sizes", nargs="*", type=int, default=[100_000],
@@ -116,12 +171,24 @@ def main(argv=None):
     for name in args.sets:
         rows += quality(name, cfg, args.bits, args.seed)
     by = {(r["set"], r["method"]): r["nmi"] for r in rows}
+    graph = f"{GRAPH}, {NEIGHBOURS} neighbours"
     for name in args.sets:
-        h, i, f = (by[(name, m)] for m in ("hashae codes, binary k-means", "ITQ codes, binary k-means",
-                                            "raw pixels, float k-means"))
-        print(f"{name}: NMI hashae / raw-pixel k-means = {h / f:.2f}, hashae / ITQ = {h / i:.2f}")
+        g, h, i, f = (by[(name, m)] for m in (graph, "hashae codes, binary k-means", "ITQ codes, binary k-means",
+                                               "raw pixels, float k-means"))
+        print(f"{name}: NMI / raw-pixel k-means: graph {g / f:.2f}, binary k-means {h / f:.2f}; "
+              f"graph / ITQ k-means {g / i:.2f}; graph / hashae k-means {g / h:.2f}")
+    if len(args.sets) > 1:
+        print(f"neighbour count by the worst set's NMI / raw pixels (default {NEIGHBOURS}), leaving each set out:")
+        for held in args.sets:
+            others = [s for s in args.sets if s != held]
+
+            def worst(n, sets):
+                return min(by[(s, f"{GRAPH}, {n} neighbours")] / by[(s, "raw pixels, float k-means")] for s in sets)
+            n = max(NEIGHBOUR_COUNTS, key=lambda n: (worst(n, others), -abs(n - NEIGHBOURS)))
+            print(f"  without {held:18s} {n:3d} neighbours: {held} at {worst(n, [held]):.2f}x raw pixels")
     print("speed (64-bit synthetic codes)")
     timing = [r for n in args.sizes for r in speed(n, args.seed)]
+    timing += [r for n in args.sizes for r in graph_speed(n, args.seed)]
     timing += [r for n in args.duplicate_sizes for r in duplicate_speed(n, args.seed)]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 
 from hashae import Collection, cluster
 from hashae import phash as hashae_phash
@@ -37,50 +37,20 @@ from hashae.codes import pack
 from hashae.search import duplicate_radius, near_duplicates
 from hashae.search.duplicates import PERCEPTUAL
 
+import edits  # noqa: E402 - bench/edits.py, beside this script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 CONFIRMS = (14, 16, 18, 20, 22)
 FALSE_SETS = ("cifar10_test", "eurosat_val", "tinyimagenet_val")
 
 
-def _jpeg(im):
-    return im, 50
-
-
-def _resize(im):
-    return im.resize((max(1, im.width * 4 // 5), max(1, im.height * 4 // 5)), Image.Resampling.LANCZOS), 90
-
-
-def _crop(im):
-    dx, dy = im.width // 20, im.height // 20
-    return im.crop((dx, dy, im.width - dx, im.height - dy)), 90
-
-
 def _rotate(im):
-    angle = 5 if (im.width + im.height) % 2 else -4
-    return im.rotate(angle, resample=Image.Resampling.BILINEAR), 90
+    return edits.rotate(im, 5 if (im.width + im.height) % 2 else -4)
 
 
-def _bright(im):
-    return ImageEnhance.Brightness(im).enhance(1.2), 90
-
-
-def _flip(im):
-    return ImageOps.mirror(im), 90
-
-
-def _mark(im):
-    im = im.copy()
-    ImageDraw.Draw(im).text((im.width // 20, im.height * 3 // 4), "(c) hashae 2026", fill=(255, 255, 255))
-    return im, 90
-
-
-def _grey(im):
-    return ImageOps.grayscale(im), 90
-
-
-EDITS = {"jpeg": _jpeg, "resize": _resize, "crop": _crop, "rotate": _rotate, "bright": _bright, "flip": _flip,
-         "watermark": _mark, "grey": _grey}
+EDITS = {"jpeg": edits.jpeg, "resize": edits.resize, "crop": edits.crop, "rotate": _rotate, "bright": edits.bright,
+         "flip": edits.flip, "watermark": edits.watermark, "grey": edits.grey}
 
 
 def _images(folder: str) -> list:

@@ -4,9 +4,12 @@ Protocol (../shared/data/README.md): seeded stratified queries (100 per class; 1
 2 for orl_faces), the rest is the database; models are trained on database images only without
 labels; ranking by Hamming distance over the whole database, ties in database order; mAP over
 the full ranking and precision@100. Baselines use the same pixels (resized to the model's input,
-scaled to [0, 1]).
+scaled to [0, 1]). hashae's default two-stage ranking (search.rank: the Hamming shortlist
+re-ranked by the query's expected distance and the perceptual copy bonus, the rest of the
+database after it in Hamming order) is scored beside the plain Hamming order, with the copy
+bonus settings of --rerank.
 
-    python bench/quality.py                       # all four sets, 16/32/64 bits, ablations at 64
+    python bench/quality.py                       # all six sets, 16/32/64 bits, ablations at 64
     python bench/quality.py --sets coil20 --bits 32 --no-ablations
     python bench/quality.py --set-config epochs=30 --set-config arch=conv
     python bench/quality.py --effort fast --bits 64 --no-ablations
@@ -26,7 +29,11 @@ from baselines import HASHERS, pca_float  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import is_grey, load_folder  # noqa: E402
+from hashae.codes import hamming_matrix  # noqa: E402
+from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.metrics import euclidean_distances, hamming_retrieval, retrieval_scores  # noqa: E402
+from hashae.search import HammingIndex  # noqa: E402
+from hashae.search.rank import SHORTLIST, Queries, Ranker, Scoring  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2, "tinyimagenet_val": 10, "binaryalphadigits": 5}
@@ -67,7 +74,46 @@ def split(labels: np.ndarray, per_class: int, seed: int = 0):
     return q, db
 
 
-def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int) -> list:
+def scoring_of(spec: str, noise_std: float) -> Scoring:
+    """A copy-bonus setting "WITHIN/WEIGHT/PERCENTILE/MARGIN" (search.rank.Scoring; "default":
+    the library's; a weight of 0: the expected distance alone; percentile 100 with a margin
+    of -999: a fixed bar at WITHIN)."""
+    if spec == "default":
+        return Scoring(noise_std)
+    within, weight, percentile, margin = (float(v) for v in spec.split("/"))
+    return Scoring(noise_std, int(within), weight, percentile, margin)
+
+
+def reranked(model, images, q, db, ql, dl, scoring: Scoring) -> dict:
+    """retrieval_scores of the two-stage ranking: each query's SHORTLIST best by ``scoring``
+    first, then the rest of the database in Hamming order (ties in database order)."""
+    qcodes, dbcodes = model.encode(images[q]), model.encode(images[db])
+    ranker = Ranker(HammingIndex.from_codes(dbcodes), perceptual_hashes(images[db]), scoring)
+    ranked = ranker.knn(Queries(qcodes, model.logits(images[q]), perceptual_hashes(images[q])), SHORTLIST)
+    dist = hamming_matrix(qcodes, dbcodes).astype(np.float64)
+    for row, r in enumerate(ranked):
+        dist[row, r.ids] = np.arange(len(r.ids)) - len(r.ids)  # before every Hamming distance, in order
+    return retrieval_scores(dist, ql, dl)
+
+
+def long_reranked(model, long_model, images, q, db, ql, dl) -> dict:
+    """retrieval_scores when each query's SHORTLIST nearest by ``model``'s code are re-ranked by
+    the Hamming distance of a longer code from ``long_model`` (Krizhevsky & Hinton 2011's second
+    stage; ties by the short distance), the rest of the database after them in Hamming order."""
+    qcodes, dbcodes = model.encode(images[q]), model.encode(images[db])
+    qlong, dblong = long_model.encode(images[q]), long_model.encode(images[db])
+    dist = hamming_matrix(qcodes, dbcodes).astype(np.float64)
+    _, ids = HammingIndex.from_codes(dbcodes).search(qcodes, SHORTLIST)
+    for row, shortlist in enumerate(ids):
+        shortlist = shortlist[shortlist >= 0]
+        finer = hamming_matrix(qlong[row:row + 1], dblong[shortlist])[0]
+        order = shortlist[np.lexsort((dist[row, shortlist], finer))]
+        dist[row, order] = np.arange(len(order)) - len(order)
+    return retrieval_scores(dist, ql, dl)
+
+
+def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int, rerank=(),
+            long_bits: int | None = None) -> list:
     images, labels = load_labelled(name, base.image_size)
     q, db = split(labels, QUERIES_PER_CLASS.get(name, 100), seed)
     pixels = images.reshape(len(images), -1).astype(np.float64) / 255
@@ -100,6 +146,18 @@ def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int
             secs = time.monotonic() - t0
             add(method if method == "hashae" else f"hashae: {method}", bits,
                 hamming_retrieval(model.encode(images[q]), model.encode(images[db]), ql, dl), secs)
+            if method != "hashae":
+                continue
+            for spec in rerank:
+                scoring = scoring_of(spec, model.config.noise_std)
+                label = "hashae, re-ranked" + (" (default)" if scoring == Scoring(model.config.noise_std) else
+                                               f" (copy bonus {spec})")
+                add(label, bits, reranked(model, images, q, db, ql, dl, scoring))
+            if long_bits:
+                t0 = time.monotonic()
+                long_model = SemanticHasher(cfg_base.replace(bits=long_bits)).fit(images[db])
+                add(f"hashae, re-ranked by a {long_bits}-bit code", bits,
+                    long_reranked(model, long_model, images, q, db, ql, dl), time.monotonic() - t0)
     return rows
 
 
@@ -117,9 +175,15 @@ def parse_settings(texts) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["coil20", "orl_faces", "eurosat_val", "cifar10_test"])
+    ap.add_argument("--sets", nargs="+", default=["coil20", "orl_faces", "binaryalphadigits", "eurosat_val",
+                                                  "cifar10_test", "tinyimagenet_val"])
+    ap.add_argument("--rerank", nargs="*", default=["default"], metavar="W/w/P/M",
+                    help="copy-bonus settings of the two-stage ranking to score: WITHIN/WEIGHT/PERCENTILE/MARGIN "
+                         "(search.rank.Scoring) or default; 48/0/10/8 is the expected distance alone")
     ap.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--long-code", type=int, metavar="BITS",
+                    help="also train a BITS-bit model and score re-ranking each shortlist by its longer code")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--effort", default="default", choices=["fast", "default", "best"],
                     help="start from this effort level's recipe (HasherConfig.for_effort)")
@@ -131,7 +195,7 @@ def main(argv=None):
     print(f"config: {base.to_json()}")
     rows, t0 = [], time.monotonic()
     for name in args.sets:
-        rows += run_set(name, args.bits, base, not args.no_ablations, args.seed)
+        rows += run_set(name, args.bits, base, not args.no_ablations, args.seed, args.rerank, args.long_code)
     summary = summarise(rows)
     for line in summary:
         print(line)

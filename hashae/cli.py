@@ -180,8 +180,13 @@ def report_bits(store: str) -> int:
 @_store_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=None, help="hits per query (default 10; with --radius: all)")
 @click.option("--radius", type=click.IntRange(min=0), help="all items within this Hamming distance instead of the k nearest")
-@click.option("--json", "as_json", is_flag=True, help="print JSON: [{query, hits: [{path, distance}]}]")
-@click.option("--csv", "as_csv", is_flag=True, help="print CSV: query,rank,path,distance")
+@click.option("--json", "as_json", is_flag=True,
+              help="print JSON: [{query, hits: [{path, distance, score}]}] (score: what ordered the hits, lower is "
+                   "closer; distance: Hamming distance between the codes)")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV: query,rank,path,distance,score")
+@click.option("--hamming-only", is_flag=True,
+              help="order hits by Hamming distance alone (ties in item order), without re-ranking the shortlist "
+                   "by the query's real-valued code and perceptual hashes")
 @click.option("--absolute", is_flag=True, help="print the hits' absolute paths")
 @click.option("--exclude-self", is_flag=True, help="leave out the query itself when it is an item")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="write a contact sheet PNG of each query and its hits")
@@ -190,7 +195,8 @@ def report_bits(store: str) -> int:
                    "recalls more (default 32)")
 @_folder_option
 @_friendly
-def query(images, vectors, store, k, radius, as_json, as_csv, absolute, exclude_self, sheet, nprobe, folder):
+def query(images, vectors, store, k, radius, as_json, as_csv, hamming_only, absolute, exclude_self, sheet, nprobe,
+          folder):
     """Find the items most similar to each IMAGE (a folder: every image in it), or to each row
     of --vector Q.npy in a collection of vectors."""
     from .collection import Collection
@@ -206,7 +212,7 @@ def query(images, vectors, store, k, radius, as_json, as_csv, absolute, exclude_
             from .ingest.vectors import VectorSource
             with VectorSource(vectors) as q:
                 results = coll.query_vectors(q.rows(0, q.n), k=k if (k or radius is not None) else 10,
-                                             radius=radius)
+                                             radius=radius, hamming_only=hamming_only)
             _print_results(results, as_json, as_csv)
             return
         if sheet or absolute:
@@ -215,7 +221,7 @@ def query(images, vectors, store, k, radius, as_json, as_csv, absolute, exclude_
         for image in _expand_folders(images):  # an unreadable query image is reported; the others answered
             try:
                 results += coll.query([image], k=k if (k or radius is not None) else 10, radius=radius,
-                                      exclude_self=exclude_self)
+                                      exclude_self=exclude_self, hamming_only=hamming_only)
             except ImageError as e:
                 click.echo(f"Error: {shown(str(e))}", err=True)
                 failed += 1
@@ -242,13 +248,15 @@ def _print_results(results: list, as_json: bool, as_csv: bool) -> None:
     if as_json:
         click.echo(json.dumps(results))
     elif as_csv:
-        _csv(["query", "rank", "path", "distance"],
-             [(r["query"], n, h["path"], h["distance"]) for r in results for n, h in enumerate(r["hits"], 1)])
+        _csv(["query", "rank", "path", "distance", "score"],
+             [(r["query"], n, h["path"], h["distance"], h.get("score", ""))
+              for r in results for n, h in enumerate(r["hits"], 1)])
     else:
         for r in results:
             click.echo(f"{shown(str(r['query']))}: {len(r['hits'])} hits")
             for h in r["hits"]:
-                click.echo(f"  {h['distance']:4d}  {shown(h['path'])}")
+                score = f"  {h['score']:8.2f}" if "score" in h else ""
+                click.echo(f"  {h['distance']:4d}{score}  {shown(h['path'])}")
 
 
 def _expand_folders(args) -> list:
@@ -332,10 +340,14 @@ def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
 
 @main.command()
 @_store_option
-@click.option("--method", type=click.Choice(["exact", "radius", "kmeans"]), default="exact", show_default=True)
+@click.option("--method", type=click.Choice(["exact", "radius", "kmeans", "graph"]), default="exact", show_default=True,
+              help="exact: identical codes; radius: codes joined within --radius; kmeans: -k groups around binary "
+                   "centroids; graph: communities of the codes' nearest-neighbour graph (-k of them, or as many "
+                   "as the graph shows)")
 @click.option("--radius", type=click.IntRange(min=0), default=None,
               help="Hamming radius for --method radius (default bits // 32)")
-@click.option("-k", "k", type=click.IntRange(min=1), default=None, help="clusters for --method kmeans (default sqrt(N / 2))")
+@click.option("-k", "k", type=click.IntRange(min=1), default=None,
+              help="clusters for --method kmeans (default sqrt(N / 2)) and graph (default: chosen by modularity)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help='print [{"cluster": n, "paths": [...]}, ...], every item once')
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV: cluster,path")
@@ -348,13 +360,17 @@ def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, q
     """Group the items of a collection by their codes (largest group first)."""
     from .collection import Collection
     with Collection.open(_resolve_store(store), folder) as coll:
-        if method == "kmeans" and k is not None and k >= len(coll):
+        with_k = method in ("kmeans", "graph")
+        if with_k and k is not None and k >= len(coll):
             click.echo(f"Warning: -k {k} is not less than the {len(coll)} items: every distinct code is a group "
                        "of its own", err=True)
-        elif method != "kmeans" and k is not None:
-            click.echo(f"Warning: -k applies to --method kmeans only; ignored for --method {method}", err=True)
+        elif not with_k and k is not None:
+            click.echo(f"Warning: -k applies to --method kmeans and graph only; ignored for --method {method}",
+                       err=True)
         groups = coll.clusters(method, radius=radius if method == "radius" else None,
-                               k=k if method == "kmeans" else None, seed=seed, progress=False if quiet else None)
+                               k=k if with_k else None, seed=seed, progress=False if quiet else None)
+        if method == "graph" and k is None and not quiet:
+            click.echo(f"graph: the neighbour graph's modularity chose {len(groups)} groups", err=True)
         _emit_groups(coll, groups, GroupOutput(f"{method} clusters", as_json, as_csv, absolute, sheets))
 
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 
 from .codes import as_codes
+from .ingest.decode import Decoded
 from .ingest.perceptual import Perceptual
 from .indexer import SEGMENT_ITEMS, IndexReport, IndexRun, run_index
 from .storage import Items, StoreBusy, StoreContents, StoreError, StoreLock, StoreReader, write_store
 from .storage.items import HASH_FIELDS
+
+if TYPE_CHECKING:
+    from .search.rank import Queries
 
 __all__ = ["Collection", "Hit", "IndexReport", "MapLayout", "Outlier", "StoreBusy", "StoreError", "default_store",
            "groups_from_labels"]
@@ -28,8 +32,9 @@ MAP_ITEMS = 1000  # items on a map by default: a 1,632-pixel square of 48-pixel 
 
 class Hit(NamedTuple):
     path: str
-    distance: int
+    distance: int  # Hamming distance between the query's code and the item's stored code
     id: int
+    score: float | None = None  # what ordered the hits, lower is closer (search.rank); None: Hamming order
 
 
 class Outlier(NamedTuple):
@@ -65,6 +70,7 @@ class Collection:
         self._index = None
         self._model = None
         self._labels = None
+        self._ranker = None
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -110,7 +116,7 @@ class Collection:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
-        self._reader = self._index = self._model = self._labels = None
+        self._reader = self._index = self._model = self._labels = self._ranker = None
 
     def __enter__(self) -> "Collection":
         return self
@@ -254,45 +260,97 @@ class Collection:
 
     def encode_files(self, files: Sequence[str]) -> np.ndarray:
         """Codes of image files with the collection's model; an unreadable file raises ImageError."""
-        from .ingest import ImageError, load_image
-        cfg = self.model.config
-        if cfg.is_vector:
-            raise ValueError(f"{self.path} holds vectors: query it with vectors (hashae query --vector Q.npy, "
-                             "Collection.search_vectors)")
-        arrays = []
-        for f in files:
-            if not os.path.lexists(f):
-                raise ImageError(f"{f}: no such file")
-            try:
-                arrays.append(load_image(f, cfg.image_size, cfg.channels))
-            except ImageError as e:
-                raise ImageError(f"{f}: {e}") from None
-        return self.model.encode(np.stack(arrays)) if arrays else np.empty((0, self.bits // 8), np.uint8)
+        return self.queries(list(files)).codes
 
     def search_codes(self, codes: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         return self.hamming_index.search(as_codes(codes, self.bits // 8), k)
 
-    def search(self, images, k: int = 10) -> list:
-        """Nearest items of each query (image files, or images as an array): lists of Hit."""
-        codes = self.encode_files(images) if _is_paths(images) else self.model.encode(images)
-        d, i = self.search_codes(codes, k)
-        return [self._hits(di, ii) for di, ii in zip(d, i)]
+    @property
+    def ranker(self):
+        """The two-stage ranker over the stored codes and perceptual hashes (search.rank),
+        built on first use."""
+        if self._ranker is None:
+            from .search.rank import Ranker, Scoring
+            noise = self.model.config.noise_std if self.reader.has_model() else 4.0
+            self._ranker = Ranker(self.hamming_index, self.perceptual if self.kind == "images" else None,
+                                  Scoring(noise_std=noise))
+        return self._ranker
+
+    def queries(self, images):
+        """What ranking needs of queries (search.rank.Queries): image files, images as an
+        (n, h, w, channels) uint8 array, or vectors (n, d) for a collection of vectors, through
+        the collection's model: codes, code-layer inputs and, for images, perceptual hashes.
+        An unreadable file raises ImageError; Queries are returned as they are."""
+        from .search.rank import Queries
+        if isinstance(images, Queries):
+            return images
+        if _is_paths(images):
+            return self.picture_queries(self._decode_queries(images))
+        images = np.asarray(images)
+        cfg = self.model.config
+        if not cfg.is_vector and images.ndim == 4 and images.dtype == np.uint8:
+            return self.picture_queries([Decoded(im, None) for im in images])
+        return self._encoded(images, None)
+
+    def picture_queries(self, pictures: Sequence) -> Queries:
+        """Queries of decoded pictures (ingest.decode.Decoded: the RGB square at the model's
+        size and, below 32 pixels, the thumbnail that perceptual hashes are taken from): the
+        model's input and the hashes as indexing computes them."""
+        from .ingest.decode import model_input
+        from .ingest.perceptual import perceptual_hashes
+        cfg = self.model.config
+        if not len(pictures):
+            return self._encoded(np.empty((0, cfg.image_size, cfg.image_size, cfg.channels), np.uint8), None)
+        rgb = np.stack([p.rgb for p in pictures])
+        thumbs = np.stack([p.rgb if p.thumb is None else p.thumb for p in pictures])
+        return self._encoded(model_input(rgb, cfg.channels), perceptual_hashes(thumbs))
+
+    def _encoded(self, inputs: np.ndarray, hashes):
+        from .search.rank import Queries
+        logits = self.model.logits(inputs)
+        return Queries(np.packbits(logits > 0, axis=1, bitorder="little"), logits, hashes)
+
+    def _decode_queries(self, files) -> list:
+        """Image files decoded as indexing decodes them (ingest.decode.Decoded)."""
+        from .ingest import ImageError
+        from .ingest.decode import decode_file
+        cfg = self.model.config
+        if cfg.is_vector:
+            raise ValueError(f"{self.path} holds vectors: query it with vectors (hashae query --vector Q.npy, "
+                             "Collection.search_vectors)")
+        out = []
+        for f in files:
+            if not os.path.lexists(f):
+                raise ImageError(f"{f}: no such file")
+            try:
+                out.append(decode_file(f, cfg.image_size, thumb=True))
+            except ImageError as e:
+                raise ImageError(f"{f}: {e}") from None
+        return out
+
+    def search(self, images, k: int = 10, hamming_only: bool = False) -> list:
+        """Nearest items of each query (image files, images as an array, or ``queries``): lists of Hit,
+        ordered by the two-stage ranking (search.rank: a Hamming shortlist re-ranked by the
+        query's real-valued code and, for images, perceptual hashes, so edited copies come
+        first); ``hamming_only``: by Hamming distance alone, ties in item order."""
+        ranked = self.ranker.knn(self.queries(images), k, hamming_only)
+        return [self._ranked_hits(r) for r in ranked]
 
     def search_vectors(self, vectors, k: int = 10) -> list:
         """Nearest items of each row of ``vectors`` (n, d), encoded by the collection's vector
         model: lists of Hit."""
         return self.search(self._vectors(vectors), k)
 
-    def query_vectors(self, vectors, k: int | None = 10, radius: int | None = None) -> list:
+    def query_vectors(self, vectors, k: int | None = 10, radius: int | None = None,
+                      hamming_only: bool = False) -> list:
         """What ``hashae query --vector Q.npy --json`` prints: [{"query": row, "hits": [{"path",
-        "distance"}]}], the query being the row number in ``vectors``."""
+        "distance", "score"}]}], the query being the row number in ``vectors``."""
         vectors = self._vectors(vectors)
         if radius is not None:
-            results = self.radius_search(vectors, radius, limit=k)
+            results = self.radius_search(vectors, radius, limit=k, hamming_only=hamming_only)
         else:
-            results = self.search(vectors, k or 10)
-        return [{"query": r, "hits": [{"path": h.path, "distance": h.distance} for h in hits]}
-                for r, hits in enumerate(results)]
+            results = self.search(vectors, k or 10, hamming_only=hamming_only)
+        return [{"query": r, "hits": [_hit_json(h) for h in hits]} for r, hits in enumerate(results)]
 
     def _vectors(self, vectors) -> np.ndarray:
         cfg = self.model.config
@@ -304,44 +362,54 @@ class Collection:
             vectors = vectors[None]
         return vectors
 
-    def similar(self, item_id: int, k: int = 10, exclude_self: bool = False) -> list:
-        """The nearest items of a stored item (its stored code is the query), as Hit; with
-        ``exclude_self``, the item itself is left out."""
-        d, ids = self.search_codes(self.codes_of([item_id]), k + exclude_self)
-        return [h for h in self._hits(d[0], ids[0]) if not (exclude_self and h.id == item_id)][:k]
+    def similar(self, item_id: int, k: int = 10, exclude_self: bool = False, hamming_only: bool = False) -> list:
+        """The nearest items of a stored item (its stored code is the query; its perceptual
+        hashes bring its copies first), as Hit; with ``exclude_self``, the item itself is left out."""
+        from .search.rank import Queries
+        every = None if hamming_only else self.ranker.hashes  # read once, with the ranker
+        hashes = None if every is None else Perceptual(*(getattr(every, f)[[item_id]] for f in HASH_FIELDS))
+        queries = Queries(self.codes_of([item_id]), None, hashes)
+        [ranked] = self.ranker.knn(queries, k + exclude_self, hamming_only)
+        return [h for h in self._ranked_hits(ranked) if not (exclude_self and h.id == item_id)][:k]
 
-    def radius_search(self, images, radius: int, limit: int | None = None) -> list:
-        """All items within Hamming distance ``radius`` of each query, nearest first."""
-        codes = self.encode_files(images) if _is_paths(images) else self.model.encode(images)
-        out = []
-        for ids, dist in self.hamming_index.radius_search(codes, radius):
-            out.append(self._hits(dist[:limit], ids[:limit]))
-        return out
+    def radius_search(self, images, radius: int, limit: int | None = None, hamming_only: bool = False) -> list:
+        """All items within Hamming distance ``radius`` of each query, best first (``search``'s
+        order), the first ``limit`` of them."""
+        ranked = self.ranker.within(self.queries(images), radius, limit, hamming_only)
+        return [self._ranked_hits(r) for r in ranked]
 
     def _hits(self, dist, ids) -> list:
         keep = ids >= 0
         dist, ids = dist[keep], ids[keep]
         return [Hit(p, int(d), int(i)) for p, d, i in zip(self.paths(ids), dist, ids)]
 
+    def _ranked_hits(self, ranked) -> list:
+        if ranked.score is None:
+            return self._hits(ranked.distance, ranked.ids)
+        return [Hit(p, int(d), int(i), round(float(s), 4))
+                for p, d, i, s in zip(self.paths(ranked.ids), ranked.distance, ranked.ids, ranked.score)]
+
     def query(self, files: Sequence[str], k: int | None = 10, radius: int | None = None,
-              exclude_self: bool = False) -> list:
-        """What ``hashae query --json`` prints: [{"query", "hits": [{"path", "distance"}]}].
+              exclude_self: bool = False, hamming_only: bool = False) -> list:
+        """What ``hashae query --json`` prints: [{"query", "hits": [{"path", "distance", "score"}]}]
+        ("score" where the two-stage ranking ordered the hits, see ``search``).
 
         A query file that is itself an item is listed first among the hits at distance 0, or,
         with ``exclude_self``, left out (its neighbours are what is asked for)."""
         files = list(files)
         extra = 1 if exclude_self else 0
         if radius is not None:
-            results = self.radius_search(files, radius, limit=None if k is None else k + extra)
+            results = self.radius_search(files, radius, limit=None if k is None else k + extra,
+                                         hamming_only=hamming_only)
         else:
-            results = self.search(files, (k or 10) + extra)
+            results = self.search(files, (k or 10) + extra, hamming_only=hamming_only)
         out = []
         for f, hits in zip(files, results):
             hits = self._self_first(f, hits, None if k is None else k + extra)
             if exclude_self and hits and hits[0].distance == 0 and hits[0].path == self._relative(f):
                 hits = hits[1:]
             hits = hits if k is None and radius is not None else hits[:k or 10]
-            out.append({"query": f, "hits": [{"path": h.path, "distance": h.distance} for h in hits]})
+            out.append({"query": f, "hits": [_hit_json(h) for h in hits]})
         return out
 
     def _relative(self, file: str) -> str | None:
@@ -362,7 +430,7 @@ class Collection:
         row = self.reader.find_path(rel)  # the item shares its code with more than k others
         if row is None or not np.array_equal(self.reader.code(row), self.reader.code(hits[0].id)):
             return hits  # not indexed, or the file changed since: its code is not the query's
-        return [Hit(rel, 0, row)] + hits[: (k - 1) if k else None]
+        return [Hit(rel, 0, row, hits[0].score)] + hits[: (k - 1) if k else None]
 
     # ------------------------------------------------------------------ grouping
     def cluster_labels(self, method: str = "exact", *, radius: int | None = None, k: int | None = None,
@@ -599,6 +667,14 @@ def _effort_config(effort: str | None, config, bits: int | None, **settings):
         raise ValueError("give effort or config, not both (HasherConfig.for_effort(effort, ...) combines them)")
     from .model.config import HasherConfig
     return HasherConfig.for_effort(effort, **settings, **({"bits": bits} if bits else {}))
+
+
+def _hit_json(hit: Hit) -> dict:
+    """A hit as query JSON: {"path", "distance"}, and "score" where the ranking used one."""
+    out = {"path": hit.path, "distance": hit.distance}
+    if hit.score is not None:
+        out["score"] = hit.score
+    return out
 
 
 def groups_from_labels(labels: np.ndarray, paths: list) -> list:

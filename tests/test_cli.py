@@ -25,7 +25,7 @@ def test_index_trains_then_query_and_info(sample_copy, tmp_path, monkeypatch):
     r = run("query", q, "--json", "-k", 3)  # the only store in indexes/ is the default
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out[0]["query"] == str(q) and out[0]["hits"][0] == {"path": "triangle/triangle_004.png", "distance": 0}
+    assert out[0]["query"] == str(q) and {k: out[0]["hits"][0][k] for k in ("path", "distance")} == {"path": "triangle/triangle_004.png", "distance": 0}
     r = run("info", "--json")
     info = json.loads(r.output)
     assert info["items"] == 72 and info["bits"] == 16 and info["model"]["image_size"] == 16
@@ -58,7 +58,7 @@ def test_query_text_and_sheet(trained_store, sample_dir, tmp_path):
     r = run("query", sample_dir / "circle" / "circle_001.png", "--store", trained_store, "-k", 4, "--sheet", sheet)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0].endswith("4 hits") and lines[1].split() == ["0", "circle/circle_001.png"]
+    assert lines[0].endswith("4 hits") and lines[1].split()[::2] == ["0", "circle/circle_001.png"]
     from PIL import Image
     with Image.open(sheet) as im:
         assert im.width >= 5 * 100  # query + 4 hits

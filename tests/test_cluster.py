@@ -52,6 +52,45 @@ def test_kmeans_is_deterministic_and_separates_clusters():
     assert nmi(truth, a) > 0.95 and adjusted_rand(truth, a) > 0.9
 
 
+def _groups(n_groups=5, per=60, noise=0.06, seed=1):
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2, (n_groups, 64))
+    truth = np.repeat(np.arange(n_groups), per)
+    return pack(centres[truth] ^ (rng.random((len(truth), 64)) < noise)), truth
+
+
+def test_graph_clusters_separate_groups_and_choose_their_number():
+    codes, truth = _groups()
+    chosen = cluster(codes, "graph", seed=3)  # no k: the graph's modularity picks it
+    assert partition(chosen) == partition(truth)
+    given = cluster(codes, "graph", k=5, seed=3)
+    assert partition(given) == partition(truth)
+    np.testing.assert_array_equal(given, cluster(codes, "graph", k=5, seed=3))  # deterministic for a seed
+    # more groups than the data has: the resolution is raised until there are k
+    assert len(np.unique(cluster(codes, "graph", k=9, seed=3))) == 9
+    # fewer: communities are merged down to k, whole groups kept together
+    two = cluster(codes, "graph", k=2, seed=3)
+    assert len(np.unique(two)) == 2 and nmi(truth, two) > 0.5
+    assert all(len(np.unique(two[truth == t])) == 1 for t in range(5))
+
+
+def test_graph_clusters_with_the_inverted_file_search(monkeypatch):
+    # past EXACT_MAX distinct codes the neighbours come from an IVF index: same groups here
+    import hashae.search.graph as graph
+    codes, truth = _groups(per=200, seed=2)
+    monkeypatch.setattr(graph, "EXACT_MAX", 100)
+    assert nmi(truth, cluster(codes, "graph", k=5)) > 0.98
+
+
+def test_graph_duplicate_codes_and_tiny_inputs():
+    codes, truth = _groups(n_groups=3, per=20, noise=0.0)  # every group is one code repeated
+    assert partition(cluster(codes, "graph")) == partition(truth)
+    assert len(cluster(codes[:0], "graph")) == 0
+    assert list(cluster(codes[:1], "graph")) == [0]
+    with pytest.raises(ValueError, match="k >= 1"):
+        cluster(codes, "graph", k=0)
+
+
 @pytest.mark.parametrize("method, kwargs, label", [
     ("radius", {"radius": 2}, "radius"),
     ("kmeans", {"k": 5, "restarts": 3, "iterations": 7}, "k-means"),
@@ -108,7 +147,8 @@ def test_near_duplicates_are_found_as_a_group(trained_store, sample_copy, tmp_pa
 
 
 @pytest.mark.parametrize("args", [["--method", "exact"], ["--method", "radius", "--radius", "3"],
-                                  ["--method", "kmeans", "-k", "6", "--quiet"]])
+                                  ["--method", "kmeans", "-k", "6", "--quiet"], ["--method", "graph"],
+                                  ["--method", "graph", "-k", "6", "--quiet"]])
 def test_cluster_json_covers_every_item_once(trained_store, tmp_path, args):
     r = CliRunner().invoke(main, ["cluster", "--store", str(trained_store), "--json", *args,
                                   "--sheets", str(tmp_path / "sheets")], catch_exceptions=False)
@@ -119,6 +159,8 @@ def test_cluster_json_covers_every_item_once(trained_store, tmp_path, args):
     with Collection.open(trained_store) as coll:
         assert sorted(paths) == sorted(coll.paths()) and len(paths) == len(set(paths))
     assert (tmp_path / "sheets" / "index.html").exists() and (tmp_path / "sheets" / "cluster-0000.png").exists()
+    if args[1] == "graph":  # says how many groups it chose, or gives the -k asked for
+        assert f"chose {len(out)} groups" in r.stderr if "-k" not in args else len(out) == 6
 
 
 def test_duplicates_cli(trained_store):

@@ -60,9 +60,15 @@ def test_query_json_shape(trained_store, sample_dir):
     with Collection.open(trained_store) as c:
         out = c.query([str(sample_dir / "ring" / "ring_000.png"), str(sample_dir / "cross" / "cross_001.png")], k=4)
     assert [r["query"] for r in out] == [str(sample_dir / "ring" / "ring_000.png"), str(sample_dir / "cross" / "cross_001.png")]
-    for r in out:
+    for r in out:  # the two-stage ranking orders by "score"; "distance" stays the Hamming distance
         assert set(r) == {"query", "hits"} and len(r["hits"]) == 4
-        assert all(set(h) == {"path", "distance"} and isinstance(h["distance"], int) for h in r["hits"])
+        assert all(set(h) == {"path", "distance", "score"} and isinstance(h["distance"], int)
+                   and isinstance(h["score"], float) for h in r["hits"])
+        assert [h["score"] for h in r["hits"]] == sorted(h["score"] for h in r["hits"])
+    with Collection.open(trained_store) as c:  # --hamming-only: the documented plain shape and order
+        plain = c.query([str(sample_dir / "ring" / "ring_000.png")], k=4, hamming_only=True)
+    for r in plain:
+        assert all(set(h) == {"path", "distance"} for h in r["hits"])
         assert [h["distance"] for h in r["hits"]] == sorted(h["distance"] for h in r["hits"])
 
 
@@ -78,7 +84,7 @@ def test_retrieval_prefers_the_same_class(trained_store, sample_dir):
 def test_radius_query(trained_store, sample_dir):
     with Collection.open(trained_store) as c:
         [r] = c.query([str(sample_dir / "square" / "square_002.png")], k=None, radius=3)
-    assert r["hits"][0] == {"path": "square/square_002.png", "distance": 0}
+    assert _plain(r["hits"][0]) == {"path": "square/square_002.png", "distance": 0}
     assert all(h["distance"] <= 3 for h in r["hits"])
 
 
@@ -257,7 +263,7 @@ def test_query_item_sharing_its_code_with_many_comes_first(trained_store, sample
     with Collection.create(store, np.repeat(code, 40, axis=0), paths, folder=str(sample_dir), model=model) as c:
         [r] = c.query([str(query)], k=3)
         assert c.reader.find_path("nothing/here.png") is None
-    assert r["hits"][0] == {"path": f"ring/{names[0]}", "distance": 0}
+    assert _plain(r["hits"][0]) == {"path": f"ring/{names[0]}", "distance": 0}
     assert [h["path"] for h in r["hits"][1:]] == ["a/000.png", "a/001.png"]
 
 
@@ -283,3 +289,8 @@ print('ok')
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(folder)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def _plain(hit: dict) -> dict:
+    """A hit's path and Hamming distance (the score beside them is the ranking's)."""
+    return {"path": hit["path"], "distance": hit["distance"]}

@@ -37,7 +37,7 @@ def test_every_item_is_its_own_first_hit_at_distance_0(mixed_folder, tmp_path, c
         # the stored code of every item is the code its file gets as a query
         np.testing.assert_array_equal(c.encode_files(files), c.codes)
         for f, r in zip(paths, c.query(files, k=3)):
-            assert r["hits"][0] == {"path": f, "distance": 0}
+            assert (r["hits"][0]["path"], r["hits"][0]["distance"]) == (f, 0)
 
 
 def test_model_input_is_pillows_luminance_of_the_rgb_square(mixed_folder):

@@ -125,8 +125,10 @@ def test_output_for_scripts(trained_store, sample_dir, tmp_path):
     q = sample_dir / "cross" / "cross_003.png"
     r = run("query", q, "--store", trained_store, "--csv", "-k", "3")
     rows = list(csv.reader(io.StringIO(r.stdout)))
-    assert r.exit_code == 0 and rows[0] == ["query", "rank", "path", "distance"] and len(rows) == 4
-    assert rows[1] == [str(q), "1", "cross/cross_003.png", "0"]
+    assert r.exit_code == 0 and rows[0] == ["query", "rank", "path", "distance", "score"] and len(rows) == 4
+    assert rows[1][:4] == [str(q), "1", "cross/cross_003.png", "0"] and float(rows[1][4]) <= float(rows[2][4])
+    r = run("query", q, "--store", trained_store, "--csv", "-k", "3", "--hamming-only")  # no score to give
+    assert [row[4] for row in csv.reader(io.StringIO(r.stdout))][1:] == ["", "", ""]
     r = run("query", q, "--store", trained_store, "--json", "--exclude-self", "-k", "3", "--absolute")
     hits = json.loads(r.stdout)[0]["hits"]
     assert len(hits) == 3 and str(q) not in [h["path"] for h in hits] and all(os.path.isabs(h["path"]) for h in hits)

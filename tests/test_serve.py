@@ -104,7 +104,7 @@ def test_api_answers_as_the_cli_does(served, sample_dir):
     q = sample_dir / "ring" / "ring_004.png"
     code, out = server.upload(q.read_bytes(), name="ring_004.png", k=5)
     assert code == 200 and out["query"] == "ring_004.png" and len(out["hits"]) == 5
-    assert all(set(h) == {"path", "distance", "id"} for h in out["hits"])
+    assert all(set(h) == {"path", "distance", "id", "score"} for h in out["hits"])
     assert out["hits"][0]["path"] == "ring/ring_004.png" and out["hits"][0]["distance"] == 0
     [cli] = cli_json("query", q, "--store", store, "-k", "5")
     assert [(h["path"], h["distance"]) for h in out["hits"]] == [(h["path"], h["distance"]) for h in cli["hits"]]
@@ -114,9 +114,11 @@ def test_api_answers_as_the_cli_does(served, sample_dir):
     assert server.json("/api/clusters") == cli_json("cluster", "--store", store)
     assert server.json("/api/clusters?method=kmeans&k=6") == cli_json("cluster", "--store", store, "--method",
                                                                        "kmeans", "-k", "6", "--quiet")
+    assert server.json("/api/clusters?method=graph") == cli_json("cluster", "--store", store, "--method", "graph",
+                                                                 "--quiet")
     assert server.json("/api/duplicates") == cli_json("duplicates", "--store", store, "--quiet")
-    for path in ("/", f"/items/{item}", "/clusters", "/duplicates", "/clusters?method=kmeans&page=1", "/map",
-                 "/outliers"):
+    for path in ("/", f"/items/{item}", "/clusters", "/duplicates", "/clusters?method=kmeans&page=1",
+                 "/clusters?method=graph", "/map", "/outliers"):
         code, headers, body = server.request("GET", path)
         assert code == 200 and headers["content-type"].startswith("text/html"), (path, code)
     # the map places every item of this small collection once; the outliers page follows the CLI

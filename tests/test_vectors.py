@@ -249,7 +249,7 @@ def test_cli_index_query_and_the_other_commands(data, tmp_path):
     assert out.exit_code == 0, out.output
     results = json.loads(out.output)
     assert [r["query"] for r in results] == [0, 1, 2, 3]
-    assert all(set(h) == {"path", "distance"} for r in results for h in r["hits"])
+    assert all(set(h) == {"path", "distance", "score"} for r in results for h in r["hits"])
     same = [labels[int(h["path"])] == labels[r["query"]] for r in results for h in r["hits"]]
     assert np.mean(same) > 0.8
     info = json.loads(runner.invoke(main, ["info", "--store", store, "--json"]).output)

@@ -54,13 +54,13 @@ def decode_file(path, size: int, thumb: bool = False) -> Decoded:
         return _to_squares(img, size, thumb and size < PHASH_SIDE)
 
 
-def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> Decoded:
+def decode_bytes(data: bytes, size: int, max_pixels: int | None = None, thumb: bool = False) -> Decoded:
     """``decode_file`` for an image held in memory (an upload): the same path from the opened
     image on; ``max_pixels`` refuses larger images before their pixels are decoded."""
     with _decoding(), Image.open(io.BytesIO(data)) as img:
         if max_pixels and img.width * img.height > max_pixels:
             raise ImageError(f"image of {img.width}x{img.height} pixels; at most {max_pixels:,} pixels")
-        return _to_squares(img, size, False)
+        return _to_squares(img, size, thumb and size < PHASH_SIDE)
 
 
 def thumbnail(path, side: int = 160) -> Image.Image:

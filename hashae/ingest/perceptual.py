@@ -89,17 +89,26 @@ class Perceptual:
         with its signs flipped (exact but for equal neighbouring pixels, which both call 0)."""
         return _REVERSED[self.dhash] ^ np.uint8(0xFF)
 
-    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """For item index arrays ``a`` and ``b``, the bits (of 128) in which the pHash and
-        dHash of a and b differ, as they are or with one of them mirrored, whichever is closer.
-        Mirrored, a's hashes against b's mirror's and b's against a's mirror's are two readings
-        of one distance; their mean (rounded up) keeps it symmetric."""
+    def distance(self, a: np.ndarray, b: np.ndarray, other: "Perceptual | None" = None) -> np.ndarray:
+        """For index arrays ``a`` (into these pictures) and ``b`` (into ``other``'s, default these),
+        the bits (of 128) in which the pHash and dHash of a and b differ, as they are or with one
+        of them mirrored, whichever is closer. Mirrored, a's hashes against b's mirror's and b's
+        against a's mirror's are two readings of one distance; their mean (rounded up) keeps it
+        symmetric."""
         p, pm, d, dm = self._words
-        pa, pb, da, db = p[a], p[b], d[a], d[b]
+        q, qm, e, em = self._words if other is None else other._words
+        pa, pb, da, db = p[a], q[b], d[a], e[b]
         same = _ones(pa ^ pb) + _ones(da ^ db)
-        mirror_b = _ones(pa ^ pm[b]) + _ones(da ^ dm[b])
+        mirror_b = _ones(pa ^ qm[b]) + _ones(da ^ em[b])
         mirror_a = _ones(pm[a] ^ pb) + _ones(dm[a] ^ db)
         return np.minimum(same, (mirror_a + mirror_b + 1) // 2)
+
+    def joined(self, mirrored: bool = False) -> np.ndarray:
+        """pHash and dHash side by side, (N, 16) uint8: one 128-bit key whose Hamming distance
+        is the ``distance`` as the pictures are (``mirrored``: of each picture's mirror image)."""
+        if mirrored:
+            return np.concatenate([self.phash_mirror, self.dhash_mirror], axis=1)
+        return np.concatenate([self.phash, self.dhash], axis=1)
 
 
 def _ones(words: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Clustering packed codes: exact codes (the semantic-hashing address), Hamming-radius connected
-components, and k-means in Hamming space with binary centroids.
+components, k-means in Hamming space with binary centroids, and communities of the codes'
+neighbour graph (graph.py).
 
 Every method returns int64 labels, one per row, numbered by group size (0 is the largest group,
 ties by first occurrence), so labels are stable and comparable across runs.
@@ -13,7 +14,7 @@ from ..codes import as_codes, hamming, unpack
 from ..progress import Progress
 from .index import HammingIndex
 
-METHODS = ("exact", "radius", "kmeans")
+METHODS = ("exact", "radius", "kmeans", "graph")
 
 
 def default_radius(bits: int) -> int:
@@ -28,8 +29,10 @@ def cluster(codes: np.ndarray, method: str = "exact", *, radius: int | None = No
 
     ``method="exact"``: identical codes; ``"radius"``: connected components of the graph that
     joins codes within Hamming distance ``radius``; ``"kmeans"``: ``k`` clusters, binary
-    centroids, best of ``restarts`` seeded runs. ``progress``: a bar on stderr (default: when
-    it is a terminal) for the two slow methods."""
+    centroids, best of ``restarts`` seeded runs; ``"graph"``: communities of the codes'
+    k-nearest-neighbour graph (search.graph), ``k`` of them or, without ``k``, as many as the
+    graph's modularity chooses. ``progress``: a bar on stderr (default: when it is a terminal)
+    for the slow methods."""
     codes = as_codes(codes)
     if method == "exact":
         return exact_groups(codes)
@@ -42,6 +45,11 @@ def cluster(codes: np.ndarray, method: str = "exact", *, radius: int | None = No
             raise ValueError("method='kmeans' needs k >= 1")
         return binary_kmeans(codes, int(k), seed=seed, restarts=restarts, iterations=iterations,
                              progress=progress)[0]
+    if method == "graph":
+        if k is not None and int(k) < 1:
+            raise ValueError("method='graph' needs k >= 1 (or no k: the graph chooses)")
+        from .graph import graph_clusters
+        return graph_clusters(codes, None if k is None else int(k), seed=seed, progress=progress).labels
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 

@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from ..collection import MAP_ITEMS, Collection, groups_from_labels
-from ..ingest import ImageError, decode_bytes, model_input, thumbnail_jpeg
+from ..ingest import ImageError, decode_bytes, thumbnail_jpeg
 from ..model.config import describe_settings
 from ..output import json_safe
 from ..search.clustering import centre_order
@@ -119,8 +119,8 @@ def _groups(method: str, k: int | None, radius: int | None):
 
 def _group_params(request: Request, default_method: str) -> tuple:
     method = request.query_params.get("method", default_method)
-    if method not in ("exact", "radius", "kmeans", "duplicates"):
-        raise HTTPError(400, "method must be exact, radius or kmeans")
+    if method not in ("exact", "radius", "kmeans", "graph", "duplicates"):
+        raise HTTPError(400, "method must be exact, radius, kmeans or graph")
     k = _int(request, "k", 0, 0, 100_000) or None
     radius = request.query_params.get("radius")
     return method, k, None if radius is None else _int(request, "radius", 0, 0, 256)
@@ -212,10 +212,10 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
         def run(coll):
             cfg = coll.model.config
             try:
-                rgb = decode_bytes(data, cfg.image_size, MAX_UPLOAD_PIXELS).rgb
+                picture = decode_bytes(data, cfg.image_size, MAX_UPLOAD_PIXELS, thumb=True)
             except ImageError as e:
                 raise HTTPError(400, f"{name}: {e}") from None
-            return {"query": name, "hits": _hits(coll.search(model_input(rgb, cfg.channels)[None], k)[0])}
+            return {"query": name, "hits": _hits(coll.search(coll.picture_queries([picture]), k)[0])}
         from starlette.concurrency import run_in_threadpool
         return JSONResponse(await run_in_threadpool(service.use, run))
 

@@ -1,0 +1,176 @@
+"""Clusters that follow the data: the k-nearest-neighbour graph of the codes in Hamming space,
+then communities of that sparse graph (Louvain, Blondel et al. 2008: modularity maximised level
+by level, igraph's C implementation).
+
+k-means averages codes into centroids, which in Hamming space are coarse majority votes; the
+neighbour graph keeps what the codes are good at, which is telling near from far. FAISS gives
+each distinct code its ``neighbours`` nearest (exact up to ``EXACT_MAX`` distinct codes, an
+inverted-file index above), so memory is linear in the number of codes, never all pairs.
+Without ``k`` the number of groups is modularity's choice; with ``k`` the resolution is
+searched until Louvain finds k communities, and the closest partition above k is merged down
+greedily by modularity gain. Identical codes are one node with a loop for their multiplicity
+(igraph's Leiden ignores loops when it moves nodes, so three groups of identical codes became
+one; Louvain counts them).
+"""
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+import faiss
+import numpy as np
+from scipy.sparse import coo_matrix, csr_matrix
+
+from ..codes import as_codes
+from ..progress import Progress
+from .clustering import relabel_by_size, unique_rows
+
+NEIGHBOURS = 10  # edges per distinct code before symmetrising (bench/cluster.py)
+EXACT_MAX = 200_000  # distinct codes up to which the neighbour search is exhaustive
+NPROBE = 16  # inverted lists visited per code above EXACT_MAX
+RESOLUTION_STEPS = 16  # Louvain runs at most while searching the resolution that gives k groups
+
+
+class GraphClusters(NamedTuple):
+    """``labels`` (int64, one per code, 0 the largest group), the ``modularity`` of the
+    partition on the neighbour graph and the ``resolution`` that found it."""
+
+    labels: np.ndarray
+    modularity: float
+    resolution: float
+
+
+def neighbour_graph(codes: np.ndarray, neighbours: int = NEIGHBOURS, seed: int = 0):
+    """(distinct codes, inverse, symmetric weighted csr graph over the distinct codes).
+
+    Edge weights use self-tuning scales (Zelnik-Manor & Perona 2004): exp(-d^2 / (s_i s_j)),
+    s_i the distance to the code's last neighbour (at least 1), so dense and sparse regions of
+    the code space count alike. A code shared by c items carries a loop of weight c - 1."""
+    codes = as_codes(codes)
+    uniq, inverse = unique_rows(codes)
+    m = len(uniq)
+    counts = np.bincount(inverse, minlength=m).astype(np.float64)
+    kk = min(neighbours + 1, m)
+    if kk < 2:
+        return uniq, inverse, csr_matrix((counts - 1, (np.arange(m), np.arange(m))), shape=(m, m))
+    d, ids = _search(uniq, kk, seed)
+    src = np.repeat(np.arange(m), kk)
+    d, ids = d.astype(np.float64).ravel(), ids.ravel()
+    keep = (ids >= 0) & (ids != src)
+    src, dst, d = src[keep], ids[keep], d[keep]
+    scale = np.maximum(1.0, np.zeros(m))
+    np.maximum.at(scale, src, d)  # each code's farthest kept neighbour
+    w = np.exp(-(d * d) / (scale[src] * scale[dst]))
+    graph = coo_matrix((w, (src, dst)), shape=(m, m)).tocsr()
+    graph = graph.maximum(graph.T).tocsr()  # an edge either way counts once
+    graph.setdiag(counts - 1)
+    graph.eliminate_zeros()
+    return uniq, inverse, graph
+
+
+def _search(uniq: np.ndarray, kk: int, seed: int):
+    """The ``kk`` nearest distinct codes of each (itself among them): exact, or with an
+    inverted-file index above EXACT_MAX codes."""
+    bits = uniq.shape[1] * 8
+    if len(uniq) <= EXACT_MAX:
+        index = faiss.IndexBinaryFlat(bits)
+        index.add(uniq)
+        return index.search(uniq, kk)
+    nlist = int(min(65_536, 4 * np.sqrt(len(uniq))))
+    quantizer = faiss.IndexBinaryFlat(bits)
+    index = faiss.IndexBinaryIVF(quantizer, bits, nlist)
+    index.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    index.train(uniq[rng.choice(len(uniq), min(len(uniq), 64 * nlist), replace=False)])
+    index.add(uniq)
+    index.nprobe = NPROBE
+    return index.search(uniq, kk)
+
+
+def graph_clusters(codes: np.ndarray, k: int | None = None, neighbours: int = NEIGHBOURS, seed: int = 0,
+                   progress: bool | None = None) -> GraphClusters:
+    """Communities of the codes' neighbour graph: as many as modularity chooses, or ``k``."""
+    import igraph
+    codes = as_codes(codes)
+    if len(codes) == 0:
+        return GraphClusters(np.empty(0, np.int64), 0.0, 1.0)
+    with Progress(2, "graph", unit="steps", enabled=progress) as bar:
+        uniq, inverse, graph = neighbour_graph(codes, neighbours, seed)
+        bar.update(1)
+        upper = graph.tocoo()
+        g = igraph.Graph(n=len(uniq), edges=np.column_stack([upper.row, upper.col])[upper.row <= upper.col],
+                         edge_attrs={"weight": upper.data[upper.row <= upper.col]})
+        labels, resolution = _communities(g, k, seed)
+        bar.update(1)
+    modularity = g.modularity(labels.tolist(), weights="weight")
+    return GraphClusters(relabel_by_size(labels[inverse]), float(modularity), resolution)
+
+
+def _louvain(g, resolution: float, seed: int) -> np.ndarray:
+    """Louvain's last level at ``resolution``, with igraph's random node order drawn from ``seed``."""
+    import igraph
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        part = g.community_multilevel(weights="weight", resolution=resolution)
+    finally:
+        igraph.set_random_number_generator(random)
+    return np.asarray(part.membership, np.int64)
+
+
+def _communities(g, k: int | None, seed: int) -> tuple:
+    """(membership, resolution): Louvain at resolution 1 without ``k``; with it, the resolution
+    bisected (geometrically) towards k communities, then merged down to k."""
+    labels = _louvain(g, 1.0, seed)
+    if k is None:
+        return labels, 1.0
+    k = min(int(k), g.vcount())
+    low = high = None  # resolutions known to give too few / too many communities
+    resolution, above = 1.0, None
+    for _ in range(RESOLUTION_STEPS):
+        found = int(labels.max()) + 1
+        if found == k:
+            return labels, resolution
+        if found > k:
+            high, above = resolution, (labels, resolution)
+        else:
+            low = resolution
+        resolution = np.sqrt(low * high) if low is not None and high is not None else (
+            resolution * 4 if high is None else resolution / 4)
+        labels = _louvain(g, resolution, seed)
+    if int(labels.max()) + 1 == k:
+        return labels, resolution
+    if above is None:  # never more than k: as many as the graph has
+        return labels, resolution
+    return merge_to(g, above[0], k), above[1]
+
+
+def merge_to(g, labels: np.ndarray, k: int) -> np.ndarray:
+    """Merge communities greedily, each time the pair whose union raises modularity most (or
+    lowers it least), until ``k`` remain."""
+    labels = np.unique(labels, return_inverse=True)[1]
+    c = int(labels.max()) + 1
+    edges = np.asarray(g.get_edgelist(), np.int64).reshape(-1, 2)
+    w = np.asarray(g.es["weight"], np.float64)
+    a, b = labels[edges[:, 0]], labels[edges[:, 1]]
+    between = np.zeros((c, c))
+    np.add.at(between, (a, b), w)
+    between = between + between.T
+    degree = between.sum(1)  # loops counted twice, as modularity's degrees count them
+    total = degree.sum()
+    alive = np.ones(c, bool)
+    parent = np.arange(c)
+    for _ in range(c - k):
+        gain = between / total - np.outer(degree, degree) / (total * total)  # modularity gain / 2
+        np.fill_diagonal(gain, -np.inf)
+        gain[~alive, :] = -np.inf
+        gain[:, ~alive] = -np.inf
+        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        between[i] += between[j]
+        between[:, i] += between[:, j]
+        between[j] = 0
+        between[:, j] = 0
+        degree[i] += degree[j]
+        degree[j] = 0
+        alive[j] = False
+        parent[parent == j] = i
+    return parent[labels]

@@ -1,0 +1,200 @@
+"""Two-stage ranking: FAISS finds a Hamming shortlist, a finer score orders it.
+
+Semantic hashing's own answer to coarse codes (Krizhevsky & Hinton 2011: a short code finds
+candidates, a finer measure re-ranks them). A 64-bit code puts hundreds of items at each small
+distance and an edit moves a photo's code by a few bits, so plain Hamming order is mostly ties
+broken by file order. Two things a query has and the stored bits lack order the shortlist:
+
+- the query's real-valued code (the code layer's inputs z). Its score against a stored code is
+  the *expected* Hamming distance if the query's bits were drawn as in training, where
+  Gaussian noise of the model's ``noise_std`` is added to z: a bit the query barely sets counts
+  little when it disagrees. It needs no storage (an asymmetric distance), and an item with the
+  query's own code scores lowest of all.
+- for image queries, the perceptual hashes (pHash + dHash, either orientation: ingest/
+  perceptual.py). Unrelated photos differ in 50-60 of their 128 bits; edited copies of one
+  picture in fewer than about 40. But how far apart unrelated pictures are depends on the
+  collection: faces, or objects on black, are 20-30 bits apart. So the bar is the query's own:
+  ``copy_margin`` bits below the ``copy_percentile``-th percentile of its distances to its
+  Hamming shortlist (its semantic neighbours), and never above ``copy_within``. Each bit below
+  the bar takes ``copy_weight`` off the score, so copies come first and the semantic order of
+  everything else stays. The items with the nearest hashes join the shortlist, so a copy whose
+  code moved far is still found.
+
+bench/copies.py measures the parts and chooses the constants (bench/README.md, "Edited copies").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+from scipy.special import ndtr
+
+from ..codes import hamming, unpack
+from ..ingest.perceptual import Perceptual
+
+SHORTLIST = 256  # items re-ranked per k-NN query (at least k), widened to keep ties at its edge
+MAX_SHORTLIST = 16_384  # ties past this many items are cut in id order, as plain search does
+COPY_CANDIDATES = 16  # items with the nearest perceptual hashes (each orientation) added to it
+COPY_WITHIN = 48  # perceptual bits (of 128) below which an item may count as a copy, at most
+COPY_PERCENTILE = 10  # the query's bar: this percentile of its distances to its shortlist...
+COPY_MARGIN = 8  # ...less this many bits
+COPY_WEIGHT = 1.0  # score taken off per bit below the bar
+
+
+@dataclass(frozen=True)
+class Queries:
+    """What queries bring to ranking: packed ``codes`` (n, bits/8), the code layer's inputs
+    ``logits`` (n, bits) float32 or None, and their perceptual ``hashes`` or None."""
+
+    codes: np.ndarray
+    logits: np.ndarray | None = None
+    hashes: Perceptual | None = None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One query's hits in order: item ``ids``, Hamming ``distance`` between the query's code and
+    each item's stored code, and the ``score`` that ordered them (lower: closer; None in plain
+    Hamming order)."""
+
+    ids: np.ndarray
+    distance: np.ndarray
+    score: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the shortlist is scored: the model's code-layer ``noise_std`` (the expected distance's
+    noise) and the copy bonus: ``copy_weight`` per perceptual bit below the query's bar,
+    ``copy_margin`` bits under the ``copy_percentile``-th percentile of its distances to its
+    Hamming shortlist and at most ``copy_within`` (see the module docstring)."""
+
+    noise_std: float = 4.0
+    copy_within: int = COPY_WITHIN
+    copy_weight: float = COPY_WEIGHT
+    copy_percentile: float = COPY_PERCENTILE
+    copy_margin: float = COPY_MARGIN
+
+
+def expected_distance(logits: np.ndarray, codes: np.ndarray, noise_std: float) -> np.ndarray:
+    """Expected Hamming distance between each stored code (rows of packed ``codes``) and the
+    code of one query whose code-layer inputs are ``logits`` (bits,), each bit set when
+    z + N(0, noise_std^2) > 0."""
+    p_one = ndtr(np.asarray(logits, np.float64) / max(float(noise_std), 1e-6))
+    stored = unpack(codes).astype(np.float64)
+    # a stored 1 differs with probability 1 - p_one, a stored 0 with p_one
+    return (p_one.sum() + stored @ (1.0 - 2.0 * p_one)).astype(np.float64)
+
+
+class Ranker:
+    """Ranks the items of a HammingIndex for queries: ``knn(queries, k)`` and ``within(queries,
+    radius)``; ``stored_hashes`` (the items' Perceptual, or None) enable the copy bonus."""
+
+    def __init__(self, index, stored_hashes: Perceptual | None = None, scoring: Scoring | None = None):
+        self.index = index
+        self.codes = index.reconstruct_all()  # the stored codes that candidates are scored against
+        self.hashes = stored_hashes
+        self.scoring = scoring or Scoring()
+        self._copy_index = None
+
+    def knn(self, queries: Queries, k: int, hamming_only: bool = False) -> list:
+        """The ``k`` best items of each query, as Ranked: the Hamming shortlist (``SHORTLIST``
+        items or ``k`` if more, and every item tied with its last) plus the items with the
+        nearest perceptual hashes, ordered by score; ``hamming_only``: FAISS's order."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if hamming_only or not self._can_score(queries):
+            d, ids = self.index.search(queries.codes, k)
+            return [Ranked(i[i >= 0], di[i >= 0], None) for di, i in zip(d, ids)]
+        lists = self._shortlists(queries.codes, max(k, SHORTLIST))
+        copies = self._copy_candidates(queries)
+        out = []
+        for q, ids in enumerate(lists):
+            reference = ids[:SHORTLIST]
+            if copies is not None:
+                ids = np.union1d(ids, copies[q])
+            out.append(self._order(queries, q, ids, k, reference))
+        return out
+
+    def within(self, queries: Queries, radius: int, limit: int | None = None,
+               hamming_only: bool = False) -> list:
+        """Every item within Hamming distance ``radius`` of each query (the first ``limit``),
+        ordered by score (``hamming_only``: by distance, then id)."""
+        found = self.index.radius_search(queries.codes, radius)
+        if hamming_only or not self._can_score(queries):
+            return [Ranked(ids[:limit], dist[:limit], None) for ids, dist in found]
+        references = [None] * len(found)
+        if self._copies_scored(queries):  # the bar comes from the k-NN shortlist, whatever the radius holds
+            _, near = self.index.search(queries.codes, min(SHORTLIST, max(self.index.ntotal, 1)))
+            references = [r[r >= 0] for r in near]
+        return [self._order(queries, q, ids, limit, references[q]) for q, (ids, _) in enumerate(found)]
+
+    # ---------------------------------------------------------------- parts
+    def _can_score(self, queries: Queries) -> bool:
+        return queries.logits is not None or self._copies_scored(queries)
+
+    def _copies_scored(self, queries: Queries) -> bool:
+        return queries.hashes is not None and self.hashes is not None and bool(self.scoring.copy_weight)
+
+    def _order(self, queries: Queries, q: int, ids: np.ndarray, limit: int | None, reference) -> Ranked:
+        ids = np.asarray(ids, np.int64)
+        stored = self.codes[ids]
+        distance = hamming(stored, queries.codes[q][None])
+        score = self.score(queries, q, ids, stored, distance, reference)
+        order = np.lexsort((ids, distance, score))[:limit]
+        return Ranked(ids[order], distance[order], score[order])
+
+    def score(self, queries: Queries, q: int, ids: np.ndarray, stored: np.ndarray, distance: np.ndarray,
+              reference: np.ndarray | None = None) -> np.ndarray:
+        """Query ``q``'s score for items ``ids`` (their packed codes ``stored``, Hamming
+        ``distance``): the expected distance (the plain one without logits) less the copy bonus,
+        whose bar comes from the perceptual distances to the ``reference`` items (the query's
+        Hamming shortlist; default ``ids``)."""
+        s = self.scoring
+        if queries.logits is not None:
+            score = expected_distance(queries.logits[q], stored, s.noise_std)
+        else:
+            score = distance.astype(np.float64)
+        if self._copies_scored(queries) and len(ids):
+            seen = self._perceptual(queries, q, ids)
+            ref = seen if reference is None else self._perceptual(queries, q, np.asarray(reference, np.int64))
+            bar = min(s.copy_within, np.percentile(ref, s.copy_percentile) - s.copy_margin) if len(ref) else 0
+            score = score - s.copy_weight * np.maximum(0.0, bar - seen)
+        return score
+
+    def _perceptual(self, queries: Queries, q: int, ids: np.ndarray) -> np.ndarray:
+        return self.hashes.distance(ids, np.full(len(ids), q), queries.hashes).astype(np.float64)
+
+    def _shortlists(self, codes: np.ndarray, size: int) -> list:
+        """Each query's ``size`` nearest ids, widened to every item at the last distance taken
+        (up to MAX_SHORTLIST), so that no tie is cut by id order before scoring. An approximate
+        (inverted-file) index is taken as it answers: widening would scan every code."""
+        n = self.index.ntotal
+        d, ids = self.index.search(codes, min(size, max(n, 1)))
+        lists = [i[i >= 0] for i in ids]
+        if size >= n or getattr(self.index, "ivf", None) is not None:
+            return lists
+        edge = d[:, -1]
+        for q in range(len(codes)):
+            wide = self.index.radius_search(codes[q:q + 1], int(edge[q]))[0][0]
+            if len(wide) > len(lists[q]):
+                lists[q] = wide[:MAX_SHORTLIST]
+        return lists
+
+    def _copy_candidates(self, queries: Queries):
+        """Per query, the ids of the COPY_CANDIDATES items with the nearest pHash + dHash as the
+        query is and mirrored; None without hashes."""
+        if not self._copies_scored(queries) or not len(self.hashes):
+            return None
+        if self._copy_index is None:
+            self._copy_index = faiss.IndexBinaryFlat(128)
+            self._copy_index.add(self.hashes.joined())
+        m = min(COPY_CANDIDATES, len(self.hashes))
+        _, same = self._copy_index.search(queries.hashes.joined(), m)
+        _, mirrored = self._copy_index.search(queries.hashes.joined(mirrored=True), m)
+        return np.concatenate([same, mirrored], axis=1)
+

@@ -1,0 +1,174 @@
+"""Two-stage ranking (search/rank.py): the shortlist, the expected distance, the copy bonus,
+and edited copies found first through the Python API and the CLI."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageEnhance
+
+from conftest import SMALL
+from hashae import Collection, HasherConfig
+from hashae.cli import main
+from hashae.codes import hamming, pack, unpack
+from hashae.ingest.perceptual import Perceptual
+from hashae.search import HammingIndex
+from hashae.search.rank import SHORTLIST, Queries, Ranker, Scoring, expected_distance
+
+BITS = 32
+
+
+def _logits_of(codes: np.ndarray, rng, margin: float = 6.0) -> np.ndarray:
+    """Code-layer inputs whose signs give ``codes``, with varied confidence."""
+    signs = unpack(codes).astype(np.float32) * 2 - 1
+    return signs * rng.uniform(0.1, margin, signs.shape).astype(np.float32)
+
+
+def _hashes(n: int, rng) -> Perceptual:
+    h = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    return Perceptual(h, rng.integers(0, 256, (n, 8), dtype=np.uint8), rng.integers(0, 256, (n, 8), dtype=np.uint8))
+
+
+def test_expected_distance_is_the_hamming_distance_for_certain_bits():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (50, BITS // 8), dtype=np.uint8)
+    logits = _logits_of(codes[:1], rng) * 1000  # far beyond the noise: every bit certain
+    np.testing.assert_allclose(expected_distance(logits[0], codes, 4.0), hamming(codes, codes[:1]).ravel(), atol=1e-6)
+    # an uncertain bit counts about half, whichever way the item has it
+    soft = logits[0].copy()
+    soft[3] = 0.0
+    other_bits = hamming(codes, codes[:1]).ravel() - (unpack(codes)[:, 3] != unpack(codes[:1])[0, 3])
+    np.testing.assert_allclose(expected_distance(soft, codes, 4.0), other_bits + 0.5, atol=1e-6)
+
+
+def test_an_exact_duplicate_stays_first():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (2000, BITS // 8), dtype=np.uint8)
+    hashes = _hashes(2000, rng)
+    ranker = Ranker(HammingIndex.from_codes(codes), hashes, Scoring())
+    rows = rng.choice(2000, 40, replace=False)
+    q_hashes = Perceptual(hashes.phash[rows], hashes.phash_mirror[rows], hashes.dhash[rows])
+    for q_h in (None, q_hashes):
+        ranked = ranker.knn(Queries(codes[rows], _logits_of(codes[rows], rng), q_h), 5)
+        for row, r in zip(rows, ranked):
+            assert r.distance[0] == 0 and r.score[0] == r.score.min()
+            assert r.ids[0] == row or q_h is None  # with hashes, the picture itself, not a code twin
+    # a near copy by its hashes (8 bits off) with a code 6 bits away comes before a code twin
+    # that is a different picture; the item itself still comes first
+    q = rows[0]
+    copy_row, twin_row = rows[1], rows[2]
+    codes2 = codes.copy()
+    codes2[twin_row] = codes[q]
+    codes2[copy_row] = codes[q] ^ np.array([0b111111] + [0] * (BITS // 8 - 1), np.uint8)
+    ph = hashes.phash.copy()
+    ph[copy_row] = hashes.phash[q] ^ np.array([0xFF] + [0] * 7, np.uint8)
+    dh = hashes.dhash.copy()
+    dh[copy_row] = hashes.dhash[q]
+    stored = Perceptual(ph, hashes.phash_mirror, dh)
+    ranker = Ranker(HammingIndex.from_codes(codes2), stored, Scoring())
+    [r] = ranker.knn(Queries(codes2[[q]], _logits_of(codes2[[q]], rng), Perceptual(ph[[q]], hashes.phash_mirror[[q]],
+                                                                                      dh[[q]])), 3)
+    assert list(r.ids[:2]) == [q, copy_row] and r.distance[1] == 6
+
+
+def test_the_shortlist_is_widened_rather_than_cutting_ties():
+    rng = np.random.default_rng(2)
+    query = rng.integers(0, 256, (1, BITS // 8), dtype=np.uint8)
+    n = SHORTLIST + 100
+    # every item is one bit from the query: FAISS's top SHORTLIST by id would end before the
+    # last, the only one whose flipped bit is the query's least certain
+    flips = rng.integers(0, BITS - 1, n)
+    flips[-1] = BITS - 1
+    bits = np.repeat(unpack(query), n, axis=0)
+    bits[np.arange(n), flips] ^= 1
+    codes = pack(bits)
+    logits = (unpack(query).astype(np.float32) * 2 - 1) * 8
+    logits[0, BITS - 1] *= 0.01
+    ranker = Ranker(HammingIndex.from_codes(codes))
+    [r] = ranker.knn(Queries(query, logits), 3)
+    assert r.ids[0] == n - 1 and r.distance[0] == 1
+    [plain] = ranker.knn(Queries(query, logits), 3, hamming_only=True)
+    assert list(plain.ids) == [0, 1, 2] and plain.score is None
+
+
+def test_radius_search_ranks_within_the_radius_only():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (500, BITS // 8), dtype=np.uint8)
+    ranker = Ranker(HammingIndex.from_codes(codes))
+    queries = Queries(codes[:3], _logits_of(codes[:3], rng))
+    for q, (r, plain) in enumerate(zip(ranker.within(queries, 12), ranker.within(queries, 12, hamming_only=True))):
+        assert set(r.ids) == set(plain.ids) and np.all(r.distance <= 12) and r.ids[0] == q
+        assert np.all(np.diff(r.score) >= 0) and np.all(np.diff(plain.distance) >= 0)
+
+
+def _edited(src, dest):
+    """Rotated 4 degrees, 10% cropped, resized to 80%, brightened 1.2x, saved as JPEG quality 50."""
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        im = im.rotate(4, resample=Image.Resampling.BILINEAR)
+        w, h = im.size
+        im = im.crop((w // 20, h // 20, w - w // 20, h - h // 20)).resize((w * 4 // 5, h * 4 // 5))
+        ImageEnhance.Brightness(im).enhance(1.2).save(dest, quality=50)
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """60 distinct smooth colour pictures (unlike the sample's look-alike shapes, each one is a
+    picture of its own) and a collection of them with a small model."""
+    folder = tmp_path_factory.mktemp("pictures") / "pics"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        small = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((96, 96), Image.Resampling.BICUBIC).save(folder / f"pic_{i:02d}.png")
+    store = folder.parent / "pics.h5"
+    Collection(store).index(str(folder), config=HasherConfig(bits=BITS, **SMALL), workers=0, progress=False)
+    return folder, store
+
+
+def test_an_edited_copy_finds_its_original_first(pictures, tmp_path):
+    folder, store = pictures
+    originals = sorted(p.name for p in folder.iterdir())
+    queries = [str(tmp_path / f"{name}.jpg") for name in originals]
+    for name, q in zip(originals, queries):
+        _edited(folder / name, q)
+    with Collection.open(store) as c:
+        results = c.query(queries, k=5)
+        plain = c.query(queries, k=5, hamming_only=True)
+    assert [r["hits"][0]["path"] for r in results] == originals
+    assert all(set(h) == {"path", "distance", "score"} for r in results for h in r["hits"])
+    assert all(set(h) == {"path", "distance"} for r in plain for h in r["hits"])
+    # the CLI prints what the Python API returns, in both orders (it encodes one query at a
+    # time, and torch's sums differ in the last float digits with the batch size)
+    out = CliRunner().invoke(main, ["query", *queries[:5], "--store", str(store), "-k", "5", "--json"])
+    assert out.exit_code == 0, out.output
+    cli = json.loads(out.output)
+    assert [[(h["path"], h["distance"]) for h in r["hits"]] for r in cli] == \
+        [[(h["path"], h["distance"]) for h in r["hits"]] for r in results[:5]]
+    assert np.allclose([h["score"] for r in cli for h in r["hits"]],
+                       [h["score"] for r in results[:5] for h in r["hits"]], atol=2e-3)
+    out = CliRunner().invoke(main, ["query", *queries[:5], "--store", str(store), "-k", "5", "--json",
+                                    "--hamming-only"])
+    assert json.loads(out.output) == plain[:5]
+
+
+def test_similar_brings_a_stored_copy_first(pictures, tmp_path):
+    # the stored item's hashes bring its edited copy before its code neighbours
+    folder = tmp_path / "pics"
+    shutil.copytree(pictures[0], folder)
+    _edited(folder / "pic_07.png", folder / "zz_copy.jpg")
+    store = tmp_path / "c.h5"
+    with Collection.open(pictures[1]) as base:
+        Collection(store).index(str(folder), model=base.model, workers=0, progress=False)
+    with Collection.open(store) as c:
+        hits = c.similar(c.paths().index("pic_07.png"), 3, exclude_self=True)
+        assert hits[0].path == "zz_copy.jpg" and hits[0].score is not None
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_vector_queries_are_scored(k):
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, (300, BITS // 8), dtype=np.uint8)
+    ranked = Ranker(HammingIndex.from_codes(codes)).knn(Queries(codes[:2], _logits_of(codes[:2], rng)), k)
+    assert all(len(r.ids) == k and r.score is not None and r.ids[0] == q for q, r in enumerate(ranked))
