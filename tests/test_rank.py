@@ -72,10 +72,10 @@ def test_an_exact_duplicate_stays_first():
     assert list(r.ids[:2]) == [q, copy_row] and r.distance[1] == 6
 
 
-def test_the_shortlist_is_widened_rather_than_cutting_ties():
+@pytest.mark.parametrize("n", [SHORTLIST + 100, 2 * SHORTLIST + 100])  # ties ending in the search, or past it
+def test_the_shortlist_is_widened_rather_than_cutting_ties(n):
     rng = np.random.default_rng(2)
     query = rng.integers(0, 256, (1, BITS // 8), dtype=np.uint8)
-    n = SHORTLIST + 100
     # every item is one bit from the query: FAISS's top SHORTLIST by id would end before the
     # last, the only one whose flipped bit is the query's least certain
     flips = rng.integers(0, BITS - 1, n)

@@ -171,18 +171,26 @@ class Ranker:
 
     def _shortlists(self, codes: np.ndarray, size: int) -> list:
         """Each query's ``size`` nearest ids, widened to every item at the last distance taken
-        (up to MAX_SHORTLIST), so that no tie is cut by id order before scoring. An approximate
-        (inverted-file) index is taken as it answers: widening would scan every code."""
+        (up to MAX_SHORTLIST), so that no tie is cut by id order before scoring. One search of
+        twice the size shows where the ties end; only where they run past it does a radius
+        search follow. An approximate (inverted-file) index is taken as it answers: widening
+        would scan every code."""
         n = self.index.ntotal
-        d, ids = self.index.search(codes, min(size, max(n, 1)))
-        lists = [i[i >= 0] for i in ids]
-        if size >= n or getattr(self.index, "ivf", None) is not None:
-            return lists
-        edge = d[:, -1]
+        if getattr(self.index, "ivf", None) is not None:
+            _, ids = self.index.search(codes, min(size, max(n, 1)))
+            return [i[i >= 0] for i in ids]
+        d, ids = self.index.search(codes, min(2 * size, max(n, 1)))
+        lists = []
         for q in range(len(codes)):
-            wide = self.index.radius_search(codes[q:q + 1], int(edge[q]))[0][0]
-            if len(wide) > len(lists[q]):
-                lists[q] = wide[:MAX_SHORTLIST]
+            found = ids[q] >= 0
+            if found.sum() <= size:
+                lists.append(ids[q][found])
+                continue
+            edge = d[q, size - 1]
+            if d[q, -1] > edge or found.sum() == n:  # the ties end inside this search
+                lists.append(ids[q][d[q] <= edge])
+            else:
+                lists.append(self.index.radius_search(codes[q:q + 1], int(edge))[0][0][:MAX_SHORTLIST])
         return lists
 
     def _copy_candidates(self, queries: Queries):
@@ -193,8 +201,8 @@ class Ranker:
         if self._copy_index is None:
             self._copy_index = faiss.IndexBinaryFlat(128)
             self._copy_index.add(self.hashes.joined())
-        m = min(COPY_CANDIDATES, len(self.hashes))
-        _, same = self._copy_index.search(queries.hashes.joined(), m)
-        _, mirrored = self._copy_index.search(queries.hashes.joined(mirrored=True), m)
-        return np.concatenate([same, mirrored], axis=1)
+        m, n = min(COPY_CANDIDATES, len(self.hashes)), len(queries)
+        both = np.concatenate([queries.hashes.joined(), queries.hashes.joined(mirrored=True)])
+        _, ids = self._copy_index.search(both, m)  # one pass over the stored hashes for both
+        return np.concatenate([ids[:n], ids[n:]], axis=1)
 
