@@ -188,7 +188,9 @@ class Ranker:
                 continue
             edge = d[q, size - 1]
             if d[q, -1] > edge or found.sum() == n:  # the ties end inside this search
-                lists.append(ids[q][d[q] <= edge])
+                keep = d[q] <= edge
+                # by distance, then id, as the radius search orders (the first SHORTLIST set the bar)
+                lists.append(ids[q][keep][np.lexsort((ids[q][keep], d[q][keep]))])
             else:
                 lists.append(self.index.radius_search(codes[q:q + 1], int(edge))[0][0][:MAX_SHORTLIST])
         return lists
