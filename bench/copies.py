@@ -66,15 +66,10 @@ def edit_list(rng: np.random.Generator) -> dict:
 EDITS = tuple(edit_list(np.random.default_rng(0)))
 
 
-def _images(folder: str) -> list:
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
-                  if f.lower().endswith((".jpg", ".jpeg", ".png")))
-
-
 def build(name: str, work: str, items: int, originals: int, seed: int):
     """Copy a sample of the set into ``work``/db, write the edited queries; returns (folder,
     query files, the item path of each query's original, each query's edit)."""
-    files = _images(os.path.join(DATA, name))
+    files = edits.photo_files(os.path.join(DATA, name))
     if not files:
         sys.exit(f"no images under {DATA}/{name}")
     rng = np.random.default_rng(seed)

@@ -53,15 +53,10 @@ EDITS = {"jpeg": edits.jpeg, "resize": edits.resize, "crop": edits.crop, "rotate
          "flip": edits.flip, "watermark": edits.watermark, "grey": edits.grey}
 
 
-def _images(folder: str) -> list:
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
-                  if f.lower().endswith((".jpg", ".jpeg", ".png")))
-
-
 def build_folder(dest: str, originals: int, copies: int, seed: int) -> dict:
     """Write originals and edited copies under ``dest``; returns {relative path: original id}."""
-    photos = _images(os.path.join(DATA, "hymenoptera"))
-    tiny = _images(os.path.join(DATA, "tinyimagenet_val"))
+    photos = edits.photo_files(os.path.join(DATA, "hymenoptera"))
+    tiny = edits.photo_files(os.path.join(DATA, "tinyimagenet_val"))
     if not photos or not tiny:
         sys.exit(f"no photos under {DATA}/hymenoptera or {DATA}/tinyimagenet_val")
     rng = np.random.default_rng(seed)

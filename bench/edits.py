@@ -1,10 +1,19 @@
-"""The edits people make to photos, for the copy benchmarks (duplicates.py, copies.py).
+"""The edits people make to photos, for the copy benchmarks (duplicates.py, copies.py), and the
+photo files they are made to.
 
 Each edit takes an RGB PIL image and returns (edited image, JPEG quality to save it with).
 """
 from __future__ import annotations
 
+import os
+
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+
+def photo_files(folder: str) -> list:
+    """The JPEG and PNG files under ``folder``, sorted."""
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
+                  if f.lower().endswith((".jpg", ".jpeg", ".png")))
 
 
 def jpeg(im, quality: int = 50):

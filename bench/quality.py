@@ -29,7 +29,7 @@ from baselines import HASHERS, pca_float  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import is_grey, load_folder  # noqa: E402
-from hashae.codes import hamming_matrix  # noqa: E402
+from hashae.codes import hamming_matrix, pack  # noqa: E402
 from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.metrics import euclidean_distances, hamming_retrieval, retrieval_scores  # noqa: E402
 from hashae.search import HammingIndex  # noqa: E402
@@ -84,32 +84,32 @@ def scoring_of(spec: str, noise_std: float) -> Scoring:
     return Scoring(noise_std, int(within), weight, percentile, margin)
 
 
-def reranked(model, images, q, db, ql, dl, scoring: Scoring) -> dict:
-    """retrieval_scores of the two-stage ranking: each query's SHORTLIST best by ``scoring``
-    first, then the rest of the database in Hamming order (ties in database order)."""
-    qcodes, dbcodes = model.encode(images[q]), model.encode(images[db])
-    ranker = Ranker(HammingIndex.from_codes(dbcodes), perceptual_hashes(images[db]), scoring)
-    ranked = ranker.knn(Queries(qcodes, model.logits(images[q]), perceptual_hashes(images[q])), SHORTLIST)
-    dist = hamming_matrix(qcodes, dbcodes).astype(np.float64)
-    for row, r in enumerate(ranked):
-        dist[row, r.ids] = np.arange(len(r.ids)) - len(r.ids)  # before every Hamming distance, in order
-    return retrieval_scores(dist, ql, dl)
+def shortlist_first(plain: np.ndarray, orders: list) -> np.ndarray:
+    """Hamming distances (queries, database) with each query's ``orders[row]`` items put first,
+    in that order, before every Hamming distance: a two-stage ranking as a distance matrix."""
+    dist = plain.astype(np.float64)
+    for row, ids in enumerate(orders):
+        dist[row, ids] = np.arange(len(ids)) - len(ids)
+    return dist
 
 
-def long_reranked(model, long_model, images, q, db, ql, dl) -> dict:
-    """retrieval_scores when each query's SHORTLIST nearest by ``model``'s code are re-ranked by
-    the Hamming distance of a longer code from ``long_model`` (Krizhevsky & Hinton 2011's second
-    stage; ties by the short distance), the rest of the database after them in Hamming order."""
-    qcodes, dbcodes = model.encode(images[q]), model.encode(images[db])
-    qlong, dblong = long_model.encode(images[q]), long_model.encode(images[db])
-    dist = hamming_matrix(qcodes, dbcodes).astype(np.float64)
-    _, ids = HammingIndex.from_codes(dbcodes).search(qcodes, SHORTLIST)
+def reranked(ranker: Ranker, queries: Queries, plain: np.ndarray, ql, dl) -> dict:
+    """retrieval_scores of the two-stage ranking: each query's SHORTLIST best by the ranker's
+    scoring first, then the rest of the database in Hamming order (ties in database order)."""
+    return retrieval_scores(shortlist_first(plain, [r.ids for r in ranker.knn(queries, SHORTLIST)]), ql, dl)
+
+
+def long_reranked(index: HammingIndex, queries: Queries, plain: np.ndarray, qlong, dblong, ql, dl) -> dict:
+    """retrieval_scores when each query's SHORTLIST nearest codes in ``index`` are re-ranked by
+    the Hamming distance of longer codes ``qlong`` / ``dblong`` (Krizhevsky & Hinton 2011's
+    second stage; ties by the short distance), the rest of the database after them in Hamming order."""
+    _, ids = index.search(queries.codes, SHORTLIST)
+    orders = []
     for row, shortlist in enumerate(ids):
         shortlist = shortlist[shortlist >= 0]
         finer = hamming_matrix(qlong[row:row + 1], dblong[shortlist])[0]
-        order = shortlist[np.lexsort((dist[row, shortlist], finer))]
-        dist[row, order] = np.arange(len(order)) - len(order)
-    return retrieval_scores(dist, ql, dl)
+        orders.append(shortlist[np.lexsort((plain[row, shortlist], finer))])
+    return retrieval_scores(shortlist_first(plain, orders), ql, dl)
 
 
 def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int, rerank=(),
@@ -148,16 +148,24 @@ def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int
                 hamming_retrieval(model.encode(images[q]), model.encode(images[db]), ql, dl), secs)
             if method != "hashae":
                 continue
+            # what every re-ranking shares, computed once: the queries' code-layer inputs and
+            # hashes, the database's codes, hashes and index, and the plain Hamming distances
+            logits = model.logits(images[q])
+            queries = Queries(pack(logits > 0), logits, perceptual_hashes(images[q]))
+            dbcodes = model.encode(images[db])
+            index, db_hashes = HammingIndex.from_codes(dbcodes), perceptual_hashes(images[db])
+            plain = hamming_matrix(queries.codes, dbcodes)
             for spec in rerank:
                 scoring = scoring_of(spec, model.config.noise_std)
                 label = "hashae, re-ranked" + (" (default)" if scoring == Scoring(model.config.noise_std) else
                                                f" (copy bonus {spec})")
-                add(label, bits, reranked(model, images, q, db, ql, dl, scoring))
+                add(label, bits, reranked(Ranker(index, db_hashes, scoring), queries, plain, ql, dl))
             if long_bits:
                 t0 = time.monotonic()
                 long_model = SemanticHasher(cfg_base.replace(bits=long_bits)).fit(images[db])
                 add(f"hashae, re-ranked by a {long_bits}-bit code", bits,
-                    long_reranked(model, long_model, images, q, db, ql, dl), time.monotonic() - t0)
+                    long_reranked(index, queries, plain, long_model.encode(images[q]), long_model.encode(images[db]),
+                                  ql, dl), time.monotonic() - t0)
     return rows
 
 

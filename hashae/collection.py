@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 
-from .codes import as_codes
+from .codes import as_codes, pack
 from .ingest.decode import Decoded
 from .ingest.perceptual import Perceptual
 from .indexer import SEGMENT_ITEMS, IndexReport, IndexRun, run_index
@@ -271,9 +271,8 @@ class Collection:
         built on first use."""
         if self._ranker is None:
             from .search.rank import Ranker, Scoring
-            noise = self.model.config.noise_std if self.reader.has_model() else 4.0
-            self._ranker = Ranker(self.hamming_index, self.perceptual if self.kind == "images" else None,
-                                  Scoring(noise_std=noise))
+            scoring = Scoring(noise_std=self.model.config.noise_std) if self.reader.has_model() else Scoring()
+            self._ranker = Ranker(self.hamming_index, self.perceptual if self.kind == "images" else None, scoring)
         return self._ranker
 
     def queries(self, images):
@@ -308,7 +307,7 @@ class Collection:
     def _encoded(self, inputs: np.ndarray, hashes):
         from .search.rank import Queries
         logits = self.model.logits(inputs)
-        return Queries(np.packbits(logits > 0, axis=1, bitorder="little"), logits, hashes)
+        return Queries(pack(logits > 0), logits, hashes)
 
     def _decode_queries(self, files) -> list:
         """Image files decoded as indexing decodes them (ingest.decode.Decoded)."""
@@ -378,16 +377,11 @@ class Collection:
         ranked = self.ranker.within(self.queries(images), radius, limit, hamming_only)
         return [self._ranked_hits(r) for r in ranked]
 
-    def _hits(self, dist, ids) -> list:
-        keep = ids >= 0
-        dist, ids = dist[keep], ids[keep]
-        return [Hit(p, int(d), int(i)) for p, d, i in zip(self.paths(ids), dist, ids)]
-
     def _ranked_hits(self, ranked) -> list:
-        if ranked.score is None:
-            return self._hits(ranked.distance, ranked.ids)
-        return [Hit(p, int(d), int(i), round(float(s), 4))
-                for p, d, i, s in zip(self.paths(ranked.ids), ranked.distance, ranked.ids, ranked.score)]
+        """search.rank.Ranked as Hit records (the score rounded; None in Hamming order)."""
+        scores = [None] * len(ranked.ids) if ranked.score is None else [round(float(s), 4) for s in ranked.score]
+        return [Hit(p, int(d), int(i), s)
+                for p, d, i, s in zip(self.paths(ranked.ids), ranked.distance, ranked.ids, scores)]
 
     def query(self, files: Sequence[str], k: int | None = 10, radius: int | None = None,
               exclude_self: bool = False, hamming_only: bool = False) -> list:

@@ -58,8 +58,8 @@ def neighbour_graph(codes: np.ndarray, neighbours: int = NEIGHBOURS, seed: int =
     d, ids = d.astype(np.float64).ravel(), ids.ravel()
     keep = (ids >= 0) & (ids != src)
     src, dst, d = src[keep], ids[keep], d[keep]
-    scale = np.maximum(1.0, np.zeros(m))
-    np.maximum.at(scale, src, d)  # each code's farthest kept neighbour
+    scale = np.ones(m)
+    np.maximum.at(scale, src, d)  # each code's farthest kept neighbour, at least 1
     w = np.exp(-(d * d) / (scale[src] * scale[dst]))
     graph = coo_matrix((w, (src, dst)), shape=(m, m)).tocsr()
     graph = graph.maximum(graph.T).tocsr()  # an edge either way counts once

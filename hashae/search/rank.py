@@ -87,7 +87,7 @@ def expected_distance(logits: np.ndarray, codes: np.ndarray, noise_std: float) -
     p_one = ndtr(np.asarray(logits, np.float64) / max(float(noise_std), 1e-6))
     stored = unpack(codes).astype(np.float64)
     # a stored 1 differs with probability 1 - p_one, a stored 0 with p_one
-    return (p_one.sum() + stored @ (1.0 - 2.0 * p_one)).astype(np.float64)
+    return p_one.sum() + stored @ (1.0 - 2.0 * p_one)
 
 
 class Ranker:
