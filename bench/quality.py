@@ -1,18 +1,26 @@
-"""Retrieval quality of hashae against classic hashing baselines, side by side in one run.
+"""Retrieval quality of hashae against classic hashing baselines and simple features, side by
+side in one run.
 
 Protocol (../shared/data/README.md): seeded stratified queries (100 per class; 10 for coil20,
-2 for orl_faces), the rest is the database; models are trained on database images only without
-labels; ranking by Hamming distance over the whole database, ties in database order; mAP over
-the full ranking and precision@100. Baselines use the same pixels (resized to the model's input,
-scaled to [0, 1]). hashae's default two-stage ranking (search.rank: the Hamming shortlist
-re-ranked by the query's expected distance and the perceptual copy bonus, the rest of the
-database after it in Hamming order) is scored beside the plain Hamming order, with the copy
-bonus settings of --rerank.
+2 for orl_faces, 10 for tinyimagenet_val, 5 for binaryalphadigits), the rest is the database;
+models are trained on database images only without labels; ranking by Hamming distance over the
+whole database, ties in database order; mAP over the full ranking and precision@100. Baselines
+use the same pixels (resized to the model's input, scaled to [0, 1]): raw pixels and PCA
+(Euclidean), LSH, PCAH and ITQ, and the simple features a tool could compute with no training
+(a colour histogram, channel statistics of the whole image and of a grid), each also hashed to
+the same bits by ITQ. hashae's default two-stage ranking (search.rank) is scored beside the
+plain Hamming order, with the copy-bonus settings of --rerank.
+
+A default is judged by its worst ratio to ITQ across the sets: the summary prints each hashae
+setting's ratio on every set, its worst, and a leave-one-set-out check (for each set, the
+setting the other sets would have chosen, scored on the held-out one). --rules adds the
+candidates that matter for it: each rule that switches on the channel count, made one setting
+for every set.
 
     python bench/quality.py                       # all six sets, 16/32/64 bits, ablations at 64
     python bench/quality.py --sets coil20 --bits 32 --no-ablations
+    python bench/quality.py --bits 64 --no-ablations --rules --also-effort fast best
     python bench/quality.py --set-config epochs=30 --set-config arch=conv
-    python bench/quality.py --effort fast --bits 64 --no-ablations
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import HASHERS, pca_float  # noqa: E402
+from baselines import HASHERS, itq, kernel_lift, pca_float, simple_features  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import is_grey, load_folder  # noqa: E402
@@ -45,12 +53,22 @@ ABLATIONS = {
     "no statistics term (stats 0)": {"stats": 0.0},
     "statistics term 0.05 (the grey weight) on colour too": {"stats": 0.05},
     "no neighbour term (neighbours 0)": {"neighbours": 0.0},
+    "neighbours found by pixels alone": {"neighbour_space": "pixels"},
     "plain noisy autoencoder (none of the additions)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False,
                                                        "neighbours": 0.0},
 }
 
-COLOUR_ONLY = {"statistics term 0.05 (the grey weight) on colour too"}
-GREY_ONLY = {"no neighbour term (neighbours 0)"}
+# the rules that switch on a property of the folder (the channel count), each made one setting
+# for every set: run with --rules, they are the evidence for (or against) the switch, and the
+# candidates of the leave-one-set-out check
+RULES = {
+    "statistics term 0.4 on every set": {"stats": 0.4},
+    "statistics term 0.05 on every set": {"stats": 0.05},
+    "statistics input on every set": {"stats_input": True},
+    "no statistics input on any set": {"stats_input": False},
+    "neighbour term 0.5 on every set": {"neighbours": 0.5},
+    "no neighbour term on any set": {"neighbours": 0.0},
+}
 
 
 def load_labelled(name: str, size: int):
@@ -112,22 +130,39 @@ def long_reranked(index: HammingIndex, queries: Queries, plain: np.ndarray, qlon
     return retrieval_scores(shortlist_first(plain, orders), ql, dl)
 
 
-def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int, rerank=(),
-            long_bits: int | None = None) -> list:
+def resolved(cfg: HasherConfig) -> str:
+    """``cfg`` with the choices it makes by channel count written out: two configs that train
+    alike give the same string."""
+    unused = {"neighbour_space": HasherConfig.neighbour_space} if cfg.neighbour_weight == 0 else {}
+    return cfg.replace(stats=cfg.stats_weight, neighbours=cfg.neighbour_weight,
+                       stats_input=cfg.uses_stats_input, **unused).to_json()
+
+
+def run_set(name: str, bits_list, base: HasherConfig, variants: dict, seed: int, rerank=(),
+            long_bits: int | None = None, efforts: dict | None = None) -> list:
+    """Rows of one set: raw pixels, the classic hashers and the simple features at each code
+    length, hashae at each; at the longest, hashae with each of ``variants`` (name -> config
+    changes; one that trains as the default does takes its row) and each of ``efforts`` (name
+    -> a base config)."""
     images, labels = load_labelled(name, base.image_size)
     q, db = split(labels, QUERIES_PER_CLASS.get(name, 100), seed)
     pixels = images.reshape(len(images), -1).astype(np.float64) / 255
     ql, dl = labels[q], labels[db]
     rows = []
 
-    def add(method, bits, scores, seconds=None):
+    def add(method, bits, scores, seconds=None, same_as=None):
         row = dict(set=name, method=method, bits=bits, **scores, train_s=seconds)
+        if same_as:
+            row["same_as"] = same_as
         rows.append(row)
-        t = f"{seconds:7.1f}s" if seconds is not None else ""
+        t = f"{seconds:7.1f}s" if seconds is not None else ("  (= " + same_as + ")" if same_as else "")
         print(f"  {name:12s} {bits!s:>4} {method:30s} mAP {scores['map']:.4f}  P@100 {scores['p@100']:.4f} {t}",
               flush=True)
 
     add("raw pixels, Euclidean", "-", retrieval_scores(euclidean_distances(pixels[q], pixels[db]), ql, dl))
+    features = simple_features(images, db)
+    for feature, (f, _) in features.items():
+        add(f"{feature}, Euclidean", "-", retrieval_scores(euclidean_distances(f[q], f[db]), ql, dl))
     cfg_base = base.replace(channels=images.shape[-1], seed=seed)
     for bits in bits_list:
         proj = pca_float(pixels[db], bits)
@@ -135,17 +170,30 @@ def run_set(name: str, bits_list, base: HasherConfig, ablations: bool, seed: int
         for method, make in HASHERS.items():
             h = make(pixels[db], bits, seed)
             add(method, bits, hamming_retrieval(h(pixels[q]), h(pixels[db]), ql, dl))
-        variants = {"hashae": {}}
-        if ablations and bits == max(bits_list):
-            variants.update(ABLATIONS)
-        for method, changes in variants.items():
-            if (method in COLOUR_ONLY and cfg_base.channels == 1) or (method in GREY_ONLY and cfg_base.channels == 3):
-                continue  # the same config as the default on these images
+        for feature, (f, lift) in features.items():
+            if lift:
+                f = kernel_lift(f[db], seed=seed)(f)
+            if f.shape[1] < bits:
+                continue
+            h = itq(f[db], bits, seed)
+            add(f"{feature}, ITQ", bits, hamming_retrieval(h(f[q]), h(f[db]), ql, dl))
+        runs = {"hashae": cfg_base.replace(bits=bits)}
+        if bits == max(bits_list):
+            runs.update({f"hashae: {v}": cfg_base.replace(bits=bits, **changes) for v, changes in variants.items()})
+            runs.update({f"hashae, effort {e}": cfg.replace(channels=images.shape[-1], seed=seed, bits=bits)
+                         for e, cfg in (efforts or {}).items()})
+        trained = {}  # resolved config -> method whose row it is
+        for method, cfg in runs.items():
+            key = resolved(cfg)
+            if key in trained:  # trains exactly as an earlier row on these images
+                first = next(r for r in rows if r["method"] == trained[key] and r["bits"] == bits)
+                add(method, bits, {k: first[k] for k in ("map", "p@100")}, same_as=trained[key])
+                continue
+            trained[key] = method
             t0 = time.monotonic()
-            model = SemanticHasher(cfg_base.replace(bits=bits, **changes)).fit(images[db])
-            secs = time.monotonic() - t0
-            add(method if method == "hashae" else f"hashae: {method}", bits,
-                hamming_retrieval(model.encode(images[q]), model.encode(images[db]), ql, dl), secs)
+            model = SemanticHasher(cfg).fit(images[db])
+            add(method, bits, hamming_retrieval(model.encode(images[q]), model.encode(images[db]), ql, dl),
+                time.monotonic() - t0)
             if method != "hashae":
                 continue
             # what every re-ranking shares, computed once: the queries' code-layer inputs and
@@ -190,6 +238,13 @@ def main(argv=None):
                          "(search.rank.Scoring) or default; 48/0/10/8 is the expected distance alone")
     ap.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--ablation", action="append", default=[], metavar="TEXT",
+                    help="run only the ablations whose name holds TEXT (repeatable; with --no-ablations too)")
+    ap.add_argument("--rules", action="store_true",
+                    help="also train each rule that switches on the channel count made one setting for every set "
+                         "(RULES): the candidates of the leave-one-set-out check")
+    ap.add_argument("--also-effort", nargs="*", default=[], choices=["fast", "default", "best"],
+                    help="also train these effort levels' recipes at the longest code")
     ap.add_argument("--long-code", type=int, metavar="BITS",
                     help="also train a BITS-bit model and score re-ranking each shortlist by its longer code")
     ap.add_argument("--seed", type=int, default=0)
@@ -201,9 +256,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     base = HasherConfig.for_effort(args.effort).replace(**parse_settings(args.set_config))
     print(f"config: {base.to_json()}")
+    overrides = parse_settings(args.set_config)
+    ablations = {k: v for k, v in ABLATIONS.items() if any(t in k for t in args.ablation)} if args.ablation else \
+        ({} if args.no_ablations else ABLATIONS)
+    variants = {**ablations, **(RULES if args.rules else {})}
+    efforts = {e: HasherConfig.for_effort(e).replace(**overrides) for e in args.also_effort if e != args.effort}
     rows, t0 = [], time.monotonic()
     for name in args.sets:
-        rows += run_set(name, args.bits, base, not args.no_ablations, args.seed, args.rerank, args.long_code)
+        rows += run_set(name, args.bits, base, variants, args.seed, args.rerank, args.long_code, efforts)
     summary = summarise(rows)
     for line in summary:
         print(line)
@@ -215,17 +275,44 @@ def main(argv=None):
 
 
 def summarise(rows) -> list:
-    """Ratios behind the targets: hashae / ITQ at each code length, and hashae@64 / raw pixels."""
+    """The lines behind the targets: hashae / ITQ at each code length and hashae / raw pixels;
+    at the longest code, each effort level against the best simple feature, and for every
+    hashae setting its ratio to ITQ on each set, its worst, and the leave-one-set-out check."""
     out = []
     by = {(r["set"], r["method"], r["bits"]): r["map"] for r in rows}
-    for name in dict.fromkeys(r["set"] for r in rows):
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    top = max(r["bits"] for r in rows if r["bits"] != "-")
+    for name in sets:
         for bits in sorted({r["bits"] for r in rows if r["set"] == name and r["bits"] != "-"}):
             h, i = by.get((name, "hashae", bits)), by.get((name, "ITQ", bits))
             if h is not None and i:
                 out.append(f"{name} {bits} bits: hashae/ITQ mAP = {h / i:.2f}")
-        h64, raw = by.get((name, "hashae", 64)), by.get((name, "raw pixels, Euclidean", "-"))
-        if h64 is not None and raw:
-            out.append(f"{name} 64 bits: hashae/raw-pixels mAP = {h64 / raw:.2f}")
+        h, raw = by.get((name, "hashae", top)), by.get((name, "raw pixels, Euclidean", "-"))
+        if h is not None and raw:
+            out.append(f"{name} {top} bits: hashae/raw-pixels mAP = {h / raw:.2f}")
+        feats = {m: v for (s, m, b), v in by.items() if s == name and b == top and m.endswith(", ITQ") and m != "ITQ"}
+        best = max(feats, key=feats.get) if feats else None
+        for method in [m for (s, m, b) in by if s == name and b == top and (m == "hashae" or m.startswith("hashae, effort"))]:
+            h = by[(name, method, top)]
+            line = f"{name} {top} bits: {method}: {h / by[(name, 'ITQ', top)]:.2f}x ITQ"
+            if best:
+                line += f", {'beats' if h > feats[best] else 'BELOW'} the best simple feature ({best} {feats[best]:.4f})"
+            out.append(line)
+    # every hashae setting trained at the longest code on every set: its ratio to ITQ per set
+    settings = [m for m in dict.fromkeys(r["method"] for r in rows)
+                if (m == "hashae" or m.startswith("hashae: ")) and all((s, m, top) in by for s in sets)]
+    ratio = {(m, s): by[(s, m, top)] / by[(s, "ITQ", top)] for m in settings for s in sets}
+    if len(sets) > 1 and settings:
+        out.append(f"hashae / ITQ at {top} bits, each setting on each set, worst and mean:")
+        for m in sorted(settings, key=lambda m: -min(ratio[m, s] for s in sets)):
+            vals = [ratio[m, s] for s in sets]
+            out.append(f"  {m:58s} " + " ".join(f"{v:.3f}" for v in vals) +
+                       f"  worst {min(vals):.3f}  mean {np.mean(vals):.3f}")
+        out.append("leave one set out (the setting with the best worst ratio on the other sets, scored on the held-out one):")
+        for held in sets:
+            others = [s for s in sets if s != held]
+            chosen = max(settings, key=lambda m: (min(ratio[m, s] for s in others), m == "hashae"))
+            out.append(f"  {held}: {chosen} -> {ratio[chosen, held]:.3f}x ITQ (default {ratio['hashae', held]:.3f}x)")
     return out
 
 

@@ -26,6 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import load_folder  # noqa: E402
+from hashae.model import hasher as hasher_mod  # noqa: E402
+from hashae.progress import PhasedProgress  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data")
 
@@ -33,6 +35,40 @@ DATA = os.path.join(HERE, "..", "..", "shared", "data")
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+class WatchedBar(PhasedProgress):
+    """The fit's progress bar, drawn to nowhere, noting at every update the total time it
+    predicts: elapsed plus the ETA it shows ((total - done) / its smoothed rate)."""
+
+    seen: list = []
+
+    def __init__(self, plan, desc="fit", enabled=None, stream=None):
+        super().__init__(plan, desc, enabled=True, stream=open(os.devnull, "w"))
+        WatchedBar.seen = []
+
+    def phase(self, name):
+        counter, bar = super().phase(name), self.bar
+        update = counter.update
+
+        def watched(n=1, **status):
+            update(n, **status)
+            d = bar.format_dict
+            if d["rate"]:
+                WatchedBar.seen.append((d["elapsed"], d["elapsed"] + (d["total"] - d["n"]) / d["rate"]))
+        counter.update = watched
+        return counter
+
+
+def eta_errors(seen: list, wall: float, at=(0.02, 0.05, 0.1, 0.25, 0.5, 0.75)) -> dict:
+    """Predicted total time / actual wall time, as the bar showed it after each fraction ``at``
+    of the fit's wall time."""
+    out = {}
+    for f in at:
+        shown = [pred for elapsed, pred in seen if elapsed >= f * wall]
+        if shown:
+            out[f] = shown[0] / wall
+    return out
 
 
 def main(argv=None):
@@ -54,7 +90,8 @@ def main(argv=None):
     for effort in args.effort:
         cfg = HasherConfig.for_effort(effort, threads=args.threads)
         cpu0, t0 = cpu_seconds(), time.perf_counter()
-        model = SemanticHasher(cfg).fit(images, progress=False)
+        hasher_mod.PhasedProgress = WatchedBar  # the bar a user sees, watched
+        model = SemanticHasher(cfg).fit(images, progress=True)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
         threads = torch.get_num_threads()
         per_10k = wall * 10_000 / len(images)
@@ -67,8 +104,12 @@ def main(argv=None):
               f"CPU time / wall time {cpu / wall:.2f}", flush=True)
         for name, secs in phases.items():
             print(f"  {name:12s} {secs:6.1f} s")
+        eta = eta_errors(WatchedBar.seen, wall)
+        print("  ETA shown, as predicted total / actual, after " +
+              ", ".join(f"{f:.0%} of the time: {r:.2f}" for f, r in eta.items()), flush=True)
         results[effort] = dict(n=len(images), wall_s=wall, cpu_s=cpu, per_10k_s=per_10k, threads=threads,
-                               cores=os.cpu_count(), phases=phases, epochs=len(model.history_.phase("fine-tune")))
+                               cores=os.cpu_count(), phases=phases, epochs=len(model.history_.phase("fine-tune")),
+                               eta_predicted_over_actual=eta)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

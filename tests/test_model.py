@@ -228,14 +228,14 @@ def test_statistics_weight_defaults_by_channels_and_round_trips():
         HasherConfig(stats=-1.0).validate()
 
 
-def test_pixel_neighbours_match_brute_force():
+def test_nearest_neighbours_match_brute_force():
     import torch
-    from hashae.model.neighbours import pixel_neighbours
+    from hashae.model.neighbours import nearest_neighbours
     rng = np.random.default_rng(0)
     images = rng.random((40, 1, 6, 6)).astype(np.float32)  # 36 dims, PCA keeps all: exact ranks
     idx = np.arange(0, 80, 2)  # the caller's (sorted) rows of a larger array
     table = {i: images[n] for n, i in enumerate(idx)}
-    got = pixel_neighbours(lambda rows: torch.from_numpy(np.stack([table[r] for r in rows])), idx, 3)
+    got = nearest_neighbours(lambda rows: torch.from_numpy(np.stack([table[r] for r in rows])), idx, 3)
     flat = images.reshape(40, -1)
     d = ((flat[:, None] - flat[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
@@ -325,3 +325,56 @@ def test_weight_and_activation_budgets_are_checked_on_the_real_network():
     assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in HashNet(cfg.model).parameters())
     with pytest.raises(ValueError, match="weights; at most"):
         SemanticHasher(hidden=(8192, 8192, 8192))
+
+
+def test_one_progress_bar_covers_the_whole_fit(clusters, capsys):
+    """The bar's plan names every phase the trainer runs and the images each sees, so its ETA
+    covers pretraining and fine-tuning from the first step, and it ends at 100%."""
+    from hashae.model.plan import fit_plan
+    images, _ = clusters
+    model = SemanticHasher(**dict(CFG, epochs=3, patience=0, min_steps=0, val_fraction=0.1)).fit(images, progress=True)
+    shown = capsys.readouterr().err.replace("\r", "\n").split("\n")
+    assert any(line.startswith("fit (pretrain 1/") for line in shown)
+    assert any(line.startswith("fit (fine-tune)") for line in shown)
+    assert "100%" in [line for line in shown if line.strip()][-1]
+    n_val = int(len(images) * 0.1)
+    n_train = len(images) - n_val
+    plan = fit_plan(model.config, n_train, n_val, model.config.neighbour_weight > 0)
+    ran = {r["phase"] for r in model.history_.rows}
+    assert set(plan) == ran
+    for name, (images_seen, cost) in plan.items():
+        assert images_seen == len(model.history_.phase(name)) * n_train and cost > 0
+
+
+def test_step_costs_follow_the_network():
+    """Multiply-adds per stage from the shapes: a dense stage a -> b costs a * b each way."""
+    from hashae.model.network import stage_macs
+    from hashae.model.config import ModelConfig
+    costs = stage_macs(ModelConfig(bits=16, image_size=8, channels=1, hidden=(32,), stats_input=False))
+    assert costs == [(64 * 32, 32 * 64), (32 * 16, 16 * 32)]
+
+
+def test_neighbour_descriptor_parts_count_alike_whatever_their_units():
+    """Each part of a several-part descriptor is standardised and scaled to the same norm, so a
+    part in other units (x1024: exact in floating point) finds the same neighbours, and grid
+    statistics change them."""
+    import torch
+    from hashae.model.neighbours import flat, nearest_neighbours
+    from hashae.model.network import grid_stats
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.random((60, 3, 8, 8)).astype(np.float32))
+    idx = np.arange(60)
+    batch = lambda rows: images[rows]  # noqa: E731
+    both = nearest_neighbours(batch, idx, 4, parts=(flat, grid_stats))
+    scaled = nearest_neighbours(batch, idx, 4, parts=(flat, lambda x: 1024 * grid_stats(x)))
+    np.testing.assert_array_equal(both, scaled)
+    assert (both != nearest_neighbours(batch, idx, 4)).any()
+
+
+def test_neighbour_space_default_and_older_models():
+    assert HasherConfig().neighbour_space == "pixels+stats"
+    stored = json.loads(HasherConfig(channels=1).to_json())
+    del stored["neighbour_space"]  # a model saved before the field existed found neighbours by pixels
+    assert HasherConfig.from_dict(stored).neighbour_space == "pixels"
+    with pytest.raises(ValueError, match="neighbour_space"):
+        HasherConfig(neighbour_space="colour").validate()

@@ -25,6 +25,9 @@ VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "vector_drop"
 PRETRAIN = ("dae", "none")
 CORRUPTIONS = ("mask", "gaussian", "none")
 SPARSITY = ("kl", "l1")
+# where an image's neighbours (the neighbour term's positives) are looked for: its pixels, or
+# its pixels beside the colour and texture statistics of a coarse grid (model/neighbours.py)
+NEIGHBOUR_SPACES = ("pixels", "pixels+stats")
 
 # Bounds for configs read from files: generous for real use, small enough that a hostile file
 # cannot ask for gigabytes. The weight and activation budgets are checked on the real modules
@@ -173,10 +176,13 @@ class TrainConfig:
     # weight of matching the image statistics in the reconstruction; None picks by channels
     # (HasherConfig.stats_weight)
     stats: float | None = None
-    # weight of the neighbour term (a view of one of ``neighbour_k`` pixel-space neighbours
-    # must be picked out, model/neighbours.py); None picks by channels (neighbour_weight)
+    # weight of the neighbour term (a view of one of an image's ``neighbour_k`` nearest training
+    # images must be picked out, model/neighbours.py); None picks by channels (neighbour_weight)
     neighbours: float | None = None
     neighbour_k: int = 5
+    # NEIGHBOUR_SPACES; vectors: always their own space. Pixels beside grid statistics find
+    # same-class neighbours more often than pixels alone on all six shared sets
+    neighbour_space: str = "pixels+stats"
     # the time budget the recipe came from (EFFORTS; set by HasherConfig.for_effort), a record
     effort: str = "default"
     # bookkeeping
@@ -205,6 +211,7 @@ class TrainConfig:
         _choice("corruption", self.corruption, CORRUPTIONS)
         _choice("sparsity_kind", self.sparsity_kind, SPARSITY)
         _choice("effort", self.effort, tuple(EFFORTS))
+        _choice("neighbour_space", self.neighbour_space, NEIGHBOUR_SPACES)
         for name in ("pretrain_epochs", "epochs", "patience", "min_steps"):
             _int(name, getattr(self, name), 0, 100_000)
         if self.max_steps is not None:
@@ -236,7 +243,9 @@ class TrainConfig:
 # max_steps: about what the recipe's epochs give a folder of 10,000 images, so that a larger
 # folder trains as long as that one (on a larger sample, for fewer epochs)
 EFFORTS = {
-    "fast": dict(epochs=3, min_steps=120, pretrain_epochs=1, max_train=10_000, max_steps=240),
+    # fast: about 240 steps whatever the folder (whole epochs, at least 3); 120 were too few for a
+    # few hundred images (bench/README.md, "Training time")
+    "fast": dict(epochs=3, min_steps=240, pretrain_epochs=1, max_train=10_000, max_steps=240),
     "default": {},
     "best": dict(epochs=60, min_steps=1600, pretrain_epochs=6, max_steps=4400),
 }
@@ -310,13 +319,14 @@ class HasherConfig(TrainConfig, ModelConfig):
     @classmethod
     def from_dict(cls, data: dict) -> "HasherConfig":
         """A config from a flat dict (unknown fields refused). Models saved before stats_input
-        existed have no side branch among their weights, so a missing stats_input is False."""
+        existed have no side branch among their weights, so a missing stats_input is False;
+        those saved before neighbour_space found neighbours by pixels."""
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")
         unknown = sorted(set(data) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        return cls(**{"stats_input": False, **data}).validate()
+        return cls(**{"stats_input": False, "neighbour_space": "pixels", **data}).validate()
 
 
 # weight of the input-space neighbour term on vectors (bench/README.md, "Vectors")

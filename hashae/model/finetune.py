@@ -16,7 +16,7 @@ from .network import HashNet
 class FineTune:
     """``objective(idx, frac) -> (loss, metrics)`` for fit_loop. ``neighbours``, if given, is
     (sorted training rows, (rows, k) table of neighbour positions into them) from
-    neighbours.pixel_neighbours."""
+    neighbours.nearest_neighbours."""
 
     def __init__(self, net: HashNet, data, cfg: HasherConfig, neighbours=None):
         self.net, self.data, self.cfg = net, data, cfg

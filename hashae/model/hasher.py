@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from .. import codes as codes_mod
+from ..progress import PhasedProgress
 from . import losses, parallel
 from .config import HasherConfig, ModelConfig, TrainConfig
 from .finetune import FineTune
 from .inputs import as_input, for_data
-from .network import BATCH_ACTIVATIONS, HashNet, check_budget
-from .neighbours import pixel_neighbours
+from .neighbours import flat, nearest_neighbours
+from .network import BATCH_ACTIVATIONS, HashNet, check_budget, grid_stats
+from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
 from .train import History, Phase, fit_loop, mean_over
 
@@ -106,8 +108,17 @@ class Hasher:
         if rank:  # the same initial weights everywhere, other augmentations on each process
             torch.manual_seed(cfg.seed + rank)
         self.net, self.history_ = net, History()
+        # one bar for the whole fit (pretraining stages and fine-tuning), its ETA from the plan
+        plan = fit_plan(cfg, len(split.train), len(split.val), cfg.neighbour_weight > 0)
+        with PhasedProgress(plan, "fit", enabled=False if rank else progress) as bar:
+            return self._train(net, data, split, rng, bar)
+
+    def _train(self, net: HashNet, data, split: Split, rng: np.random.Generator, bar) -> tuple[int, int]:
+        """Pretrain and fine-tune ``net`` on ``split``; returns (distinct codes, images) on up
+        to 2,048 training images."""
+        cfg = self.config
         if cfg.pretrain == "dae" and cfg.pretrain_epochs > 0:
-            pretrain_stages(net, data, split, cfg.training, rng, self.history_, progress)
+            pretrain_stages(net, data, split, cfg.training, rng, self.history_, bar)
 
         def recon_loss(i):  # what encode/decode will do: reconstruction through hard bits
             x = data.batch(i)
@@ -119,14 +130,15 @@ class Hasher:
             # vectors: neighbours as the network sees them (standardised), which is what ranks
             # documents and embeddings by topic; images: pixels in [0, 1]
             batch = (lambda i: net.target(data.batch(i))) if cfg.is_vector else data.batch
-            table = pixel_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed)
+            parts = (flat, grid_stats) if cfg.neighbour_space == "pixels+stats" and not cfg.is_vector else (flat,)
+            table = nearest_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed, parts)
             if table.shape[1]:
                 neighbours = (train_sorted, table)
         phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
                       val_loss=(lambda: mean_over(split.val, cfg.batch_size * 4, recon_loss)) if len(split.val) else None,
-                      rows=split.train, epochs=cfg.epochs_for(len(split.train), cfg.epochs, cfg.min_steps, cfg.max_steps),
+                      rows=split.train, epochs=finetune_epochs(cfg, len(split.train)),
                       patience=cfg.patience, watch_from=cfg.noise_anneal)
-        fit_loop(net, phase, cfg.training, rng, self.history_, progress)
+        fit_loop(net, phase, cfg.training, rng, self.history_, bar)
         sample = np.sort(split.train[:2048])
         with torch.inference_mode():
             bits = torch.cat([net.logits(data.batch(sample[s:s + 256])) > 0 for s in range(0, len(sample), 256)])

@@ -46,6 +46,14 @@ def image_stats(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x.mean((2, 3)), x.std((2, 3)), gx, gy], 1)
 
 
+def grid_stats(x: torch.Tensor, levels=(1, 2, 4)) -> torch.Tensor:
+    """image_stats of the whole image and of each cell of a 2x2 and a 4x4 grid, (n, 21 * 4 *
+    channels): where the colours and textures are, coarsely."""
+    h, w = x.shape[-2:]
+    return torch.cat([image_stats(x[..., i * h // g:(i + 1) * h // g, j * w // g:(j + 1) * w // g])
+                      for g in levels for i in range(g) for j in range(g)], 1)
+
+
 class WithStats(nn.Module):
     """A first dense layer that also sees its input's colour and texture statistics
     (image_stats of the mean-centred image it receives, so channel means are relative to the
@@ -139,6 +147,42 @@ class HashNet(nn.Module):
         return Output(z, code, self.decode(code))
 
 
+def stage_macs(cfg: ModelConfig) -> list:
+    """(encoder, decoder) multiply-adds of one image through each stage, from the shapes alone
+    (torch's meta device): what a training step costs, for a progress bar's ETA (model/plan.py)."""
+    with torch.device("meta"):
+        net = HashNet(cfg)
+    counts = [[0, 0] for _ in net.stages]
+
+    def count(k, part):
+        def hook(m, inputs, out):
+            if isinstance(m, nn.Linear):
+                counts[k][part] += m.in_features * m.out_features
+            elif isinstance(m, nn.Conv2d):
+                counts[k][part] += out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            elif isinstance(m, nn.ConvTranspose2d):
+                counts[k][part] += (inputs[0][0].numel() * m.out_channels // m.groups
+                                    * m.kernel_size[0] * m.kernel_size[1])
+        return hook
+
+    _trace(net, cfg, [(m, count(k, part)) for k, stage in enumerate(net.stages)
+                      for part, half in enumerate((stage.enc, stage.dec)) for m in half.modules()
+                      if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))])
+    return [tuple(c) for c in counts]
+
+
+def _trace(net: nn.Module, cfg: ModelConfig, hooks: list) -> None:
+    """Run ``net`` (on the meta device) once on one image of ``cfg``'s shape with the forward
+    ``hooks`` ((module, hook) pairs) attached, and detach them."""
+    handles = [m.register_forward_hook(hook) for m, hook in hooks]
+    try:
+        with torch.no_grad():
+            net(torch.empty((1, *cfg.input_shape), device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def param_shapes(cfg: ModelConfig) -> dict:
     """Name -> shape of every tensor in the state dict of ``HashNet(cfg)``, within budget
     (check_budget); nothing is allocated."""
@@ -160,14 +204,7 @@ def check_budget(cfg: ModelConfig) -> Budget:
     if params > MAX_PARAMS:
         raise ValueError(f"this config has {params:,} weights; at most {MAX_PARAMS:,}")
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel()))
-             for m in net.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            net(torch.empty((1, *cfg.input_shape), device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
+    _trace(net, cfg, [(m, lambda m, i, o: sizes.append(o.numel())) for m in net.modules() if not list(m.children())])
     if sum(sizes) > MAX_ACTIVATIONS:
         raise ValueError(f"this config needs {sum(sizes):,} activations per image; at most {MAX_ACTIVATIONS:,}")
     return Budget(params, sum(sizes), net)

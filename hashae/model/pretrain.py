@@ -10,6 +10,7 @@ import torch
 from . import losses
 from .config import TrainConfig
 from .network import HashNet
+from .plan import stage_epochs
 from .train import History, Phase, fit_loop, mean_over
 
 
@@ -39,8 +40,7 @@ def pretrain_stages(net: HashNet, data, split, settings: TrainConfig, rng: np.ra
         phase = Phase(name=f"pretrain {k + 1}/{len(net.stages)}", params=stage.parameters(),
                       batch_loss=lambda idx, frac, stage_loss=stage_loss: (stage_loss(idx), {}),
                       val_loss=val_loss if len(split.val) else None, rows=split.train,
-                      epochs=settings.epochs_for(len(split.train), settings.pretrain_epochs, settings.min_steps // 4,
-                                                  None if settings.max_steps is None else settings.max_steps // 4))
+                      epochs=stage_epochs(settings, len(split.train)))
         fit_loop(net, phase, settings, rng, history, progress)
     for p in net.parameters():
         p.requires_grad_(True)

@@ -4,6 +4,7 @@ how; it keeps the weights with the best validation loss (early stopping). Pretra
 fine-tuning both use it."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..progress import Progress
+from ..progress import PhasedProgress, Progress
 from . import parallel
 from .config import TrainConfig
 
@@ -55,13 +56,14 @@ class Phase:
 
 
 def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: np.random.Generator,
-             history: History, progress: bool | None = None) -> History:
+             history: History, progress: bool | PhasedProgress | None = None) -> History:
     """Train ``phase.params`` for up to ``phase.epochs`` passes over ``phase.rows`` with Adam
     (``settings``: batch_size, lr, weight_decay). Under torch.distributed (parallel.py) every
     process draws the same batches, trains on its share of each and averages the gradients, so
     the steps and the early-stopping decisions are the same on every process."""
     params = [p for p in phase.params if p.requires_grad]
     parallel.broadcast(module)
+    shared = progress if isinstance(progress, PhasedProgress) else None
     if parallel.world()[0] != 0:
         progress = False
     opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -70,7 +72,9 @@ def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: 
     total_steps = max(1, epochs * steps_per_epoch)
     best, best_state, stale, step = float("inf"), None, 0, 0
     patience = max(phase.patience, -(-epochs // 10)) if phase.patience else 0
-    with Progress(total_steps * batch_size, phase.name, unit="img", enabled=progress) as bar:
+    # a whole fit's bar (model/plan.py) if given, else this phase's own
+    with (contextlib.nullcontext(shared.phase(phase.name)) if shared is not None else
+          Progress(total_steps * batch_size, phase.name, unit="img", enabled=progress)) as bar:
         for epoch in range(epochs):
             module.train()
             t0, losses = time.monotonic(), []
