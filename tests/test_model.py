@@ -339,7 +339,7 @@ def test_one_progress_bar_covers_the_whole_fit(clusters, capsys):
     assert "100%" in [line for line in shown if line.strip()][-1]
     n_val = int(len(images) * 0.1)
     n_train = len(images) - n_val
-    plan = fit_plan(model.config, n_train, n_val, model.config.neighbour_weight > 0)
+    plan = fit_plan(model.config, n_train, n_val)
     ran = {r["phase"] for r in model.history_.rows}
     assert set(plan) == ran
     for name, (images_seen, cost) in plan.items():

@@ -13,6 +13,12 @@ from .config import HasherConfig
 from .network import HashNet
 
 
+def two_views(cfg: HasherConfig, neighbours: bool) -> bool:
+    """Whether each training image is seen as two augmented views (the terms that compare views
+    are on, or the neighbour term, whose positives are views too)."""
+    return cfg.augment > 0 or cfg.contrastive > 0 or neighbours
+
+
 class FineTune:
     """``objective(idx, frac) -> (loss, metrics)`` for fit_loop. ``neighbours``, if given, is
     (sorted training rows, (rows, k) table of neighbour positions into them) from
@@ -29,7 +35,7 @@ class FineTune:
         cfg, net = self.cfg, self.net
         x = self.data.batch(idx)
         ramp = min(1.0, frac / cfg.noise_anneal) if cfg.noise_anneal > 0 else 1.0
-        views = cfg.augment > 0 or cfg.contrastive > 0 or self.neighbours is not None
+        views = two_views(cfg, self.neighbours is not None)
         if views:  # two views of each image: reconstruct both, agree on bits
             x = torch.cat([self._view(x), self._view(x)])
         out = net(x, binarize=lambda z: self.binarize(z, ramp))

@@ -109,7 +109,7 @@ class Hasher:
             torch.manual_seed(cfg.seed + rank)
         self.net, self.history_ = net, History()
         # one bar for the whole fit (pretraining stages and fine-tuning), its ETA from the plan
-        plan = fit_plan(cfg, len(split.train), len(split.val), cfg.neighbour_weight > 0)
+        plan = fit_plan(cfg, len(split.train), len(split.val))
         with PhasedProgress(plan, "fit", enabled=False if rank else progress) as bar:
             return self._train(net, data, split, rng, bar)
 

@@ -70,16 +70,15 @@ class _Reducer:
         dims = min(PCA_DIMS, x.shape[1], len(x))
         self.pca = faiss.PCAMatrix(x.shape[1], dims)
         self.pca.train(np.ascontiguousarray(x, dtype=np.float32))
-        self.scale = 1.0
+        self.standardise, self.scale = standardise, 1.0
         if standardise:
             self.scale = 1.0 / max(float(np.sqrt((self.pca.apply(np.ascontiguousarray(x, np.float32)) ** 2)
                                                  .sum(1).mean())), 1e-12)
-        self.standardise = standardise
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.standardise:
-            x = np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)
-        return self.pca.apply(x) * self.scale if self.standardise else self.pca.apply(x)
+        if not self.standardise:  # faiss's PCA centres the values itself
+            return self.pca.apply(x)
+        return self.pca.apply(np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)) * self.scale
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

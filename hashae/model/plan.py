@@ -5,6 +5,7 @@ that takes minutes."""
 from __future__ import annotations
 
 from .config import HasherConfig, TrainConfig
+from .finetune import two_views
 from .network import stage_macs
 
 # a backward pass costs about twice its forward pass
@@ -22,9 +23,10 @@ def finetune_epochs(cfg: TrainConfig, n_train: int) -> int:
     return cfg.epochs_for(n_train, cfg.epochs, cfg.min_steps, cfg.max_steps)
 
 
-def fit_plan(cfg: HasherConfig, n_train: int, n_val: int, neighbours: bool) -> dict:
+def fit_plan(cfg: HasherConfig, n_train: int, n_val: int) -> dict:
     """Phase name (as the trainer names it) -> (training images it will see, multiply-adds per
     image seen, its share of the validation passes included). Early stopping can only shorten it."""
+    neighbours = cfg.neighbour_weight > 0
     macs = stage_macs(cfg.model)
     enc = [e for e, _ in macs]
     plan = {}
@@ -35,7 +37,7 @@ def fit_plan(cfg: HasherConfig, n_train: int, n_val: int, neighbours: bool) -> d
             per_image = below + FORWARD_BACKWARD * (e + d) + n_val / max(n_train, 1) * (below + e + d)
             plan[f"pretrain {k + 1}/{len(macs)}"] = (epochs * n_train, per_image)
     whole = sum(e + d for e, d in macs)
-    views = 2 if (cfg.augment > 0 or cfg.contrastive > 0 or neighbours) else 1
+    views = 2 if two_views(cfg, neighbours) else 1
     per_image = views * FORWARD_BACKWARD * whole + (FORWARD_BACKWARD * sum(enc) if neighbours else 0)
     per_image += n_val / max(n_train, 1) * whole
     plan["fine-tune"] = (finetune_epochs(cfg, n_train) * n_train, per_image)
