@@ -9,6 +9,11 @@ phase (pretraining stages, fine-tuning).
     python bench/training.py --synthetic --threads 1
     python bench/training.py --effort fast default best
     python bench/training.py --folder ~/photos --n 50000     # a larger folder: the step bound
+    python bench/training.py --effort fast default --optimiser both   # fused Adam against per-tensor
+
+With ``--optimiser both`` each effort level is fitted twice, one after the other, with torch's
+per-tensor Adam loop and with the fused Adam that training uses, without early stopping so that
+both take the same steps; the ratio of their times is printed.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import load_folder  # noqa: E402
 from hashae.model import hasher as hasher_mod  # noqa: E402
+from hashae.model import train as train_mod  # noqa: E402
 from hashae.progress import PhasedProgress  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data")
@@ -71,6 +77,11 @@ def eta_errors(seen: list, wall: float, at=(0.02, 0.05, 0.1, 0.25, 0.5, 0.75)) -
     return out
 
 
+def per_tensor_adam(params, settings):
+    """torch's default Adam on CPU: a Python loop over the parameters (training's before fused)."""
+    return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, foreach=False)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
@@ -79,6 +90,8 @@ def main(argv=None):
     ap.add_argument("--folder", default=os.path.join(DATA, "cifar10_test"), help="image folder to train on")
     ap.add_argument("--effort", nargs="+", default=["default"], choices=["fast", "default", "best"],
                     help="effort levels to time, one after the other")
+    ap.add_argument("--optimiser", choices=["fused", "per-tensor", "both"], default="fused",
+                    help="Adam as training runs it (fused), torch's per-tensor loop, or both side by side")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "training.json"))
     args = ap.parse_args(argv)
     if args.synthetic:
@@ -87,19 +100,26 @@ def main(argv=None):
         images, _, _ = load_folder(args.folder, size=32, workers=2)
         images = images[: args.n]
     results = {}
-    for effort in args.effort:
-        cfg = HasherConfig.for_effort(effort, threads=args.threads)
+    fused = train_mod._adam
+    optimisers = ["per-tensor", "fused"] if args.optimiser == "both" else [args.optimiser]
+    for effort, optimiser in [(e, o) for e in args.effort for o in optimisers]:
+        settings = dict(threads=args.threads)
+        if len(optimisers) > 1:
+            settings["patience"] = 0  # no early stopping: both optimisers take the same steps
+        cfg = HasherConfig.for_effort(effort, **settings)
+        train_mod._adam = fused if optimiser == "fused" else per_tensor_adam
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         hasher_mod.PhasedProgress = WatchedBar  # the bar a user sees, watched
         model = SemanticHasher(cfg).fit(images, progress=True)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        train_mod._adam = fused
         threads = torch.get_num_threads()
         per_10k = wall * 10_000 / len(images)
         phases = {}
         for row in model.history_.rows:
             phases[row["phase"]] = phases.get(row["phase"], 0.0) + row["seconds"]
         print(f"fit on {len(images):,d} images of 32x32x3 ({len(model.history_.phase('fine-tune'))} fine-tuning "
-              f"epochs), effort {effort}: {wall:.1f} s "
+              f"epochs), effort {effort}, {optimiser} Adam: {wall:.1f} s "
               f"({per_10k:.1f} s per 10,000 images), torch threads {threads} of {os.cpu_count()} cores, "
               f"CPU time / wall time {cpu / wall:.2f}", flush=True)
         for name, secs in phases.items():
@@ -107,7 +127,10 @@ def main(argv=None):
         eta = eta_errors(WatchedBar.seen, wall)
         print("  ETA shown, as predicted total / actual, after " +
               ", ".join(f"{f:.0%} of the time: {r:.2f}" for f, r in eta.items()), flush=True)
-        results[effort] = dict(n=len(images), wall_s=wall, cpu_s=cpu, per_10k_s=per_10k, threads=threads,
+        if len(optimisers) > 1 and optimiser == "fused":
+            before = results[f"{effort}/per-tensor"]["wall_s"]
+            print(f"  fused / per-tensor Adam, same steps: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x", flush=True)
+        results[effort if len(optimisers) == 1 else f"{effort}/{optimiser}"] = dict(n=len(images), optimiser=optimiser, wall_s=wall, cpu_s=cpu, per_10k_s=per_10k, threads=threads,
                                cores=os.cpu_count(), phases=phases, epochs=len(model.history_.phase("fine-tune")),
                                eta_predicted_over_actual=eta)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -555,9 +555,10 @@ class Collection:
         """k-NN labels in code space: what ``hashae classify --json`` prints, [{"query", "label",
         "votes": {label: count}}]. ``images``: image files (or an array; queries are then row
         numbers). Labels are the items' first folders (``labels``); each query takes the label
-        with the most vote weight among its k nearest labelled items (search.vote; items tied
-        with the k-th vote too). A query that is itself an item does not vote for itself."""
-        from .search.vote import TIE_WIDTH, knn_vote
+        with the most vote weight among its k nearest labelled items in the order ``search``
+        ranks them (the two-stage ranking; search.vote; items tied with the k-th vote too). A
+        query that is itself an item does not vote for itself."""
+        from .search.vote import TIE_WIDTH, knn_vote, ranked_rows
         if k < 1:
             raise ValueError("k must be >= 1")
         labels, names = self.labels()
@@ -565,21 +566,21 @@ class Collection:
             raise ValueError(f"{self.path}: no labels (labels are the first folder of each item's path: put the "
                              "images of each class in a sub-folder of its own and index the parent folder)")
         files = _is_paths(images)
-        codes = self.encode_files(images) if files else self.model.encode(images)
-        queries = [os.fspath(f) for f in images] if files else list(range(len(codes)))
-        d, ids = self.search_codes(codes, min(len(self), k * TIE_WIDTH + 1))
+        queries = self.queries(list(images) if files else images)
+        names_q = [os.fspath(f) for f in images] if files else list(range(len(queries)))
+        width = min(len(self), k * TIE_WIDTH + 1)
+        ranked = self.ranker.knn(queries, width)
         if files:  # leave each query that is an item out of its own vote
-            for r, f in enumerate(queries):
-                if d[r][0] > 0:
-                    continue  # no stored code equals the query's
+            for r, f in enumerate(names_q):
                 rel = self._relative(f)
                 row = self.reader.find_path(rel) if rel is not None else None
-                if row is not None and np.array_equal(self.reader.code(row), codes[r]):
-                    ids[r][ids[r] == row] = -1
-        votes = knn_vote(d, ids, labels, len(names), k, self.bits)
+                if row is not None and np.array_equal(self.reader.code(row), queries.codes[r]):
+                    ranked[r] = ranked[r].without(row)
+        dist, ids = ranked_rows(ranked, width)
+        votes = knn_vote(dist, ids, labels, len(names), k, self.bits)
         return [{"query": q, "label": names[w] if w >= 0 else None,
                  "votes": {names[j]: int(c) for j, c in enumerate(counts) if c}}
-                for q, w, counts in zip(queries, votes.label, votes.counts)]
+                for q, w, counts in zip(names_q, votes.label, votes.counts)]
 
     def map_layout(self, max_items: int = MAP_ITEMS, seed: int = 0) -> MapLayout:
         """Grid places for a map of the collection (search.projection: t-SNE of the codes, snapped

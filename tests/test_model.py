@@ -378,3 +378,26 @@ def test_neighbour_space_default_and_older_models():
     assert HasherConfig.from_dict(stored).neighbour_space == "pixels"
     with pytest.raises(ValueError, match="neighbour_space"):
         HasherConfig(neighbour_space="colour").validate()
+
+
+def test_collapse_means_few_codes_with_fixed_units():
+    import torch
+
+    from hashae.model.hasher import collapsed
+    rng = np.random.default_rng(0)
+    one_code = torch.from_numpy(np.tile(rng.random(64) < 0.5, (200, 1)))
+    assert collapsed(one_code)  # every image one code: every unit saturated
+    groups = torch.from_numpy((rng.random((4, 64)) < 0.5)[np.arange(200) % 4])
+    assert not collapsed(groups)  # four look-alike groups, four codes that differ in many bits
+    assert not collapsed(torch.from_numpy(rng.random((200, 64)) < 0.5))
+
+
+def test_clustered_images_train_without_the_collapse_retraining(clusters):
+    # a few groups of look-alikes get a few codes: no collapse, so no second training
+    import warnings
+    images, _ = clusters
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = SemanticHasher(**CFG).fit(images, progress=False)
+    assert not [w for w in seen if "collapsed" in str(w.message)]
+    assert model.config.stats != 0.0 and model.config.stats_weight > 0

@@ -1,6 +1,7 @@
 """Two-stage ranking (search/rank.py): the shortlist, the expected distance, the copy bonus,
 and edited copies found first through the Python API and the CLI."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -164,6 +165,27 @@ def test_similar_brings_a_stored_copy_first(pictures, tmp_path):
     with Collection.open(store) as c:
         hits = c.similar(c.paths().index("pic_07.png"), 3, exclude_self=True)
         assert hits[0].path == "zz_copy.jpg" and hits[0].score is not None
+
+
+def test_classify_votes_in_the_ranked_order(pictures, tmp_path):
+    # one picture per label: an edited copy takes its original's label only if its first hit is
+    # the original, which the two-stage ranking gives and plain Hamming order does not always
+    folder = tmp_path / "labelled"
+    for p in sorted(pictures[0].iterdir()):
+        (folder / p.stem).mkdir(parents=True)
+        shutil.copy(p, folder / p.stem / p.name)
+    queries = [str(tmp_path / f"{p.stem}.jpg") for p in sorted(pictures[0].iterdir())]
+    for p, q in zip(sorted(pictures[0].iterdir()), queries):
+        _edited(p, q)
+    store = tmp_path / "labelled.h5"
+    with Collection.open(pictures[1]) as base:
+        Collection(store).index(str(folder), model=base.model, workers=0, progress=False)
+    with Collection.open(store) as c:
+        labels = [r["label"] for r in c.classify(queries, k=1)]
+        plain = [hits[0].path.split("/")[0] for hits in c.search(queries, k=1, hamming_only=True)]
+    truth = [os.path.splitext(os.path.basename(q))[0] for q in queries]
+    assert labels == truth
+    assert plain != truth  # the case is not one that Hamming order gets right anyway
 
 
 @pytest.mark.parametrize("k", [1, 10])

@@ -68,29 +68,29 @@ class Hasher:
     def fit(self, images, progress: bool | None = None) -> "Hasher":
         """Pretrain (unless ``pretrain='none'``) and fine-tune on ``images``; returns self.
 
-        If the codes collapse (fewer distinct codes than 1 in COLLAPSED of the training images)
-        and the statistics term was on, the model is trained again without it, with a warning,
-        and ``config`` says so: on binaryalphadigits (binary glyphs, whose sharp edges a
-        reconstruction through 64 bits cannot match) that term drove every code layer unit to
-        saturation and all 1,190 images to one code; on the other five shared sets it never
-        triggers (bench/README.md, "k-NN labels")."""
+        If the codes collapse (``collapsed``) and the statistics term was on, the model is
+        trained again without it, with a warning, and ``config`` says so: on binaryalphadigits
+        (binary glyphs, whose sharp edges a reconstruction through 64 bits cannot match) that
+        term drove every code layer unit to saturation and all 1,190 images to one code; on the
+        other five shared sets it never triggers (bench/README.md, "k-NN labels")."""
         self.config = for_data(self.config, images)
         self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
         data = as_input(images, self.config.model)
         if len(data) < 2:
             raise ValueError(f"fit needs at least 2 images, got {len(data)}")
         t0 = time.monotonic()
-        distinct, sample = self._fit_once(data, progress)
-        if self.config.stats_weight > 0 and distinct < max(2, sample // COLLAPSED):
-            warnings.warn(f"training collapsed ({sample} training images got {distinct} distinct codes); "
+        sample = self._fit_once(data, progress)
+        if self.config.stats_weight > 0 and collapsed(sample):
+            distinct = len(torch.unique(sample, dim=0))
+            warnings.warn(f"training collapsed ({len(sample)} training images got {distinct} distinct codes); "
                           "training again without the statistics term (stats=0)", stacklevel=2)
             self.config = self.config.replace(stats=0.0)
             self._fit_once(data, progress)
         self.fit_seconds_ = time.monotonic() - t0
         return self
 
-    def _fit_once(self, data, progress) -> tuple[int, int]:
-        """One training run with ``config``; returns (distinct codes, images) on up to 2,048
+    def _fit_once(self, data, progress) -> torch.Tensor:
+        """One training run with ``config``; returns the codes (n, bits) bool of up to 2,048
         training images."""
         cfg = self.config
         _set_threads(cfg.threads)
@@ -113,8 +113,8 @@ class Hasher:
         with PhasedProgress(plan, "fit", enabled=False if rank else progress) as bar:
             return self._train(net, data, split, rng, bar)
 
-    def _train(self, net: HashNet, data, split: Split, rng: np.random.Generator, bar) -> tuple[int, int]:
-        """Pretrain and fine-tune ``net`` on ``split``; returns (distinct codes, images) on up
+    def _train(self, net: HashNet, data, split: Split, rng: np.random.Generator, bar) -> torch.Tensor:
+        """Pretrain and fine-tune ``net`` on ``split``; returns the codes (n, bits) bool of up
         to 2,048 training images."""
         cfg = self.config
         if cfg.pretrain == "dae" and cfg.pretrain_epochs > 0:
@@ -141,8 +141,7 @@ class Hasher:
         fit_loop(net, phase, cfg.training, rng, self.history_, bar)
         sample = np.sort(split.train[:2048])
         with torch.inference_mode():
-            bits = torch.cat([net.logits(data.batch(sample[s:s + 256])) > 0 for s in range(0, len(sample), 256)])
-        return len(torch.unique(bits, dim=0)), len(sample)
+            return torch.cat([net.logits(data.batch(sample[s:s + 256])) > 0 for s in range(0, len(sample), 256)])
 
     # ------------------------------------------------------------------ inference
     def _require_fit(self) -> HashNet:
@@ -219,7 +218,20 @@ class Hasher:
                 f"fitted={self.net is not None})")
 
 
-COLLAPSED = 20  # fewer distinct codes than 1 in this many training images: the codes collapsed
+COLLAPSED = 20  # fewer distinct codes than 1 in this many training images...
+FIXED_UNITS = 0.5  # ...and at least this fraction of the code units the same for every image
+
+
+def collapsed(codes: torch.Tensor) -> bool:
+    """Whether a training sample's codes (n, bits) bool collapsed: fewer distinct codes than 1 in
+    COLLAPSED images, with most code units fixed (saturated) for every image. Few codes alone
+    are no collapse: a folder of a few groups of look-alikes gets about one code per group, but
+    the groups' codes differ in many bits."""
+    n = len(codes)
+    if n < 2 or len(torch.unique(codes, dim=0)) >= max(2, n // COLLAPSED):
+        return False
+    fixed = (codes.all(dim=0) | ~codes.any(dim=0)).float().mean().item()
+    return fixed >= FIXED_UNITS
 
 
 def _split(n: int, cfg: HasherConfig, rng: np.random.Generator) -> Split:

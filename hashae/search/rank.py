@@ -65,6 +65,11 @@ class Ranked:
     distance: np.ndarray
     score: np.ndarray | None
 
+    def without(self, item: int) -> "Ranked":
+        """These hits less ``item``."""
+        keep = self.ids != item
+        return Ranked(self.ids[keep], self.distance[keep], None if self.score is None else self.score[keep])
+
 
 @dataclass(frozen=True)
 class Scoring:

@@ -1,5 +1,7 @@
 """k-nearest-neighbour labels in code space (AEkNN, Pulgar et al. 2019): each query takes the
-label its nearest labelled items vote for. Pure functions over arrays."""
+label its nearest labelled items vote for. Pure functions over arrays. The neighbours and their
+distances come from the two-stage ranking (search.rank: its score, an expected Hamming distance
+less a copy bonus) or from plain Hamming search."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -7,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 TIE_WIDTH = 4  # neighbours tied with the k-th are counted too, up to this many times k
-POWER = 8  # of the vote weight (bench/classify.py compares 0, i.e. a plain majority, 1, 4, 8)
+POWER = 16  # of the vote weight (bench/classify.py compares 0, i.e. a plain majority, to 32)
 
 
 class Votes(NamedTuple):
@@ -22,10 +24,21 @@ def vote_weights(dist: np.ndarray, bits: int, power: float = POWER) -> np.ndarra
     return np.clip(1.0 - np.asarray(dist, np.float64) / bits, 0.0, 1.0) ** power
 
 
+def ranked_rows(ranked: list, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, ids) rows of ``width`` columns, padded with id -1, from search.rank.Ranked
+    hits: each hit's score where the ranking has one, else its Hamming distance."""
+    dist, ids = np.zeros((len(ranked), width)), np.full((len(ranked), width), -1, np.int64)
+    for r, hits in enumerate(ranked):
+        values = hits.distance if hits.score is None else hits.score
+        n = min(width, len(hits.ids))
+        dist[r, :n], ids[r, :n] = values[:n], hits.ids[:n]
+    return dist, ids
+
+
 def knn_vote(dist: np.ndarray, ids: np.ndarray, labels: np.ndarray, n_labels: int, k: int, bits: int,
              power: float = POWER) -> Votes:
-    """Votes of each query's k nearest labelled items, from a search's (distances, ids) rows in
-    rank order (ids -1: none). ``labels``: the label of every item (-1: unlabelled; not counted).
+    """Votes of each query's k nearest labelled items, from a search's (distances or scores, ids)
+    rows in rank order (ids -1: none). ``labels``: the label of every item (-1: unlabelled; not counted).
     Items tied with the k-th distance vote too, so that the result does not depend on the order
     of equal codes. The label with the most weight wins; ties go to the lower label."""
     q = len(ids)
