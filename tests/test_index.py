@@ -83,6 +83,8 @@ def test_auto_radius_method_hashes_only_when_it_pays():
     assert index.choose_method(1, 2) == "flat"  # one query: building hash tables costs more
     assert index.choose_method(5_000, 2) == "hash"
     assert index.choose_method(5_000, 8) == "flat"  # substrings too short to hash
+    assert index.choose_method(5_000, 4) == "hash"  # 12-bit substrings
+    assert index.choose_method(5_000, 5) == "flat"  # 10-bit substrings: a scan is as fast or faster
     q = index.reconstruct_all()[:3]
     flat = index.radius_search(q, 2)
     hashed = index.radius_search(q, 2, method="hash")
