@@ -41,16 +41,15 @@ def hamming_votes(q_codes, db_codes, db_labels, n_labels, k, bits, power):
     return knn_vote(d, i, db_labels, n_labels, k, bits, power).label
 
 
-def ranked_votes(model, q_images, db_images, db_codes, db_labels, n_labels, k, power):
-    """Labels as Collection.classify gives them: the vote over each query's first k * TIE_WIDTH + 1
-    hits of the two-stage ranking (scores as distances)."""
+def ranked_neighbours(model, q_images, db_images, db_codes, k):
+    """(scores, ids) rows as Collection.classify votes over them: each query's first
+    k * TIE_WIDTH + 1 hits of the two-stage ranking. The same for every vote power."""
     logits = model.logits(q_images)
     queries = Queries(pack(logits > 0), logits, perceptual_hashes(q_images))
     ranker = Ranker(HammingIndex.from_codes(db_codes), perceptual_hashes(db_images),
                     Scoring(noise_std=model.config.noise_std))
     width = min(len(db_codes), k * TIE_WIDTH + 1)
-    dist, ids = ranked_rows(ranker.knn(queries, width), width)
-    return knn_vote(dist, ids, db_labels, n_labels, k, model.config.bits, power).label
+    return ranked_rows(ranker.knn(queries, width), width)
 
 
 def pixel_knn(q, db, db_labels, n_labels, k, weighted):
@@ -85,8 +84,9 @@ def run_set(name: str, cfg: HasherConfig, k: int) -> dict:
     for power in POWERS:
         pred = hamming_votes(qc, dc, labels[db], n_labels, k, cfg.bits, power)
         acc[f"hashae, vote power {power}"] = float((pred == labels[q]).mean())
+    dist, ids = ranked_neighbours(model, images[q], images[db], dc, k)
     for power in POWERS:
-        pred = ranked_votes(model, images[q], images[db], dc, labels[db], n_labels, k, power)
+        pred = knn_vote(dist, ids, labels[db], n_labels, k, cfg.bits, power).label
         acc[f"hashae ranked, vote power {power}"] = float((pred == labels[q]).mean())
     base = max(v for m, v in acc.items() if m.startswith("raw"))
     print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)

@@ -27,7 +27,7 @@ HASH_BUILD_QUERIES = 5_000
 MAX_SUBSTRING_BITS = 64
 # ...and only with substrings of at least this many bits: with 2^b buckets per substring, each
 # query's candidates number about (r + 1) * n / 2^b, and below 11 bits a scan was faster (64
-# bits, radius 6: 9-bit substrings took 1.8-6.7x as long as a scan; bench/README.md, "Search speed")
+# bits, radius 6: 9-bit substrings took 1.75-6.7x as long as a scan; bench/README.md, "Search speed")
 HASH_MIN_SUBSTRING_BITS = 11
 # k-NN over more codes than this uses an inverted-file index (IndexBinaryIVF) instead of an
 # exhaustive scan (bench/distributed.py: where a scan stops answering in interactive time)
@@ -171,13 +171,17 @@ class HammingIndex:
 
     def choose_method(self, n_queries: int, radius: int) -> str:
         """What "auto" picks for ``n_queries`` queries at ``radius``: "hash" or "flat"."""
-        if self.ntotal < HASH_MIN_ITEMS or not self._hash_ok(radius) or self.bits // (radius + 1) < HASH_MIN_SUBSTRING_BITS:
+        if (self.ntotal < HASH_MIN_ITEMS or not self._hash_ok(radius)
+                or self._substring_bits(radius) < HASH_MIN_SUBSTRING_BITS):
             return "flat"
         return "hash" if radius + 1 in self._multihash or n_queries >= HASH_BUILD_QUERIES else "flat"
 
+    def _substring_bits(self, radius: int) -> int:
+        """Bits of each of the radius + 1 substrings multi-index hashing splits a code into."""
+        return self.bits // (radius + 1)
+
     def _hash_ok(self, radius: int) -> bool:
-        nhash = radius + 1
-        return self.bits // nhash >= 8 and self.bits // nhash <= MAX_SUBSTRING_BITS
+        return 8 <= self._substring_bits(radius) <= MAX_SUBSTRING_BITS
 
     def _multihash_for(self, nhash: int):
         mh = self._multihash.get(nhash)
