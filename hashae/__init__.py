@@ -11,7 +11,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
     VectorSource                      the rows of a .npy file, HDF5 dataset or folder of parts
     HammingIndex                      exact and radius Hamming search over packed codes
     cluster                           group packed codes: exact, radius or k-means
-    outlier_scores                    how little items fit, from reconstruction errors and codes
+    outlier_scores                    how little items fit, from reconstruction errors, codes and pHashes
     phash                             64-bit perceptual hashes of images (near-duplicate checks)
     perceptual_hashes, Perceptual     every perceptual hash of images: pHash, mirrored pHash, dHash
     load_images, load_folder, scan    image decoding

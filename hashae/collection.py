@@ -519,8 +519,9 @@ class Collection:
     def outliers(self, n: int = 20, method: str | None = None) -> list:
         """The ``n`` items that fit the collection least (0: every item), highest score first,
         as Outlier(path, score, id). Scores come from each item's reconstruction error through
-        its code and its distance to its nearest codes (search.outliers; ``method`` picks one of
-        its scores, default search.outliers.DEFAULT). A collection without stored errors (codes
+        its code and its distance to its nearest perceptual hashes (or codes, for vectors) in the
+        collection (search.outliers; ``method`` picks one of its scores, default
+        search.outliers.DEFAULT). A collection without stored errors (codes
         alone, or an earlier hashae: re-index to add them) is scored by code distances, with a
         warning."""
         from .search.outliers import DEFAULT, outlier_scores
@@ -537,7 +538,8 @@ class Collection:
             method = "knn"
         if error is not None and np.isnan(error).any():  # unknown for some items: count them as typical
             error = np.where(np.isnan(error), np.nanmedian(error), error)
-        scores = outlier_scores(error, self.codes, method)
+        phash = self.phash if self.kind == "images" else None
+        scores = outlier_scores(error, self.codes, method, phash=phash)
         order = np.argsort(-scores, kind="stable")[: n or None]
         return [Outlier(p, float(scores[i]), int(i)) for p, i in zip(self.paths(order), order)]
 

@@ -16,7 +16,7 @@ from hashae.cli import main
 from hashae.codes import hamming_matrix
 from hashae.ingest import load_image
 from hashae.sample import make_sample
-from hashae.search.outliers import METHODS, neighbour_table, outlier_scores
+from hashae.search.outliers import DEFAULT, METHODS, joint_evidence, neighbour_table, outlier_scores
 from hashae.search.projection import embed_2d, grid_cells
 from hashae.search.vote import knn_vote
 
@@ -60,6 +60,32 @@ def test_outlier_scores_rank_the_odd_item_first():
     assert np.argmax(outlier_scores(None, codes, "combined")) == 59  # no errors: code distances
     with pytest.raises(ValueError, match="no reconstruction errors"):
         outlier_scores(None, codes, "error")
+
+
+def test_perceptual_hashes_count_in_the_default_score():
+    # errors and codes alike for every item: only the perceptual hashes tell item 59 apart
+    rng = np.random.default_rng(3)
+    codes = np.zeros((60, 8), np.uint8)
+    error = np.full(60, 0.02)
+    base = rng.integers(0, 256, (1, 8), dtype=np.uint8)
+    phash = np.packbits(np.unpackbits(base, axis=1) ^ (rng.random((60, 64)) < 0.03), axis=1)
+    phash[-1] = ~base[0]
+    for method in ("union", "joint"):
+        scores = outlier_scores(error, codes, method, phash=phash)
+        assert np.argmax(scores) == 59 and (scores[:59] < scores[59]).all(), method
+        assert np.ptp(outlier_scores(error, codes, method)) == 0, method  # without hashes: all tied
+    assert DEFAULT == "joint"
+
+
+def test_joint_evidence_is_fishers_sum_over_percentile_ranks():
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    b = np.array([4.0, 3.0, 2.0, 1.0])
+    n = 4
+    expected = -np.log(1 - np.arange(1, 5) / n + 0.5 / n) - np.log(1 - np.arange(4, 0, -1) / n + 0.5 / n)
+    np.testing.assert_allclose(joint_evidence(a, b), expected)
+    # far out on one signal counts: the top of either outranks the middle of both
+    scores = joint_evidence(a, b)
+    assert scores[[0, 3]].min() > scores[[1, 2]].max()
 
 
 def test_knn_vote_counts_ties_and_skips_unlabelled():
@@ -151,6 +177,9 @@ def test_outliers_put_the_planted_images_first(planted_store):
         scores = [o.score for o in everything]
         assert scores == sorted(scores, reverse=True)
         assert c.paths([o.id for o in everything]) == [o.path for o in everything]
+        # the stored signals, perceptual hashes included, give the scores
+        expected = outlier_scores(c.reader.errors(), c.codes, phash=c.phash)
+        np.testing.assert_allclose([o.score for o in everything], expected[[o.id for o in everything]])
 
 
 def test_outliers_cli_json_and_sheet(planted_store, tmp_path):

@@ -1,6 +1,7 @@
-"""Outlier scores from what an autoencoder knows about each item: how badly its binary code
-reconstructs it (``error``) and how far its code lies from its nearest codes. Pure functions
-over arrays; higher scores fit the collection less. bench/outliers.py compares the scores.
+"""Outlier scores from what a collection knows about each item: how badly its binary code
+reconstructs it (``error``), how far its code lies from its nearest codes, and how far its
+perceptual hash lies from its nearest hashes. Pure functions over arrays; higher scores fit the
+collection less. bench/outliers.py compares the scores.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from .index import HammingIndex
 NEIGHBOURS = 10  # k of the neighbour-based scores
 REFERENCE = 200_000  # above this many items, neighbours are found among a seeded sample of them
 BLOCK = 4096  # queries per FAISS call: bounds the (block, k) result arrays
-METHODS = ("error", "knn", "relative", "combined")
-DEFAULT = "combined"  # chosen by bench/outliers.py: the best worst case over the six shared sets
+METHODS = ("error", "knn", "relative", "combined", "union", "joint")
+DEFAULT = "joint"  # chosen by bench/outliers.py over the six shared sets (bench/README.md, "Outliers")
 
 
 def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, reference: int = REFERENCE,
@@ -46,16 +47,29 @@ def percentile_ranks(x: np.ndarray) -> np.ndarray:
     return rankdata(x) / max(len(x), 1)
 
 
-def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = "combined",
-                   k: int = NEIGHBOURS, table: tuple | None = None) -> np.ndarray:
+def joint_evidence(*signals: np.ndarray) -> np.ndarray:
+    """Fisher's combination of several scores (higher = odder): each item's percentile rank
+    in each score read as an empirical tail probability p = 1 - rank + 1/(2n), and -sum(log p).
+    An item far out on one score counts, and one fairly high on all counts more."""
+    n = len(signals[0])
+    return sum(-np.log(1 - percentile_ranks(s) + 0.5 / n) for s in signals)
+
+
+def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DEFAULT,
+                   k: int = NEIGHBOURS, table: tuple | None = None, *, phash: np.ndarray | None = None) -> np.ndarray:
     """One score per item, higher = fits the collection less.
 
     ``error``: reconstruction error through the code; ``knn``: mean Hamming distance to the k
     nearest codes; ``relative``: error divided by the median error of those neighbours (an item
     that is harder to rebuild than its look-alikes, not merely a detailed image); ``combined``:
-    the mean of the percentile ranks of ``error`` and ``knn``. ``table``: a
-    ``neighbour_table`` already computed. Without errors (codes alone), every method but
-    ``error`` falls back to ``knn``."""
+    the mean of the percentile ranks of ``error`` and ``knn``; ``union``: the larger of the
+    percentile ranks of ``error`` and of ``near``, the mean distance to the k nearest
+    perceptual hashes (``phash``, (n, 8) uint8; without them ``near`` is ``knn``); ``joint``
+    (the default): ``joint_evidence`` of ``error``, ``knn`` and ``near`` (without hashes, of
+    ``error`` and ``knn``). The error misses plain alien images, code distances those the code
+    cannot tell apart, hash distances detailed images whose hashes scatter. ``table``: a
+    ``neighbour_table`` of the codes already computed. Without errors (codes alone), every
+    method but ``error`` falls back to ``knn``."""
     if method not in METHODS:
         raise ValueError(f"outlier method must be one of {', '.join(METHODS)}, got {method!r}")
     if error is None and method == "error":
@@ -72,4 +86,12 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = "c
     error = np.asarray(error, np.float64)
     if method == "relative":
         return error / np.maximum(np.median(error[ids], axis=1), 1e-12)
-    return (percentile_ranks(error) + percentile_ranks(knn)) / 2
+    if method == "combined":
+        return (percentile_ranks(error) + percentile_ranks(knn)) / 2
+    if phash is None:
+        return np.maximum(percentile_ranks(error), percentile_ranks(knn)) if method == "union" \
+            else joint_evidence(error, knn)
+    near = neighbour_table(phash, k)[0].mean(1).astype(np.float64)
+    if method == "union":
+        return np.maximum(percentile_ranks(error), percentile_ranks(near))
+    return joint_evidence(error, knn, near)
