@@ -14,6 +14,7 @@ generated shapes x 40), a folder of simple pictures unlike any photo set.
     python bench/outliers.py                          # six sets and the sample, all scenarios
     python bench/outliers.py --sets coil20 orl_faces --rare-classes 1 --effort fast
     python bench/outliers.py --summarise bench/results/outliers.json   # the summary again
+    python bench/outliers.py --timing 100000 1000000   # time and memory of the scores, no training
 """
 from __future__ import annotations
 
@@ -159,6 +160,21 @@ def summarise(rows: list) -> list:
     return lines
 
 
+def timing(sizes: list) -> None:
+    """Seconds and peak memory of the old and new default scores on random 64-bit codes and
+    hashes (the worst case for neighbour search), run side by side."""
+    import resource
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        codes, phash = (rng.integers(0, 256, (n, 8), dtype=np.uint8) for _ in range(2))
+        error = rng.random(n).astype(np.float32)
+        for m in ("combined", "joint"):
+            t = time.monotonic()
+            outlier_scores(error, codes, m, phash=phash)
+            print(f"  n={n:9d} {m:9s} {time.monotonic() - t:7.1f} s, peak RSS so far "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=SETS + [SAMPLE], choices=SETS + [SAMPLE])
@@ -168,7 +184,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "outliers.json"))
     ap.add_argument("--summarise", metavar="JSON", help="print the summary of an earlier run's results and stop")
+    ap.add_argument("--timing", nargs="+", type=int, metavar="N", help="time the scores on N random items and stop")
     args = ap.parse_args(argv)
+    if args.timing:
+        return timing(args.timing)
     if args.summarise:
         with open(args.summarise) as f:
             print("\n".join(summarise(json.load(f)["rows"])))
