@@ -519,11 +519,10 @@ class Collection:
     def outliers(self, n: int = 20, method: str | None = None) -> list:
         """The ``n`` items that fit the collection least (0: every item), highest score first,
         as Outlier(path, score, id). Scores come from each item's reconstruction error through
-        its code and its distance to its nearest perceptual hashes (or codes, for vectors) in the
-        collection (search.outliers; ``method`` picks one of its scores, default
-        search.outliers.DEFAULT). A collection without stored errors (codes
-        alone, or an earlier hashae: re-index to add them) is scored by code distances, with a
-        warning."""
+        its code and its distances to its nearest codes and perceptual hashes in the collection
+        (hashes: images only; search.outliers; ``method`` picks one of its scores, default
+        search.outliers.DEFAULT). A collection without stored errors (codes alone, or an earlier
+        hashae: re-index to add them) is scored by code distances, with a warning."""
         from .search.outliers import DEFAULT, outlier_scores
         method = method or DEFAULT
         if n < 0:

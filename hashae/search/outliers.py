@@ -14,7 +14,7 @@ NEIGHBOURS = 10  # k of the neighbour-based scores
 REFERENCE = 200_000  # above this many items, neighbours are found among a seeded sample of them
 BLOCK = 4096  # queries per FAISS call: bounds the (block, k) result arrays
 METHODS = ("error", "knn", "relative", "combined", "union", "joint")
-DEFAULT = "joint"  # chosen by bench/outliers.py over the six shared sets (bench/README.md, "Outliers")
+DEFAULT = "joint"  # chosen by bench/outliers.py: six shared sets and the sample (bench/README.md, "Outliers")
 
 
 def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, reference: int = REFERENCE,
