@@ -79,6 +79,11 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
         return np.zeros(n) if error is None else np.asarray(error, np.float64).copy()
     if method == "error":
         return np.asarray(error, np.float64).copy()
+    near = None  # mean distance to the k nearest perceptual hashes, where a method uses it
+    if error is not None and phash is not None and method in ("union", "joint"):
+        near = neighbour_table(phash, k)[0].mean(1).astype(np.float64)
+        if method == "union":  # needs no neighbours among the codes
+            return np.maximum(percentile_ranks(np.asarray(error, np.float64)), percentile_ranks(near))
     dist, ids = table if table is not None else neighbour_table(codes, k)
     knn = dist.mean(1).astype(np.float64)
     if error is None or method == "knn":
@@ -88,10 +93,6 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
         return error / np.maximum(np.median(error[ids], axis=1), 1e-12)
     if method == "combined":
         return (percentile_ranks(error) + percentile_ranks(knn)) / 2
-    if phash is None:
-        return np.maximum(percentile_ranks(error), percentile_ranks(knn)) if method == "union" \
-            else joint_evidence(error, knn)
-    near = neighbour_table(phash, k)[0].mean(1).astype(np.float64)
-    if method == "union":
-        return np.maximum(percentile_ranks(error), percentile_ranks(near))
-    return joint_evidence(error, knn, near)
+    if method == "union":  # without hashes
+        return np.maximum(percentile_ranks(error), percentile_ranks(knn))
+    return joint_evidence(error, knn) if near is None else joint_evidence(error, knn, near)
