@@ -16,8 +16,9 @@ os.environ.setdefault("HASHAE_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="h
 
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
-# small and quick, but the real training path: pretraining + noisy fine-tuning
-SMALL = dict(image_size=16, hidden=(128, 64), epochs=12, pretrain_epochs=2, batch_size=32)
+# small and quick, but the real training path: pretraining + noisy fine-tuning (400 steps at
+# least, half the image default: the tests' folders are tiny and easy)
+SMALL = dict(image_size=16, hidden=(128, 64), epochs=12, pretrain_epochs=2, batch_size=32, min_steps=400)
 
 
 def cluster_images(n_clusters=4, per_cluster=40, size=16, noise=0.08, seed=0):

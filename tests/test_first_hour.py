@@ -232,11 +232,12 @@ def test_effort_time_stops_growing_with_the_folder():
     explicit epoch count are untouched."""
     cfg = HasherConfig.for_effort("default")
     per_epoch = lambda n: -(-n // cfg.batch_size)  # noqa: E731
-    assert cfg.epochs_for(9_000, cfg.epochs, cfg.min_steps, cfg.max_steps) == cfg.epochs  # 10,000 images
-    assert cfg.epochs_for(100, cfg.epochs, cfg.min_steps, cfg.max_steps) * per_epoch(100) >= cfg.min_steps
-    big = cfg.epochs_for(45_000, cfg.epochs, cfg.min_steps, cfg.max_steps)
+    floor = cfg.steps_floor
+    assert cfg.epochs_for(9_000, cfg.epochs, floor, cfg.max_steps) == cfg.epochs  # 10,000 images
+    assert cfg.epochs_for(100, cfg.epochs, floor, cfg.max_steps) * per_epoch(100) >= floor
+    big = cfg.epochs_for(45_000, cfg.epochs, floor, cfg.max_steps)
     assert 1 <= big < cfg.epochs and big * per_epoch(45_000) <= cfg.max_steps
-    assert cfg.epochs_for(10_000_000, cfg.epochs, cfg.min_steps, cfg.max_steps) == 1
+    assert cfg.epochs_for(10_000_000, cfg.epochs, floor, cfg.max_steps) == 1
     levels = [HasherConfig.for_effort(e).max_steps for e in ("fast", "default", "best")]
     assert levels == sorted(levels)
     assert HasherConfig.for_effort("default", epochs=40).max_steps is None  # --epochs N is N epochs

@@ -401,3 +401,25 @@ def test_clustered_images_train_without_the_collapse_retraining(clusters):
         model = SemanticHasher(**CFG).fit(images, progress=False)
     assert not [w for w in seen if "collapsed" in str(w.message)]
     assert model.config.stats != 0.0 and model.config.stats_weight > 0
+
+
+def test_step_floor_is_chosen_by_input_and_recorded_by_the_fit():
+    from hashae.model.config import IMAGE_MIN_STEPS, VECTOR_MIN_STEPS
+    assert HasherConfig().min_steps is None and HasherConfig().steps_floor == IMAGE_MIN_STEPS
+    assert HasherConfig(kind="vector").steps_floor == VECTOR_MIN_STEPS
+    assert HasherConfig(min_steps=50).steps_floor == 50
+    assert HasherConfig.for_effort("fast").steps_floor == 240  # a level's own floor wins
+    with pytest.raises(ValueError, match="min_steps"):
+        HasherConfig(min_steps=-1).validate()
+    vectors = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    cfg = {k: v for k, v in SMALL.items() if k not in ("image_size", "min_steps", "epochs", "pretrain_epochs")}
+    fitted = SemanticHasher(HasherConfig(bits=16, epochs=1, pretrain_epochs=0, **cfg)).fit(vectors, progress=False)
+    assert fitted.config.is_vector and fitted.config.steps_floor == VECTOR_MIN_STEPS
+    from hashae.model.plan import finetune_epochs, stage_epochs
+    assert finetune_epochs(fitted.config, 58) == -(-VECTOR_MIN_STEPS // 2)  # 58 rows: 2 batches an epoch
+    image = HasherConfig(batch_size=32)
+    assert finetune_epochs(image, 58) == IMAGE_MIN_STEPS // 2
+    assert stage_epochs(image.training, 58) * 2 >= 100 > (stage_epochs(image.training, 58) - 1) * 2  # pretraining: 400 / 4
+    assert stage_epochs(HasherConfig(batch_size=32, min_steps=800).training, 58) == 100  # explicit: a quarter of it
+    with pytest.raises(ValueError, match="pass the HasherConfig"):
+        finetune_epochs(HasherConfig().training, 58)  # a TrainConfig alone does not know the input

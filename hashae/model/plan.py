@@ -4,7 +4,7 @@ phase would show, at the start, the ETA of the first pretraining stage alone: se
 that takes minutes."""
 from __future__ import annotations
 
-from .config import HasherConfig, TrainConfig
+from .config import PRETRAIN_MIN_STEPS, HasherConfig, TrainConfig
 from .finetune import two_views
 from .network import stage_macs
 
@@ -12,15 +12,26 @@ from .network import stage_macs
 FORWARD_BACKWARD = 3.0
 
 
+def steps_floor(cfg: TrainConfig) -> int:
+    """The fewest fine-tuning steps: a HasherConfig knows its input's default; a TrainConfig
+    alone must have had it filled in (Hasher.fit does)."""
+    if isinstance(cfg, HasherConfig):
+        return cfg.steps_floor
+    if cfg.min_steps is None:
+        raise ValueError("min_steps is None: the step floor depends on the input, so pass the HasherConfig")
+    return cfg.min_steps
+
+
 def stage_epochs(cfg: TrainConfig, n_train: int) -> int:
     """Epochs of each greedy pretraining stage: pretrain_epochs within a quarter of the step
-    bounds."""
-    return cfg.epochs_for(n_train, cfg.pretrain_epochs, cfg.min_steps // 4,
+    bounds (the floor: a quarter of min_steps, or of PRETRAIN_MIN_STEPS when it is None)."""
+    floor = PRETRAIN_MIN_STEPS if cfg.min_steps is None else cfg.min_steps
+    return cfg.epochs_for(n_train, cfg.pretrain_epochs, floor // 4,
                           None if cfg.max_steps is None else cfg.max_steps // 4)
 
 
 def finetune_epochs(cfg: TrainConfig, n_train: int) -> int:
-    return cfg.epochs_for(n_train, cfg.epochs, cfg.min_steps, cfg.max_steps)
+    return cfg.epochs_for(n_train, cfg.epochs, steps_floor(cfg), cfg.max_steps)
 
 
 def fit_plan(cfg: HasherConfig, n_train: int, n_val: int) -> dict:
