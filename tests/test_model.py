@@ -403,7 +403,7 @@ def test_clustered_images_train_without_the_collapse_retraining(clusters):
     assert model.config.stats != 0.0 and model.config.stats_weight > 0
 
 
-def test_step_floor_is_chosen_by_input_and_recorded_by_the_fit():
+def test_step_floor_is_chosen_by_input_and_pretraining_keeps_its_own():
     from hashae.model.config import IMAGE_MIN_STEPS, VECTOR_MIN_STEPS
     assert HasherConfig().min_steps is None and HasherConfig().steps_floor == IMAGE_MIN_STEPS
     assert HasherConfig(kind="vector").steps_floor == VECTOR_MIN_STEPS

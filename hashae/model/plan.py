@@ -13,8 +13,8 @@ FORWARD_BACKWARD = 3.0
 
 
 def steps_floor(cfg: TrainConfig) -> int:
-    """The fewest fine-tuning steps: a HasherConfig knows its input's default; a TrainConfig
-    alone must have had it filled in (Hasher.fit does)."""
+    """The fewest fine-tuning steps: a HasherConfig knows its input's default
+    (HasherConfig.steps_floor); a TrainConfig alone knows only an explicit min_steps."""
     if isinstance(cfg, HasherConfig):
         return cfg.steps_floor
     if cfg.min_steps is None:
