@@ -403,12 +403,45 @@ def test_clustered_images_train_without_the_collapse_retraining(clusters):
     assert model.config.stats != 0.0 and model.config.stats_weight > 0
 
 
+def test_fast_is_a_narrower_mlp_and_leaves_other_widths_alone():
+    """fast trains 512-256 dense layers (stored, so the model rebuilds without the recipe); a
+    conv model keeps its own dense width, and widths the user gives win."""
+    from hashae.model.config import FAST_WIDTHS
+    fast = HasherConfig.for_effort("fast")
+    assert fast.dense_widths == FAST_WIDTHS != HasherConfig().dense_widths
+    assert HasherConfig.for_effort("fast", arch="conv").dense_widths == HasherConfig(arch="conv").dense_widths
+    assert HasherConfig.for_effort("fast", hidden=(64, 32)).dense_widths == (64, 32)
+    assert HasherConfig.from_json(fast.to_json()).dense_widths == FAST_WIDTHS
+    vectors = HasherConfig.for_effort("fast", kind="vector")
+    assert vectors.dense_widths == HasherConfig(kind="vector").dense_widths  # the vector widths already
+
+
+def test_images_train_on_their_whole_sample_unless_a_split_is_asked_for(clusters):
+    """Images hold nothing out by default (the last weights are kept); vectors and ``best``
+    keep a tenth for early stopping, and an explicit val_fraction wins."""
+    from hashae.model.config import VECTOR_VAL_FRACTION
+    from hashae.model.hasher import _split
+    assert HasherConfig().val_fraction is None and HasherConfig().validation_fraction == 0.0
+    assert HasherConfig(kind="vector").validation_fraction == VECTOR_VAL_FRACTION
+    assert HasherConfig.for_effort("best").validation_fraction == 0.1
+    assert HasherConfig(val_fraction=0.2).validation_fraction == 0.2
+    with pytest.raises(ValueError, match="val_fraction"):
+        HasherConfig(val_fraction=1.5).validate()
+    whole = _split(160, HasherConfig(), np.random.default_rng(0))
+    held = _split(160, HasherConfig(val_fraction=0.1), np.random.default_rng(0))
+    assert len(whole.val) == 0 and sorted(whole.train) == list(range(160))
+    assert len(held.val) == 16 and set(held.train) | set(held.val) == set(range(160))
+    images, _ = clusters
+    model = SemanticHasher(**dict(CFG, epochs=2, pretrain_epochs=1, min_steps=0)).fit(images, progress=False)
+    assert model.history_.rows and not any("val_loss" in r for r in model.history_.rows)
+
+
 def test_step_floor_is_chosen_by_input_and_pretraining_keeps_its_own():
     from hashae.model.config import IMAGE_MIN_STEPS, VECTOR_MIN_STEPS
     assert HasherConfig().min_steps is None and HasherConfig().steps_floor == IMAGE_MIN_STEPS
     assert HasherConfig(kind="vector").steps_floor == VECTOR_MIN_STEPS
     assert HasherConfig(min_steps=50).steps_floor == 50
-    assert HasherConfig.for_effort("fast").steps_floor == 240  # a level's own floor wins
+    assert HasherConfig.for_effort("fast").steps_floor == 480  # a level's own floor wins
     with pytest.raises(ValueError, match="min_steps"):
         HasherConfig(min_steps=-1).validate()
     vectors = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)

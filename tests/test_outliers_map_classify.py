@@ -152,6 +152,9 @@ def test_a_store_without_errors_still_works_and_the_next_run_fills_them(trained_
 
 
 # ---------------------------------------------------------------------------- outliers
+PLANTED = {"odd/noise.png", "odd/noise2.png"}
+
+
 @pytest.fixture(scope="module")
 def planted_store(sample_dir, tmp_path_factory):
     """The sample with two pictures that do not belong: noise as coarse as the model sees."""
@@ -170,8 +173,10 @@ def planted_store(sample_dir, tmp_path_factory):
 
 def test_outliers_put_the_planted_images_first(planted_store):
     with Collection.open(planted_store) as c:
-        top = c.outliers(2)
-        assert {o.path for o in top} == {"odd/noise.png", "odd/noise2.png"}
+        top = c.outliers(3)
+        # a planted picture first and both among the first three of 74: since images train on
+        # their whole sample (2026-11-27), one striped picture, hard to rebuild, ranks between them
+        assert top[0].path in PLANTED and PLANTED <= {o.path for o in top}
         everything = c.outliers(0)
         assert len(everything) == len(c)
         scores = [o.score for o in everything]
@@ -188,14 +193,14 @@ def test_outliers_cli_json_and_sheet(planted_store, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert len(rows) == 3 and all(set(x) == {"path", "score"} for x in rows)
-    assert {rows[0]["path"], rows[1]["path"]} == {"odd/noise.png", "odd/noise2.png"}
+    assert rows[0]["path"] in PLANTED and PLANTED <= {x["path"] for x in rows}
     r = runner.invoke(main, ["outliers", "--store", str(planted_store), "-n", "0", "--json"])
     with Collection.open(planted_store) as c:
         assert len(json.loads(r.stdout)) == len(c)
     sheet = tmp_path / "odd.png"
     r = runner.invoke(main, ["outliers", "--store", str(planted_store), "-n", "4", "--sheet", str(sheet)])
     assert r.exit_code == 0, r.output
-    assert r.stdout.splitlines()[0].split()[1] in {"odd/noise.png", "odd/noise2.png"}
+    assert r.stdout.splitlines()[0].split()[1] in PLANTED
     assert Image.open(sheet).size[0] > 0
 
 

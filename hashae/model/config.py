@@ -186,8 +186,10 @@ class TrainConfig:
     neighbour_space: str = "pixels+stats"
     # the time budget the recipe came from (EFFORTS; set by HasherConfig.for_effort), a record
     effort: str = "default"
-    # bookkeeping
-    val_fraction: float = 0.1
+    # the share of the training sample held out to judge the fit: the weights with the best
+    # validation loss are kept and training stops ``patience`` epochs (a tenth of the phase at
+    # least) after the last improvement. None: by input (HasherConfig.validation_fraction)
+    val_fraction: float | None = None
     patience: int = 4
     max_train: int = 20_000  # images trained on, a seeded sample of a larger folder
     seed: int = 0
@@ -232,8 +234,10 @@ class TrainConfig:
                 _float(name, getattr(self, name), 0.0, 1e6)
         _int("neighbour_k", self.neighbour_k, 1, 1000)
         _float("temperature", self.temperature, 0.01, 10.0)
-        for name in ("noise_anneal", "sparsity_target", "val_fraction", "crop_min", "vector_drop", "vector_noise"):
+        for name in ("noise_anneal", "sparsity_target", "crop_min", "vector_drop", "vector_noise"):
             _float(name, getattr(self, name), 0.0, 1.0)
+        if self.val_fraction is not None:
+            _float("val_fraction", self.val_fraction, 0.0, 1.0)
         if not 0 <= self.corruption_level < 1 and self.corruption == "mask":
             raise ValueError("corruption_level for masking is a probability in [0, 1)")
         if not isinstance(self.extra, dict):
@@ -241,16 +245,21 @@ class TrainConfig:
         return self
 
 
+FAST_WIDTHS = (512, 256)  # the dense widths of an mlp trained at effort "fast"
+
 # Time budgets as fixed recipes (not timers, so a seed gives the same codes): changes to the
 # training settings. Training time per 10,000 images on 2 cores: bench/README.md, "Training time".
 # max_steps: about what the recipe's epochs give a folder of 10,000 images, so that a larger
 # folder trains as long as that one (on a larger sample, for fewer epochs)
 EFFORTS = {
-    # fast: about 240 steps whatever the folder (whole epochs, at least 3); 120 were too few for a
-    # few hundred images (bench/README.md, "Training time")
-    "fast": dict(epochs=3, min_steps=240, pretrain_epochs=1, max_train=10_000, max_steps=240),
+    # fast: about 480 steps whatever the folder (whole epochs, at least 3) through dense layers
+    # of 512 and 256 (the mlp's first layer halved: a step costs about half as much), where 240
+    # steps through 1024-512-256 left binaryalphadigits and tinyimagenet_val near or below ITQ
+    # (bench/README.md, "fast: narrower and longer")
+    "fast": dict(epochs=3, min_steps=480, pretrain_epochs=1, max_train=10_000, max_steps=480, hidden=FAST_WIDTHS),
     "default": {},
-    "best": dict(epochs=60, min_steps=1600, pretrain_epochs=6, max_steps=4400),
+    # best keeps a validation split (and early stopping): its 60 epochs were measured with one
+    "best": dict(epochs=60, min_steps=1600, pretrain_epochs=6, max_steps=4400, val_fraction=0.1),
 }
 
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
@@ -282,8 +291,11 @@ class HasherConfig(TrainConfig, ModelConfig):
         on top (an explicit ``epochs`` wins over the level's, and over its step bound)."""
         if effort not in EFFORTS:
             raise ValueError(f"effort must be one of {', '.join(map(repr, EFFORTS))}, got {effort!r}")
+        recipe = dict(EFFORTS[effort])
+        if settings.get("arch", "mlp") != "mlp":  # the recipe's widths are the mlp's; conv keeps its own
+            recipe.pop("hidden", None)
         bound = {} if "epochs" not in settings else {"max_steps": None}  # --epochs N is N epochs
-        return cls(**{**EFFORTS[effort], "effort": effort, **bound, **settings}).validate()
+        return cls(**{**recipe, "effort": effort, **bound, **settings}).validate()
 
     @property
     def stats_weight(self) -> float:
@@ -304,6 +316,16 @@ class HasherConfig(TrainConfig, ModelConfig):
         if self.min_steps is not None:
             return self.min_steps
         return VECTOR_MIN_STEPS if self.is_vector else IMAGE_MIN_STEPS
+
+    @property
+    def validation_fraction(self) -> float:
+        """``val_fraction``, or when None the default for the input: none for images, which
+        train on their whole sample and keep the last weights (the validation loss of a small
+        folder's tenth picked early, worse states; bench/README.md, "Small folders: no
+        validation split"), 0.1 for vectors (measured with it)."""
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return VECTOR_VAL_FRACTION if self.is_vector else 0.0
 
     @property
     def neighbour_weight(self) -> float:
@@ -350,6 +372,7 @@ VECTOR_NEIGHBOURS = 0.5
 # stays where it was: raised with fine-tuning's, it doubled the pretraining epochs of 10,000
 # photos and cost tinyimagenet_val 0.07-0.15x ITQ (bench/README.md, "Small folders: more steps")
 IMAGE_MIN_STEPS, VECTOR_MIN_STEPS, PRETRAIN_MIN_STEPS = 800, 400, 400
+VECTOR_VAL_FRACTION = 0.1  # HasherConfig.validation_fraction of a vector model
 
 
 def without_image_defaults(fields: dict, kind: str | None = None) -> dict:

@@ -240,7 +240,7 @@ def _split(n: int, cfg: HasherConfig, rng: np.random.Generator) -> Split:
     if len(idx) > cfg.max_train:
         idx = np.sort(rng.choice(idx, cfg.max_train, replace=False))
     perm = rng.permutation(idx)
-    n_val = int(len(perm) * cfg.val_fraction) if len(perm) >= 20 else 0
+    n_val = int(len(perm) * cfg.validation_fraction) if len(perm) >= 20 else 0
     return Split(train=perm[n_val:], val=np.sort(perm[:n_val]))
 
 
