@@ -16,6 +16,7 @@ the first codes at 100k.
     python bench/cluster.py
     python bench/cluster.py --sets coil20 --sizes 100000
     python bench/cluster.py --sets --sizes 100000 1000000 --duplicate-sizes   # the speed curve only
+    python bench/cluster.py --sets --sizes 100000 --duplicate-sizes --graph-k 5000   # k asked for
 """
 from __future__ import annotations
 
@@ -101,9 +102,9 @@ def _peak_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
-def _graph_child(n: int, seed: int, hard: bool, out) -> None:
-    """In a child process: time graph clustering (k chosen) of synthetic codes, and report the
-    process's peak resident memory before and after it."""
+def _graph_child(n: int, seed: int, hard: bool, k, out) -> None:
+    """In a child process: time graph clustering (``k`` groups, or None: chosen) of synthetic
+    codes, and report the process's peak resident memory before and after it."""
     rng = np.random.default_rng(seed)
     if hard:
         centres = rng.integers(0, 2, (1000, 64), dtype=np.uint8)
@@ -112,25 +113,28 @@ def _graph_child(n: int, seed: int, hard: bool, out) -> None:
         codes = synthetic_codes(n, rng)
     before = _peak_mb()
     t0 = time.monotonic()
-    labels = cluster(codes, "graph", seed=seed)
+    labels = cluster(codes, "graph", k=k, seed=seed)
     secs = time.monotonic() - t0
     out.put(dict(seconds=secs, groups=int(labels.max()) + 1, rss_before_mb=before, rss_peak_mb=_peak_mb()))
 
 
-def graph_speed(n: int, seed: int = 0) -> list:
+def graph_speed(n: int, seed: int = 0, ks=(None,)) -> list:
+    """Graph clustering of n synthetic codes, easy and hard, for each k (None: chosen)."""
     import multiprocessing as mp
     rows = []
-    for hard in (False, True):
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_graph_child, args=(n, seed, hard, queue))
-        child.start()
-        result = queue.get()
-        child.join()
-        kind = "1,000 centres, 8% noise" if hard else "100 centres, 3% noise"
-        rows.append(dict(n=n, method="graph", args={"codes": kind}, **result))
-        print(f"  {n:>9,d} codes  graph   {kind:28s} {result['seconds']:8.2f} s  {result['groups']:>8,d} groups  "
-              f"peak {result['rss_peak_mb']:.0f} MB (codes alone {result['rss_before_mb']:.0f} MB)", flush=True)
+    for k in ks:
+        for hard in (False, True):
+            ctx = mp.get_context("spawn")
+            queue = ctx.Queue()
+            child = ctx.Process(target=_graph_child, args=(n, seed, hard, k, queue))
+            child.start()
+            result = queue.get()
+            child.join()
+            kind = "1,000 centres, 8% noise" if hard else "100 centres, 3% noise"
+            rows.append(dict(n=n, method="graph", args={"codes": kind, "k": k}, **result))
+            print(f"  {n:>9,d} codes  graph k={k or 'chosen'!s:7s} {kind:24s} {result['seconds']:8.2f} s  "
+                  f"{result['groups']:>8,d} groups  peak {result['rss_peak_mb']:.0f} MB "
+                  f"(codes alone {result['rss_before_mb']:.0f} MB)", flush=True)
     return rows
 
 
@@ -161,6 +165,8 @@ def main(argv=None):
     ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
     ap.add_argument("--duplicate-sizes", nargs="*", type=int, default=[100_000],
                     help="sizes for the duplicates timing (1M takes about 7 minutes: radius 2 and 4)")
+    ap.add_argument("--graph-k", nargs="*", type=int, default=[],
+                    help="also time graph clustering asked for this many groups (merged down past the resolution search)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set-config", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cluster.json"))
@@ -188,7 +194,7 @@ def main(argv=None):
             print(f"  without {held:18s} {n:3d} neighbours: {held} at {worst(n, [held]):.2f}x raw pixels")
     print("speed (64-bit synthetic codes)")
     timing = [r for n in args.sizes for r in speed(n, args.seed)]
-    timing += [r for n in args.sizes for r in graph_speed(n, args.seed)]
+    timing += [r for n in args.sizes for r in graph_speed(n, args.seed, [None, *args.graph_k])]
     timing += [r for n in args.duplicate_sizes for r in duplicate_speed(n, args.seed)]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:

@@ -82,6 +82,63 @@ def test_graph_clusters_with_the_inverted_file_search(monkeypatch):
     assert nmi(truth, cluster(codes, "graph", k=5)) > 0.98
 
 
+def _dense_merge(edges, w, labels, k):
+    """The greedy merge written out over a dense community x community matrix: the reference
+    that graph.merge_to must agree with."""
+    labels = np.unique(labels, return_inverse=True)[1]
+    c = int(labels.max()) + 1
+    between = np.zeros((c, c))
+    np.add.at(between, (labels[edges[:, 0]], labels[edges[:, 1]]), w)
+    between = between + between.T
+    degree, parent = between.sum(1), np.arange(c)
+    total, alive = degree.sum(), np.ones(c, bool)
+    for _ in range(c - k):
+        gain = between / total - np.outer(degree, degree) / (total * total)
+        np.fill_diagonal(gain, -np.inf)
+        gain[~alive, :] = gain[:, ~alive] = -np.inf
+        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        between[i] += between[j]
+        between[:, i] += between[:, j]
+        between[j] = between[:, j] = 0
+        degree[i] += degree[j]
+        degree[j], alive[j] = 0, False
+        parent[parent == j] = i
+    return parent[labels]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_graph_merge_equals_the_dense_greedy_merge(seed):
+    # whole-number weights: sums are exact in any order, so the two must pick the same pairs,
+    # ties and unlinked pairs (a lone pair with no links to the rest) included. Every node has
+    # an edge, as in a neighbour graph
+    import igraph
+    from hashae.search.graph import merge_to
+    rng = np.random.default_rng(seed)
+    n = 120
+    edges = np.column_stack([np.arange(n - 2), rng.integers(0, n - 2, n - 2)])
+    edges = np.vstack([edges, rng.integers(0, n - 2, (150, 2)), [[n - 3, n - 3], [n - 2, n - 1]]])
+    w = rng.integers(1, 4, len(edges)).astype(float)
+    g = igraph.Graph(n=n, edges=edges.tolist(), edge_attrs={"weight": w.tolist()})
+    labels = rng.integers(0, 40, n)
+    labels[n - 2:] = 40  # a community linked to no other: k = 1 must join it unlinked
+    for k in (1, 5, 25):
+        got = merge_to(g, labels, k)
+        assert len(np.unique(got)) == k
+        np.testing.assert_array_equal(got, _dense_merge(edges, w, labels, k))
+
+
+def test_graph_merge_of_many_communities_stays_sparse():
+    # 30,000 communities: the dense matrix would take 7 GB; the sparse merge needs its links
+    import igraph
+    from hashae.search.graph import merge_to
+    rng = np.random.default_rng(0)
+    n = 30_000
+    edges = np.column_stack([np.arange(n), (np.arange(n) + rng.integers(1, 5, n)) % n])
+    g = igraph.Graph(n=n, edges=edges.tolist(), edge_attrs={"weight": [1.0] * n})
+    got = merge_to(g, np.arange(n), n - 2_000)
+    assert len(np.unique(got)) == n - 2_000
+
+
 def test_graph_duplicate_codes_and_tiny_inputs():
     codes, truth = _groups(n_groups=3, per=20, noise=0.0)  # every group is one code repeated
     assert partition(cluster(codes, "graph")) == partition(truth)

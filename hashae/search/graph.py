@@ -14,6 +14,7 @@ one; Louvain counts them).
 """
 from __future__ import annotations
 
+import heapq
 import random
 from typing import NamedTuple
 
@@ -146,31 +147,77 @@ def _communities(g, k: int | None, seed: int) -> tuple:
 
 def merge_to(g, labels: np.ndarray, k: int) -> np.ndarray:
     """Merge communities greedily, each time the pair whose union raises modularity most (or
-    lowers it least), until ``k`` remain."""
+    lowers it least), until ``k`` remain; ties go to the lowest pair of community numbers.
+
+    Memory and time follow the edges between communities, not their square: only linked pairs
+    can gain (a gain is their link weight / m less d_i d_j / m^2), so they wait in a heap; of
+    the unlinked pairs the best is the two smallest degrees, which lose least."""
     labels = np.unique(labels, return_inverse=True)[1]
     c = int(labels.max()) + 1
     edges = np.asarray(g.get_edgelist(), np.int64).reshape(-1, 2)
     w = np.asarray(g.es["weight"], np.float64)
     a, b = labels[edges[:, 0]], labels[edges[:, 1]]
-    between = np.zeros((c, c))
-    np.add.at(between, (a, b), w)
-    between = between + between.T
-    degree = between.sum(1)  # loops counted twice, as modularity's degrees count them
-    total = degree.sum()
+    between = coo_matrix((w, (a, b)), shape=(c, c)).tocsr()
+    between = (between + between.T).tocsr()
+    degree = np.asarray(between.sum(1)).ravel()  # loops counted twice, as modularity's degrees count them
+    total = float(degree.sum())
+    links = {}  # community -> {linked community: link weight}
+    for i in range(c):
+        row = slice(between.indptr[i], between.indptr[i + 1])
+        links[i] = {int(j): float(v) for j, v in zip(between.indices[row], between.data[row]) if j != i and v}
+    version = np.zeros(c, np.int64)  # a heap entry is current while both its ends keep their version
+
+    def gain(i: int, j: int, link: float) -> float:  # modularity gain / 2
+        return link / total - (degree[i] * degree[j]) / (total * total)
+
+    linked = [(-gain(i, j, v), i, j, 0, 0) for i in range(c) for j, v in links[i].items() if i < j]
+    heapq.heapify(linked)
+    smallest = [(degree[i], i, 0) for i in range(c)]  # by degree, then number
+    heapq.heapify(smallest)
     alive = np.ones(c, bool)
-    parent = np.arange(c)
+    into = np.arange(c)  # the community each one was merged into (itself while alive)
     for _ in range(c - k):
-        gain = between / total - np.outer(degree, degree) / (total * total)  # modularity gain / 2
-        np.fill_diagonal(gain, -np.inf)
-        gain[~alive, :] = -np.inf
-        gain[:, ~alive] = -np.inf
-        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
-        between[i] += between[j]
-        between[:, i] += between[:, j]
-        between[j] = 0
-        between[:, j] = 0
+        best = _top_current(linked, alive, version)
+        pair = _two_smallest(smallest, alive, version)
+        if pair is not None and pair[1] not in links[pair[0]]:
+            unlinked = (-gain(*pair, 0.0), *pair)
+            best = unlinked if best is None or unlinked < best else best
+        _, i, j = best
+        for x, v in links.pop(j).items():  # j's links become i's
+            del links[x][j]
+            if x != i:
+                links[i][x] = links[x][i] = links[i].get(x, 0.0) + v
         degree[i] += degree[j]
         degree[j] = 0
-        alive[j] = False
-        parent[parent == j] = i
-    return parent[labels]
+        alive[j], into[j] = False, i
+        version[i] += 1
+        for x, v in links[i].items():  # i's degree changed every gain of its pairs
+            lo, hi = min(i, x), max(i, x)
+            heapq.heappush(linked, (-gain(lo, hi, v), lo, hi, version[lo], version[hi]))
+        heapq.heappush(smallest, (degree[i], i, version[i]))
+    while not np.array_equal(into, into[into]):  # follow merges to the live community
+        into = into[into]
+    return into[labels]
+
+
+def _top_current(heap: list, alive: np.ndarray, version: np.ndarray):
+    """(-gain, i, j) of the best current linked pair of a heap with stale entries; None when empty."""
+    while heap:
+        _, i, j, vi, vj = heap[0]
+        if alive[i] and alive[j] and version[i] == vi and version[j] == vj:
+            return heap[0][:3]
+        heapq.heappop(heap)
+    return None
+
+
+def _two_smallest(heap: list, alive: np.ndarray, version: np.ndarray):
+    """The two live communities of smallest degree (then number), in number order, from a heap
+    of (degree, number, version) with stale entries; None with fewer than two."""
+    found = []
+    while heap and len(found) < 2:
+        entry = heapq.heappop(heap)
+        if alive[entry[1]] and version[entry[1]] == entry[2]:
+            found.append(entry)
+    for entry in found:
+        heapq.heappush(heap, entry)
+    return tuple(sorted(e[1] for e in found)) if len(found) == 2 else None
