@@ -147,7 +147,9 @@ def _communities(g, k: int | None, seed: int) -> tuple:
 
 def merge_to(g, labels: np.ndarray, k: int) -> np.ndarray:
     """Merge communities greedily, each time the pair whose union raises modularity most (or
-    lowers it least), until ``k`` remain; ties go to the lowest pair of community numbers.
+    lowers it least), until ``k`` remain; ties go to the lowest pair of community numbers
+    (among unlinked pairs: the two smallest degrees, then numbers, which is the same pair
+    while every community has a link, as in a neighbour graph).
 
     Memory and time follow the edges between communities, not their square: only linked pairs
     can gain (a gain is their link weight / m less d_i d_j / m^2), so they wait in a heap; of
