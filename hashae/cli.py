@@ -340,10 +340,10 @@ def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
 
 @main.command()
 @_store_option
-@click.option("--method", type=click.Choice(["exact", "radius", "kmeans", "graph"]), default="exact", show_default=True,
-              help="exact: identical codes; radius: codes joined within --radius; kmeans: -k groups around binary "
-                   "centroids; graph: communities of the codes' nearest-neighbour graph (-k of them, or as many "
-                   "as the graph shows)")
+@click.option("--method", type=click.Choice(["graph", "exact", "radius", "kmeans"]), default="graph", show_default=True,
+              help="graph: communities of the codes' nearest-neighbour graph (-k of them, or as many as the graph "
+                   "shows); exact: identical codes; radius: codes joined within --radius; kmeans: -k groups around "
+                   "binary centroids")
 @click.option("--radius", type=click.IntRange(min=0), default=None,
               help="Hamming radius for --method radius (default bits // 32)")
 @click.option("-k", "k", type=click.IntRange(min=1), default=None,

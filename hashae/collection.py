@@ -427,19 +427,21 @@ class Collection:
         return [Hit(rel, 0, row, hits[0].score)] + hits[: (k - 1) if k else None]
 
     # ------------------------------------------------------------------ grouping
-    def cluster_labels(self, method: str = "exact", *, radius: int | None = None, k: int | None = None,
+    def cluster_labels(self, method: str | None = None, *, radius: int | None = None, k: int | None = None,
                        **kwargs) -> np.ndarray:
-        """hashae.cluster over the stored codes, with the collection's defaults filled in: radius
-        bits // 32 for "radius", k = sqrt(N / 2) for "kmeans" (what `hashae cluster` and the
-        server use)."""
+        """hashae.cluster over the stored codes, with the collection's defaults filled in: the
+        method ("graph" when None), radius bits // 32 for "radius", k = sqrt(N / 2) for "kmeans"
+        (what `hashae cluster` and the server use)."""
         from .search import cluster, default_radius
+        from .search.clustering import DEFAULT_METHOD
+        method = method or DEFAULT_METHOD
         if method == "radius" and radius is None:
             radius = default_radius(self.bits)
         if method == "kmeans" and k is None:
             k = max(1, int(round((len(self) / 2) ** 0.5)))
         return cluster(self.codes, method, radius=radius, k=k, **kwargs)
 
-    def clusters(self, method: str = "exact", **kwargs) -> list:
+    def clusters(self, method: str | None = None, **kwargs) -> list:
         """Groups of item paths, largest first (cluster_labels; see hashae.cluster for methods)."""
         return groups_from_labels(self.cluster_labels(method, **kwargs), self.paths())
 

@@ -68,10 +68,29 @@ def test_graph_clusters_separate_groups_and_choose_their_number():
     np.testing.assert_array_equal(given, cluster(codes, "graph", k=5, seed=3))  # deterministic for a seed
     # more groups than the data has: the resolution is raised until there are k
     assert len(np.unique(cluster(codes, "graph", k=9, seed=3))) == 9
-    # fewer: communities are merged down to k, whole groups kept together
+    # fewer, near the graph's own number: communities merged down to k, whole groups together
+    four = cluster(codes, "graph", k=4, seed=3)
+    assert len(np.unique(four)) == 4 and all(len(np.unique(four[truth == t])) == 1 for t in range(5))
+    # far fewer: k-means of the codes smoothed over the graph, whole groups still together
     two = cluster(codes, "graph", k=2, seed=3)
     assert len(np.unique(two)) == 2 and nmi(truth, two) > 0.5
     assert all(len(np.unique(two[truth == t])) == 1 for t in range(5))
+
+
+def test_graph_clusters_far_fewer_than_communities_join_whole_communities():
+    """Three families of four tight groups each, k = 3: the graph has about twelve communities
+    of its own, so the codes are smoothed over it and k-means joins the groups of each family."""
+    from hashae.search.graph import SMOOTH_ABOVE, graph_clusters
+    rng = np.random.default_rng(4)
+    families = rng.integers(0, 2, (3, 64))
+    groups = families.repeat(4, axis=0) ^ (rng.random((12, 64)) < 0.12)  # about 8 bits from the family
+    sub = np.repeat(np.arange(12), 40)
+    codes = pack(groups[sub] ^ (rng.random((len(sub), 64)) < 0.03))
+    assert len(np.unique(cluster(codes, "graph", seed=2))) > SMOOTH_ABOVE * 3  # the graph's own number
+    found = graph_clusters(codes, 3, seed=2)
+    assert np.isnan(found.resolution)  # the smoothed path, not Louvain's
+    assert partition(found.labels) == partition(sub // 4)
+    np.testing.assert_array_equal(found.labels, graph_clusters(codes, 3, seed=2).labels)
 
 
 def test_graph_clusters_with_the_inverted_file_search(monkeypatch):
@@ -232,3 +251,12 @@ def test_public_functions_survive_importing_their_modules():
     code = ("import hashae.search.clustering, hashae.ingest.perceptual, hashae.codes, hashae; "
             "assert callable(hashae.cluster) and callable(hashae.phash) and callable(hashae.pack)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_graph_is_the_default_method_of_the_command_and_the_api(trained_store):
+    from hashae.search.clustering import DEFAULT_METHOD
+    r = CliRunner().invoke(main, ["cluster", "--store", str(trained_store), "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    with Collection.open(trained_store) as coll:
+        default, graph, exact = coll.clusters(), coll.clusters("graph"), coll.clusters("exact")
+    assert DEFAULT_METHOD == "graph" and [g["paths"] for g in json.loads(r.stdout)] == default == graph != exact

@@ -15,6 +15,10 @@ from ..progress import Progress
 from .index import HammingIndex
 
 METHODS = ("exact", "radius", "kmeans", "graph")
+# what `hashae cluster`, Collection.clusters and the server group by when no method is named:
+# the neighbour graph's NMI is above binary k-means' on all six labelled sets (bench/README.md,
+# "Clustering"), and exact codes leave most items of a photo folder in groups of one
+DEFAULT_METHOD = "graph"
 
 
 def default_radius(bits: int) -> int:
@@ -23,15 +27,15 @@ def default_radius(bits: int) -> int:
     return max(1, bits // 32)
 
 
-def cluster(codes: np.ndarray, method: str = "exact", *, radius: int | None = None, k: int | None = None,
+def cluster(codes: np.ndarray, method: str = DEFAULT_METHOD, *, radius: int | None = None, k: int | None = None,
             seed: int = 0, restarts: int = 4, iterations: int = 30, progress: bool | None = None) -> np.ndarray:
     """Group rows of packed ``codes``; returns int64 labels (see the module docstring).
 
-    ``method="exact"``: identical codes; ``"radius"``: connected components of the graph that
+    ``method="graph"`` (the default): communities of the codes' k-nearest-neighbour graph
+    (search.graph), ``k`` of them or, without ``k``, as many as the graph's modularity chooses;
+    ``"exact"``: identical codes; ``"radius"``: connected components of the graph that
     joins codes within Hamming distance ``radius``; ``"kmeans"``: ``k`` clusters, binary
-    centroids, best of ``restarts`` seeded runs; ``"graph"``: communities of the codes'
-    k-nearest-neighbour graph (search.graph), ``k`` of them or, without ``k``, as many as the
-    graph's modularity chooses. ``progress``: a bar on stderr (default: when it is a terminal)
+    centroids, best of ``restarts`` seeded runs. ``progress``: a bar on stderr (default: when it is a terminal)
     for the slow methods."""
     codes = as_codes(codes)
     if method == "exact":

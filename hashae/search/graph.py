@@ -11,6 +11,14 @@ searched until Louvain finds k communities, and the closest partition above k is
 greedily by modularity gain. Identical codes are one node with a loop for their multiplicity
 (igraph's Leiden ignores loops when it moves nodes, so three groups of identical codes became
 one; Louvain counts them).
+
+When far fewer groups are asked for than the graph has communities of its own (more than
+``SMOOTH_ABOVE`` times k at resolution 1), the groups asked for are unions of communities, and
+modularity says little about which to join: the photo sets' classes there are overlapping blobs,
+not chains. Then the graph smooths instead: each code becomes the mean of its ±1 bits over
+``SMOOTH_STEPS`` steps of the graph's random walk (a low-pass filter on the graph, as in power
+iteration clustering, Lin & Cohen 2010), and k-means groups the smoothed codes
+(bench/README.md, "Clustering").
 """
 from __future__ import annotations
 
@@ -20,21 +28,25 @@ from typing import NamedTuple
 
 import faiss
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse import coo_matrix, csr_matrix, diags, identity
 
-from ..codes import as_codes
+from ..codes import as_codes, unpack
 from ..progress import Progress
 from .clustering import relabel_by_size, unique_rows
 
-NEIGHBOURS = 10  # edges per distinct code before symmetrising (bench/cluster.py)
+NEIGHBOURS = 5  # edges per distinct code before symmetrising (bench/cluster.py)
 EXACT_MAX = 200_000  # distinct codes up to which the neighbour search is exhaustive
 NPROBE = 16  # inverted lists visited per code above EXACT_MAX
 RESOLUTION_STEPS = 16  # Louvain runs at most while searching the resolution that gives k groups
+SMOOTH_ABOVE = 1.5  # k-means of smoothed codes when the graph has more than this many times k communities
+SMOOTH_STEPS = 2  # random-walk steps of that smoothing
+SMOOTH_RESTARTS = 4  # k-means runs on the smoothed codes; the one with the lowest error is kept
 
 
 class GraphClusters(NamedTuple):
     """``labels`` (int64, one per code, 0 the largest group), the ``modularity`` of the
-    partition on the neighbour graph and the ``resolution`` that found it."""
+    partition on the neighbour graph and the ``resolution`` that found it (NaN when the groups
+    came from k-means of the smoothed codes)."""
 
     labels: np.ndarray
     modularity: float
@@ -90,7 +102,8 @@ def _search(uniq: np.ndarray, kk: int, seed: int):
 
 def graph_clusters(codes: np.ndarray, k: int | None = None, neighbours: int = NEIGHBOURS, seed: int = 0,
                    progress: bool | None = None) -> GraphClusters:
-    """Communities of the codes' neighbour graph: as many as modularity chooses, or ``k``."""
+    """Communities of the codes' neighbour graph: as many as modularity chooses, or ``k`` (from
+    the smoothed codes when k is far below the graph's own number; module docstring)."""
     import igraph
     codes = as_codes(codes)
     if len(codes) == 0:
@@ -101,7 +114,11 @@ def graph_clusters(codes: np.ndarray, k: int | None = None, neighbours: int = NE
         upper = graph.tocoo()
         g = igraph.Graph(n=len(uniq), edges=np.column_stack([upper.row, upper.col])[upper.row <= upper.col],
                          edge_attrs={"weight": upper.data[upper.row <= upper.col]})
-        labels, resolution = _communities(g, k, seed)
+        labels = _louvain(g, 1.0, seed)
+        if k is not None and int(labels.max()) + 1 > SMOOTH_ABOVE * k and k < len(uniq):
+            labels, resolution = smoothed_kmeans(uniq, graph, np.bincount(inverse), k, seed), float("nan")
+        else:
+            labels, resolution = _communities(g, k, seed, labels)
         bar.update(1)
     modularity = g.modularity(labels.tolist(), weights="weight")
     return GraphClusters(relabel_by_size(labels[inverse]), float(modularity), resolution)
@@ -118,10 +135,26 @@ def _louvain(g, resolution: float, seed: int) -> np.ndarray:
     return np.asarray(part.membership, np.int64)
 
 
-def _communities(g, k: int | None, seed: int) -> tuple:
-    """(membership, resolution): Louvain at resolution 1 without ``k``; with it, the resolution
-    bisected (geometrically) towards k communities, then merged down to k."""
-    labels = _louvain(g, 1.0, seed)
+def smoothed_kmeans(uniq: np.ndarray, graph, counts: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k groups of the distinct codes ``uniq`` (each standing for ``counts`` items): their ±1
+    bits averaged over SMOOTH_STEPS steps of the random walk on ``graph`` (each code keeps a
+    share of itself), then k-means weighted by the counts, best of SMOOTH_RESTARTS."""
+    walk = graph + identity(len(uniq), format="csr")
+    walk = (diags(1.0 / np.asarray(walk.sum(1)).ravel()) @ walk).astype(np.float32)
+    x = unpack(uniq).astype(np.float32) * 2 - 1
+    for _ in range(SMOOTH_STEPS):
+        x = walk @ x
+    x = np.ascontiguousarray(x, np.float32)
+    # every code trains (no sampling) and a small folder is no reason to warn on stderr
+    km = faiss.Kmeans(x.shape[1], k, niter=30, nredo=SMOOTH_RESTARTS, seed=seed + 1, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 20)
+    km.train(x, weights=counts.astype(np.float32))
+    return km.index.search(x, 1)[1][:, 0].astype(np.int64)
+
+
+def _communities(g, k: int | None, seed: int, labels: np.ndarray) -> tuple:
+    """(membership, resolution) from ``labels``, Louvain's at resolution 1: those without ``k``;
+    with it, the resolution bisected (geometrically) towards k communities, then merged down to k."""
     if k is None:
         return labels, 1.0
     k = min(int(k), g.vcount())

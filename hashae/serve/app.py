@@ -23,7 +23,7 @@ from ..collection import MAP_ITEMS, Collection, groups_from_labels
 from ..ingest import ImageError, decode_bytes, thumbnail_jpeg
 from ..model.config import describe_settings
 from ..output import json_safe
-from ..search.clustering import centre_order
+from ..search.clustering import DEFAULT_METHOD, centre_order
 from ..storage import StoreError
 from . import pages
 
@@ -251,11 +251,11 @@ def create_app(store: str, folder: str | None = None, token: str | None = None) 
 
     routes = [
         Route("/", home), Route("/items/{item_id}", item_page),
-        Route("/clusters", group_page("clusters", "/clusters", "exact")),
+        Route("/clusters", group_page("clusters", "/clusters", DEFAULT_METHOD)),
         Route("/duplicates", group_page("near duplicates", "/duplicates", "duplicates")),
         Route("/api/info", api_info), Route("/api/search", api_search, methods=["POST"]),
         Route("/api/items/{item_id}/similar", api_similar),
-        Route("/api/clusters", api_groups("exact")), Route("/api/duplicates", api_groups("duplicates")),
+        Route("/api/clusters", api_groups(DEFAULT_METHOD)), Route("/api/duplicates", api_groups("duplicates")),
         Route("/thumbs/{item_id}", thumb), Route("/images/{item_id}", image),
         Route("/map", map_page), Route("/outliers", outliers_page),
     ]
