@@ -16,8 +16,9 @@ from .index import HammingIndex
 
 METHODS = ("exact", "radius", "kmeans", "graph")
 # what `hashae cluster`, Collection.clusters and the server group by when no method is named:
-# the neighbour graph's NMI is above binary k-means' on all six labelled sets (bench/README.md,
-# "Clustering"), and exact codes leave most items of a photo folder in groups of one
+# the neighbour graph's NMI is above binary k-means' on the labelled sets (all six with one
+# model, five of six with a second; bench/README.md, "Clustering"), and exact codes leave most
+# items of a photo folder in groups of one
 DEFAULT_METHOD = "graph"
 
 
