@@ -77,9 +77,11 @@ def test_graph_clusters_separate_groups_and_choose_their_number():
     assert all(len(np.unique(two[truth == t])) == 1 for t in range(5))
 
 
-def test_graph_clusters_far_fewer_than_communities_join_whole_communities():
+def test_graph_clusters_far_fewer_than_communities_join_whole_communities(monkeypatch):
     """Three families of four tight groups each, k = 3: the graph has about twelve communities
-    of its own, so the codes are smoothed over it and k-means joins the groups of each family."""
+    of its own, so the codes are smoothed over it and k-means joins the groups of each family,
+    also when it is fitted on a sample of the codes (as above SMOOTH_TRAIN codes)."""
+    import hashae.search.graph as graph
     from hashae.search.graph import SMOOTH_ABOVE, graph_clusters
     rng = np.random.default_rng(4)
     families = rng.integers(0, 2, (3, 64))
@@ -91,6 +93,8 @@ def test_graph_clusters_far_fewer_than_communities_join_whole_communities():
     assert np.isnan(found.resolution)  # the smoothed path, not Louvain's
     assert partition(found.labels) == partition(sub // 4)
     np.testing.assert_array_equal(found.labels, graph_clusters(codes, 3, seed=2).labels)
+    monkeypatch.setattr(graph, "SMOOTH_TRAIN", 240)  # half the codes: 80 of each family's 160
+    assert partition(graph_clusters(codes, 3, seed=2).labels) == partition(sub // 4)
 
 
 def test_graph_clusters_with_the_inverted_file_search(monkeypatch):

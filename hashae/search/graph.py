@@ -41,6 +41,7 @@ RESOLUTION_STEPS = 16  # Louvain runs at most while searching the resolution tha
 SMOOTH_ABOVE = 1.5  # k-means of smoothed codes when the graph has more than this many times k communities
 SMOOTH_STEPS = 2  # random-walk steps of that smoothing
 SMOOTH_RESTARTS = 4  # k-means runs on the smoothed codes; the one with the lowest error is kept
+SMOOTH_TRAIN = 100_000  # distinct codes the k-means is fitted on at most (a seeded sample); all are assigned
 
 
 class GraphClusters(NamedTuple):
@@ -138,16 +139,18 @@ def _louvain(g, resolution: float, seed: int) -> np.ndarray:
 def smoothed_kmeans(uniq: np.ndarray, graph, counts: np.ndarray, k: int, seed: int) -> np.ndarray:
     """k groups of the distinct codes ``uniq`` (each standing for ``counts`` items): their ±1
     bits averaged over SMOOTH_STEPS steps of the random walk on ``graph`` (each code keeps a
-    share of itself), then k-means weighted by the counts, best of SMOOTH_RESTARTS."""
+    share of itself), then k-means weighted by the counts, best of SMOOTH_RESTARTS, fitted on at
+    most SMOOTH_TRAIN of them."""
     walk = graph + identity(len(uniq), format="csr")
     walk = (diags(1.0 / np.asarray(walk.sum(1)).ravel()) @ walk).astype(np.float32)
     x = unpack(uniq).astype(np.float32) * 2 - 1
     for _ in range(SMOOTH_STEPS):
         x = walk @ x
     x = np.ascontiguousarray(x, np.float32)
-    # every code trains (no sampling) and a small folder is no reason to warn on stderr
+    # fitted on at most SMOOTH_TRAIN codes (FAISS samples k x max_points_per_centroid), so that a
+    # large k over a million codes stays minutes, not hours; a small folder is no reason to warn
     km = faiss.Kmeans(x.shape[1], k, niter=30, nredo=SMOOTH_RESTARTS, seed=seed + 1, verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=1 << 20)
+                      min_points_per_centroid=1, max_points_per_centroid=max(1, SMOOTH_TRAIN // k))
     km.train(x, weights=counts.astype(np.float32))
     return km.index.search(x, 1)[1][:, 0].astype(np.int64)
 
