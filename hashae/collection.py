@@ -432,8 +432,7 @@ class Collection:
         """hashae.cluster over the stored codes, with the collection's defaults filled in: the
         method ("graph" when None), radius bits // 32 for "radius", k = sqrt(N / 2) for "kmeans"
         (what `hashae cluster` and the server use)."""
-        from .search import cluster, default_radius
-        from .search.clustering import DEFAULT_METHOD
+        from .search.clustering import DEFAULT_METHOD, cluster, default_radius
         method = method or DEFAULT_METHOD
         if method == "radius" and radius is None:
             radius = default_radius(self.bits)

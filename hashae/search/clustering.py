@@ -36,8 +36,8 @@ def cluster(codes: np.ndarray, method: str = DEFAULT_METHOD, *, radius: int | No
     (search.graph), ``k`` of them or, without ``k``, as many as the graph's modularity chooses;
     ``"exact"``: identical codes; ``"radius"``: connected components of the graph that
     joins codes within Hamming distance ``radius``; ``"kmeans"``: ``k`` clusters, binary
-    centroids, best of ``restarts`` seeded runs. ``progress``: a bar on stderr (default: when it is a terminal)
-    for the slow methods."""
+    centroids, best of ``restarts`` seeded runs. ``progress``: a bar on stderr (default: when
+    it is a terminal) for the slow methods."""
     codes = as_codes(codes)
     if method == "exact":
         return exact_groups(codes)
