@@ -36,15 +36,23 @@ def test_neighbour_table_leaves_out_the_item_itself():
     np.testing.assert_array_equal(dist, np.sort(full, 1)[:, :5])
 
 
-def test_neighbour_table_on_a_reference_sample():
+def test_neighbour_table_past_exact_max_uses_an_inverted_file_over_every_item():
     rng = np.random.default_rng(1)
-    codes = rng.integers(0, 256, (500, 8), dtype=np.uint8)
-    dist, ids = neighbour_table(codes, k=4, reference=100, seed=3)
-    ref = np.sort(np.random.default_rng(3).choice(500, 100, replace=False))
-    assert np.isin(ids, ref).all() and not (ids == np.arange(500)[:, None]).any()
-    full = hamming_matrix(codes, codes[ref]).astype(float)
-    full[ref, np.arange(100)] = np.inf  # items of the sample are not their own neighbours
-    np.testing.assert_array_equal(dist, np.sort(full, 1)[:, :4])
+    centres = rng.random((8, 64)) < 0.5
+    bits = centres[rng.integers(0, 8, 600)] ^ (rng.random((600, 64)) < 0.05)
+    codes = np.packbits(bits, axis=1)
+    codes[11] = codes[500]  # an exact copy must be found whatever list it is in
+    full = hamming_matrix(codes, codes).astype(float)
+    np.fill_diagonal(full, np.inf)
+    exact = np.sort(full, 1)[:, :4]
+    dist, ids = neighbour_table(codes, k=4, exact_max=100, nprobe=2, seed=3)
+    assert not (ids == np.arange(600)[:, None]).any() and (ids >= 0).all()
+    assert dist[11, 0] == 0 and ids[11, 0] == 500 and ids[500, 0] == 11
+    np.testing.assert_array_equal(full[np.arange(600)[:, None], ids], dist)  # each id at its distance
+    assert (dist >= exact).all() and np.mean(dist == exact) > 0.9  # approximate: never shorter
+    every_list = neighbour_table(codes, k=4, exact_max=100, nprobe=10_000, seed=3)[0]
+    np.testing.assert_array_equal(every_list, exact)  # visiting every list is the exhaustive scan
+    np.testing.assert_array_equal(neighbour_table(codes, k=4, exact_max=100, nprobe=2, seed=3)[1], ids)
 
 
 def test_outlier_scores_rank_the_odd_item_first():

@@ -11,26 +11,34 @@ from ..codes import as_codes
 from .index import HammingIndex
 
 NEIGHBOURS = 10  # k of the neighbour-based scores
-REFERENCE = 200_000  # above this many items, neighbours are found among a seeded sample of them
+# up to this many items the neighbours come from an exhaustive scan; above it from an
+# inverted-file index over all of them (HammingIndex.use_ivf: about sqrt(n) lists, NPROBE
+# visited per item), so the cost is n x NPROBE x sqrt(n) rather than n x n. It replaced a scan
+# of a seeded sample of 200,000, which missed exact copies outside the sample and agreed less
+# with the exhaustive scores (bench/README.md, "Outliers": "Past 200,000 items")
+EXACT_MAX = 200_000
+NPROBE = 64
 BLOCK = 4096  # queries per FAISS call: bounds the (block, k) result arrays
 METHODS = ("error", "knn", "relative", "combined", "union", "joint")
 DEFAULT = "joint"  # chosen by bench/outliers.py: six shared sets and the sample (bench/README.md, "Outliers")
 
 
-def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, reference: int = REFERENCE,
+def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, exact_max: int = EXACT_MAX, nprobe: int = NPROBE,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, ids), each (n, k): every item's k nearest other items in Hamming space, found
-    among all items or, above ``reference`` items, a seeded sample of that many (so that the cost
-    is n x reference, never n x n). An item is never its own neighbour; exact copies are."""
+    """(distances, ids), each (n, k): every item's k nearest other items in Hamming space, by an
+    exhaustive scan up to ``exact_max`` items and above it by a seeded inverted-file index over
+    all of them visiting ``nprobe`` lists (approximate: a distance may come out a little long,
+    never short). An item is never its own neighbour; exact copies are (a copy shares its list)."""
     codes = as_codes(codes)
     n = len(codes)
     k = max(1, min(k, n - 1))
-    ref = np.arange(n) if n <= reference else np.sort(np.random.default_rng(seed).choice(n, reference, replace=False))
-    index = HammingIndex.from_codes(codes[ref])
+    index = HammingIndex.from_codes(codes)
+    if n > exact_max:
+        index.use_ivf(nprobe, seed=seed)
     dist, ids = np.empty((n, k), np.int32), np.empty((n, k), np.int64)
     for s in range(0, n, BLOCK):
         d, i = index.search(codes[s:s + BLOCK], k + 1)
-        i = np.where(i >= 0, ref[np.maximum(i, 0)], -1)
+        d = np.where(i >= 0, d, index.bits)  # none found in the lists visited: as far as codes go
         own = i == np.arange(s, s + len(i))[:, None]
         # drop the item itself where it was found, else the farthest of the k + 1
         drop = np.where(own.any(1), own.argmax(1), k)
