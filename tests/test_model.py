@@ -416,13 +416,12 @@ def test_fast_is_a_narrower_mlp_and_leaves_other_widths_alone():
     assert vectors.dense_widths == HasherConfig(kind="vector").dense_widths  # the vector widths already
 
 
-def test_images_train_on_their_whole_sample_unless_a_split_is_asked_for(clusters):
-    """Images hold nothing out by default (the last weights are kept); vectors and ``best``
-    keep a tenth for early stopping, and an explicit val_fraction wins."""
-    from hashae.model.config import VECTOR_VAL_FRACTION
+def test_models_train_on_their_whole_sample_unless_a_split_is_asked_for(clusters):
+    """Images and vectors hold nothing out by default (the last weights are kept); ``best``
+    keeps a tenth for early stopping, and an explicit val_fraction wins."""
     from hashae.model.hasher import _split
     assert HasherConfig().val_fraction is None and HasherConfig().validation_fraction == 0.0
-    assert HasherConfig(kind="vector").validation_fraction == VECTOR_VAL_FRACTION
+    assert HasherConfig(kind="vector").validation_fraction == 0.0
     assert HasherConfig.for_effort("best").validation_fraction == 0.1
     assert HasherConfig(val_fraction=0.2).validation_fraction == 0.2
     with pytest.raises(ValueError, match="val_fraction"):

@@ -319,13 +319,11 @@ class HasherConfig(TrainConfig, ModelConfig):
 
     @property
     def validation_fraction(self) -> float:
-        """``val_fraction``, or when None the default for the input: none for images, which
-        train on their whole sample and keep the last weights (the validation loss of a small
-        folder's tenth picked early, worse states; bench/README.md, "Small folders: no
-        validation split"), 0.1 for vectors (measured with it)."""
-        if self.val_fraction is not None:
-            return self.val_fraction
-        return VECTOR_VAL_FRACTION if self.is_vector else 0.0
+        """``val_fraction``, or when None none: a model trains on its whole sample and keeps its
+        last weights. The validation loss of a held-out tenth picked earlier, worse states, for
+        images (bench/README.md, "Small folders: no validation split") and for vectors
+        ("Vectors": "No validation split")."""
+        return self.val_fraction if self.val_fraction is not None else 0.0
 
     @property
     def neighbour_weight(self) -> float:
@@ -372,7 +370,6 @@ VECTOR_NEIGHBOURS = 0.5
 # stays where it was: raised with fine-tuning's, it doubled the pretraining epochs of 10,000
 # photos and cost tinyimagenet_val 0.07-0.15x ITQ (bench/README.md, "Small folders: more steps")
 IMAGE_MIN_STEPS, VECTOR_MIN_STEPS, PRETRAIN_MIN_STEPS = 800, 400, 400
-VECTOR_VAL_FRACTION = 0.1  # HasherConfig.validation_fraction of a vector model
 
 
 def without_image_defaults(fields: dict, kind: str | None = None) -> dict:
