@@ -48,7 +48,7 @@ from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.sample import make_sample  # noqa: E402
 from hashae.search.index import HammingIndex  # noqa: E402
 from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, joint_evidence,  # noqa: E402
-                                    neighbour_table, outlier_scores)
+                                    neighbour_table, outlier_scores, without_self)
 
 SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
 SAMPLE = "sample"  # the built-in sample, generated: evaluated, never planted elsewhere
@@ -191,11 +191,7 @@ def sampled_table(codes: np.ndarray, fraction: float, k: int = NEIGHBOURS, seed:
     n = len(codes)
     ref = np.sort(np.random.default_rng(seed).choice(n, max(k + 1, int(n * fraction)), replace=False))
     d, i = HammingIndex.from_codes(codes[ref]).search(codes, k + 1)
-    own = ref[i] == np.arange(n)[:, None]
-    drop = np.where(own.any(1), own.argmax(1), k)
-    keep = np.ones_like(own)
-    keep[np.arange(n), drop] = False
-    return d[keep].reshape(n, k)
+    return without_self(d, ref[i], np.arange(n))[0]
 
 
 def fidelity(names: list, cfg: HasherConfig, millions: float = 1.0) -> None:

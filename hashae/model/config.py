@@ -188,7 +188,7 @@ class TrainConfig:
     effort: str = "default"
     # the share of the training sample held out to judge the fit: the weights with the best
     # validation loss are kept and training stops ``patience`` epochs (a tenth of the phase at
-    # least) after the last improvement. None: by input (HasherConfig.validation_fraction)
+    # least) after the last improvement. None: nothing held out (HasherConfig.validation_fraction)
     val_fraction: float | None = None
     patience: int = 4
     max_train: int = 20_000  # images trained on, a seeded sample of a larger folder

@@ -39,14 +39,18 @@ def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, exact_max: int = EXA
     for s in range(0, n, BLOCK):
         d, i = index.search(codes[s:s + BLOCK], k + 1)
         d = np.where(i >= 0, d, index.bits)  # none found in the lists visited: as far as codes go
-        own = i == np.arange(s, s + len(i))[:, None]
-        # drop the item itself where it was found, else the farthest of the k + 1
-        drop = np.where(own.any(1), own.argmax(1), k)
-        keep = np.ones_like(own)
-        keep[np.arange(len(i)), drop] = False
-        dist[s:s + len(i)] = d[keep].reshape(len(i), k)
-        ids[s:s + len(i)] = i[keep].reshape(len(i), k)
+        dist[s:s + len(i)], ids[s:s + len(i)] = without_self(d, i, np.arange(s, s + len(i)))
     return dist, ids
+
+
+def without_self(dist: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k + 1 hits per query (distances, ids) -> k: each query's own row (``rows``) left out where
+    it was found, else the farthest hit."""
+    n, k = ids.shape[0], ids.shape[1] - 1
+    own = ids == rows[:, None]
+    keep = np.ones_like(own)
+    keep[np.arange(n), np.where(own.any(1), own.argmax(1), k)] = False
+    return dist[keep].reshape(n, k), ids[keep].reshape(n, k)
 
 
 def percentile_ranks(x: np.ndarray) -> np.ndarray:
