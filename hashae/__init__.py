@@ -19,8 +19,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
 """
 from __future__ import annotations
 
-import importlib
-
+from .lazy import lazy_getattr
 from .version import __version__  # noqa: F401 - the package version, hashae.__version__
 
 _EXPORTS = {
@@ -49,14 +48,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hashae' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -16,6 +16,7 @@ import click
 
 from .model.config import describe_settings
 from .output import json_safe, shown
+from .search.methods import CLUSTER_METHODS, DEFAULT_METHOD
 
 
 def _friendly(fn):
@@ -340,7 +341,7 @@ def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
 
 @main.command()
 @_store_option
-@click.option("--method", type=click.Choice(["graph", "exact", "radius", "kmeans"]), default="graph", show_default=True,
+@click.option("--method", type=click.Choice(CLUSTER_METHODS), default=DEFAULT_METHOD, show_default=True,
               help="graph: communities of the codes' nearest-neighbour graph (-k of them, or as many as the graph "
                    "shows); exact: identical codes; radius: codes joined within --radius; kmeans: -k groups around "
                    "binary centroids")

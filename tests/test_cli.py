@@ -110,3 +110,15 @@ def test_query_without_store_needs_one(tmp_path, monkeypatch, store_count, train
         shutil.copy(trained_store, f"indexes/{i}.h5")
     msg = _one_line_error(run("query", sample_dir / "ring" / "ring_000.png"))
     assert "--store" in msg
+
+
+def test_the_command_line_starts_without_torch_or_faiss():
+    # `hashae --help` and argument errors answer at once: the model and the index load only
+    # when a command needs them (2 s of imports otherwise)
+    import subprocess
+    import sys
+    code = ("import sys, hashae.cli; from click.testing import CliRunner; "
+            "r = CliRunner().invoke(hashae.cli.main, ['cluster', '--help']); "
+            "assert r.exit_code == 0 and 'graph' in r.output, r.output; "
+            "loaded = {'torch', 'faiss'} & set(sys.modules); assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -7,7 +7,14 @@ It takes arrays and gives arrays; it knows nothing of files, folders or collecti
 its progress bar), ``inputs`` (array -> batches),
 ``hasher`` (Hasher: fit / encode / decode, and ModelState).
 """
-from .config import HasherConfig, ModelConfig, TrainConfig
-from .hasher import Hasher, ModelState
+from __future__ import annotations
 
-__all__ = ["Hasher", "HasherConfig", "ModelConfig", "ModelState", "TrainConfig"]
+from ..lazy import lazy_getattr
+
+# imported lazily: the CLI reads configs (``model.config``, numpy only) without loading torch
+_EXPORTS = {"HasherConfig": ".config", "ModelConfig": ".config", "TrainConfig": ".config",
+            "Hasher": ".hasher", "ModelState": ".hasher"}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

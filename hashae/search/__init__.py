@@ -1,8 +1,20 @@
 """Search over packed codes: the Hamming index (FAISS), two-stage ranking (rank.py), clustering
 (graph clustering in graph.py), near duplicates. Arrays in, arrays out; knows nothing of models,
-files or images."""
-from .clustering import cluster, default_radius
-from .duplicates import duplicate_radius, near_duplicates
-from .index import HammingIndex
+files or images.
 
-__all__ = ["HammingIndex", "cluster", "default_radius", "duplicate_radius", "near_duplicates"]
+Imported lazily, so that ``hashae.search.methods`` (the names the CLI offers) costs no FAISS."""
+from __future__ import annotations
+
+from ..lazy import lazy_getattr
+
+_EXPORTS = {
+    "HammingIndex": ".index",
+    "cluster": ".clustering",
+    "default_radius": ".clustering",
+    "duplicate_radius": ".duplicates",
+    "near_duplicates": ".duplicates",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

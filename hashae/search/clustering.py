@@ -13,13 +13,7 @@ from scipy.sparse import coo_matrix, csgraph
 from ..codes import as_codes, hamming, unpack
 from ..progress import Progress
 from .index import HammingIndex
-
-METHODS = ("exact", "radius", "kmeans", "graph")
-# what `hashae cluster`, Collection.clusters and the server group by when no method is named:
-# the neighbour graph's NMI is above binary k-means' on the labelled sets (all six with one
-# model, five of six with a second; bench/README.md, "Clustering"), and exact codes leave most
-# items of a photo folder in groups of one
-DEFAULT_METHOD = "graph"
+from .methods import CLUSTER_METHODS, DEFAULT_METHOD
 
 
 def default_radius(bits: int) -> int:
@@ -55,7 +49,7 @@ def cluster(codes: np.ndarray, method: str = DEFAULT_METHOD, *, radius: int | No
             raise ValueError("method='graph' needs k >= 1 (or no k: the graph chooses)")
         from .graph import graph_clusters
         return graph_clusters(codes, None if k is None else int(k), seed=seed, progress=progress).labels
-    raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    raise ValueError(f"method must be one of {', '.join(CLUSTER_METHODS)}, got {method!r}")
 
 
 def centre_order(codes: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ from ..collection import MAP_ITEMS, Collection, groups_from_labels
 from ..ingest import ImageError, decode_bytes, thumbnail_jpeg
 from ..model.config import describe_settings
 from ..output import json_safe
-from ..search.clustering import DEFAULT_METHOD, centre_order
+from ..search.clustering import centre_order
+from ..search.methods import CLUSTER_METHODS, DEFAULT_METHOD
 from ..storage import StoreError
 from . import pages
 
@@ -119,8 +120,8 @@ def _groups(method: str, k: int | None, radius: int | None):
 
 def _group_params(request: Request, default_method: str) -> tuple:
     method = request.query_params.get("method", default_method)
-    if method not in ("exact", "radius", "kmeans", "graph", "duplicates"):
-        raise HTTPError(400, "method must be exact, radius, kmeans or graph")
+    if method not in (*CLUSTER_METHODS, "duplicates"):
+        raise HTTPError(400, f"method must be {', '.join(CLUSTER_METHODS[:-1])} or {CLUSTER_METHODS[-1]}")
     k = _int(request, "k", 0, 0, 100_000) or None
     radius = request.query_params.get("radius")
     return method, k, None if radius is None else _int(request, "radius", 0, 0, 256)

@@ -1,0 +1,18 @@
+"""Package attributes loaded on first use: a package names what it exports and from where, so
+that importing it (the CLI reading a config, ``import hashae``) loads no torch or FAISS."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def lazy_getattr(package: str, exports: dict):
+    """A module ``__getattr__`` for ``package``: ``exports`` maps a name to the module that
+    defines it (absolute, or relative to the package); the value is cached on the package."""
+    def __getattr__(name: str):
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name], package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+    return __getattr__
