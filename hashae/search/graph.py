@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix, csr_matrix, diags, identity
 from ..codes import as_codes, unpack
 from ..progress import Progress
 from .clustering import relabel_by_size, unique_rows
+from .index import HammingIndex
 
 NEIGHBOURS = 5  # edges per distinct code before symmetrising (bench/cluster.py)
 EXACT_MAX = 200_000  # distinct codes up to which the neighbour search is exhaustive
@@ -84,20 +85,10 @@ def neighbour_graph(codes: np.ndarray, neighbours: int = NEIGHBOURS, seed: int =
 
 def _search(uniq: np.ndarray, kk: int, seed: int):
     """The ``kk`` nearest distinct codes of each (itself among them): exact, or with an
-    inverted-file index above EXACT_MAX codes."""
-    bits = uniq.shape[1] * 8
-    if len(uniq) <= EXACT_MAX:
-        index = faiss.IndexBinaryFlat(bits)
-        index.add(uniq)
-        return index.search(uniq, kk)
-    nlist = int(min(65_536, 4 * np.sqrt(len(uniq))))
-    quantizer = faiss.IndexBinaryFlat(bits)
-    index = faiss.IndexBinaryIVF(quantizer, bits, nlist)
-    index.cp.seed = seed
-    rng = np.random.default_rng(seed)
-    index.train(uniq[rng.choice(len(uniq), min(len(uniq), 64 * nlist), replace=False)])
-    index.add(uniq)
-    index.nprobe = NPROBE
+    inverted-file index of 4 sqrt(n) lists above EXACT_MAX codes."""
+    index = HammingIndex.from_codes(uniq)
+    if len(uniq) > EXACT_MAX:
+        index.use_ivf(nprobe=NPROBE, nlist=int(min(65_536, 4 * np.sqrt(len(uniq)))), seed=seed)
     return index.search(uniq, kk)
 
 
