@@ -14,18 +14,21 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .distributed import ENGINES, require_ray
-from .hasher import SemanticHasher
 from .ingest import Batch, is_grey, iter_batches, model_input, scan
 from .model.config import HasherConfig
 from .progress import Progress
 from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, write_store
 from .storage.items import HASH_FIELDS
-from .storage.store import SHARD_ITEMS, remove_stale_parts, remove_stale_temporaries
 from .storage.journal import Journal
+from .storage.store import SHARD_ITEMS, remove_stale_parts, remove_stale_temporaries
+
+if TYPE_CHECKING:  # torch loads when a model is built, not when a collection is read
+    from .hasher import SemanticHasher
 
 SEGMENT_ITEMS = 2048  # items per journal segment: the work an interrupted run can lose
 
@@ -139,6 +142,7 @@ def run_index(run: IndexRun) -> IndexReport:
 
 def load_model(path) -> SemanticHasher:
     """The model of a collection file, or of a file written by SemanticHasher.save."""
+    from .hasher import SemanticHasher
     path = os.path.expanduser(os.fspath(path))
     try:
         with StoreReader(path) as reader:
@@ -168,6 +172,7 @@ class _Job:
         self.journal = Journal(run.store)
 
     def execute(self, t0: float) -> IndexReport:
+        from .hasher import SemanticHasher
         run, old = self.run, self.old
         if old is not None and old.kind != "images":
             raise StoreError(f"{run.store} is a collection of vectors: add to it with `hashae index-vectors`")
@@ -314,10 +319,12 @@ class _Job:
 
     def _fit(self, images: np.ndarray, cfg: HasherConfig) -> SemanticHasher:
         """A model trained here, or by ``workers`` Ray Train workers with the ray engine."""
+        from .hasher import SemanticHasher
         run = self.run
         if run.engine != "ray":
             return SemanticHasher(cfg).fit(images, progress=run.progress)
         import warnings
+
         from .distributed.train import fit_on_cluster
         state, trained_config, seconds, notes = fit_on_cluster(images, cfg, run.workers, run.progress)
         for note in notes:

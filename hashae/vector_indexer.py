@@ -13,10 +13,10 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .hasher import SemanticHasher
 from .indexer import IndexReport, ShrinkRefused, agreed_bits, load_model, remembered
 from .ingest.vectors import VectorSource, VectorSourceError, check_rows, digests
 from .model.config import HasherConfig
@@ -25,6 +25,9 @@ from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, w
 from .storage.journal import Journal
 from .storage.layout import ITEMS_VECTORS
 from .storage.store import SHARD_ITEMS, remove_stale_parts, remove_stale_temporaries
+
+if TYPE_CHECKING:  # torch loads when a model is built, not when a collection is read
+    from .hasher import SemanticHasher
 
 
 # rows per journal segment: vectors encode far faster than images decode, so a segment of a few
@@ -86,6 +89,7 @@ def _ids_file(run: VectorRun, old: StoreReader | None) -> str | None:
 
 
 def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
+    from .hasher import SemanticHasher
     spec = _source_spec(run, old)
     run = dataclasses.replace(run, ids=_ids_file(run, old))
     store_model = SemanticHasher.from_state(old.model_state()) if old is not None and old.has_model() else None
@@ -204,6 +208,7 @@ def _read_all(source: VectorSource, progress) -> tuple[list, np.ndarray]:
 
 def _train(source: VectorSource, cfg: HasherConfig, bits: int, progress) -> SemanticHasher:
     """A vector model fitted on a seeded sample of at most ``cfg.max_train`` rows."""
+    from .hasher import SemanticHasher
     if source.n < 2:
         raise ValueError(f"{source.spec}: fewer than 2 rows; cannot train a model")
     cfg = cfg.replace(kind="vector", bits=bits, arch="mlp")

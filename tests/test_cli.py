@@ -112,13 +112,15 @@ def test_query_without_store_needs_one(tmp_path, monkeypatch, store_count, train
     assert "--store" in msg
 
 
-def test_the_command_line_starts_without_torch_or_faiss():
-    # `hashae --help` and argument errors answer at once: the model and the index load only
-    # when a command needs them (2 s of imports otherwise)
+def test_the_command_line_starts_without_torch_or_faiss(trained_store):
+    # `hashae --help`, argument errors and `hashae info` answer at once: the model and the index
+    # load only when a command needs them (2 s of imports otherwise)
     import subprocess
     import sys
     code = ("import sys, hashae.cli; from click.testing import CliRunner; "
             "r = CliRunner().invoke(hashae.cli.main, ['cluster', '--help']); "
             "assert r.exit_code == 0 and 'graph' in r.output, r.output; "
+            f"r = CliRunner().invoke(hashae.cli.main, ['info', '--store', {str(trained_store)!r}]); "
+            "assert r.exit_code == 0 and 'items' in r.output, r.output; "
             "loaded = {'torch', 'faiss'} & set(sys.modules); assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -5,7 +5,7 @@ It takes arrays and gives arrays; it knows nothing of files, folders or collecti
 ``binarizers/`` (one file per way of making the code binary), ``losses``, ``augment``,
 ``neighbours``, ``pretrain``, ``finetune``, ``train`` (the loop), ``plan`` (what a fit will cost, for
 its progress bar), ``inputs`` (array -> batches),
-``hasher`` (Hasher: fit / encode / decode, and ModelState).
+``hasher`` (Hasher: fit / encode / decode), ``state`` (ModelState: a trained model as plain data).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..lazy import lazy_getattr
 
 # imported lazily: the CLI reads configs (``model.config``, numpy only) without loading torch
 _EXPORTS = {"HasherConfig": ".config", "ModelConfig": ".config", "TrainConfig": ".config",
-            "Hasher": ".hasher", "ModelState": ".hasher"}
+            "Hasher": ".hasher", "ModelState": ".state"}
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,5 +1,5 @@
-"""Hasher: the scikit-learn-like face of the model (numpy in, packed uint8 codes out), and
-ModelState, the plain data (configs and float arrays) that storage writes and reads back.
+"""Hasher: the scikit-learn-like face of the model (numpy in, packed uint8 codes out); it
+becomes and is rebuilt from a ModelState (model/state.py), which storage writes and reads.
 
 Nothing here knows about files: ``hashae.SemanticHasher`` adds HDF5 save/load on top.
 """
@@ -16,24 +16,15 @@ import torch
 from .. import codes as codes_mod
 from ..progress import PhasedProgress
 from . import losses, parallel
-from .config import HasherConfig, ModelConfig, TrainConfig
+from .config import HasherConfig
 from .finetune import FineTune
 from .inputs import as_input, for_data
 from .neighbours import flat, nearest_neighbours
 from .network import BATCH_ACTIVATIONS, HashNet, check_budget, grid_stats
 from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
+from .state import ModelState
 from .train import History, Phase, fit_loop, mean_over
-
-
-@dataclass
-class ModelState:
-    """Everything a trained model is: what rebuilds the network, how it was trained, and its
-    tensors by state-dict name (float32 numpy arrays)."""
-
-    model: ModelConfig
-    training: TrainConfig
-    weights: dict
 
 
 @dataclass

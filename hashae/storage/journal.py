@@ -16,7 +16,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-from ..model.hasher import ModelState
+from ..model.state import ModelState
 from . import layout
 from .atomic import fsync_path, write_guard
 from .items import Items

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 
 from ..model.config import HasherConfig, parse_json_object, without_image_defaults
+from ..model.state import ModelState
 from ..version import __version__
-from ..model.hasher import ModelState
 from .atomic import FailSafeFile
 from .items import HASH_FIELDS, PHASH_BYTES, Items
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..codes import check_bits
 from ..ingest.perceptual import Perceptual
-from ..model.hasher import ModelState
+from ..model.state import ModelState
 from ..version import __version__
 from . import layout, seal
 from .atomic import first_line, fsync_path, replace_atomically, write_guard
