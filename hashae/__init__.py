@@ -19,7 +19,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
 """
 from __future__ import annotations
 
-from .lazy import lazy_getattr
+from .lazy import lazy_attributes
 from .version import __version__  # noqa: F401 - the package version, hashae.__version__
 
 _EXPORTS = {
@@ -48,4 +48,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -122,5 +122,7 @@ def test_the_command_line_starts_without_torch_or_faiss(trained_store):
             "assert r.exit_code == 0 and 'graph' in r.output, r.output; "
             f"r = CliRunner().invoke(hashae.cli.main, ['info', '--store', {str(trained_store)!r}]); "
             "assert r.exit_code == 0 and 'items' in r.output, r.output; "
+            "import hashae, hashae.model; assert {'SemanticHasher', 'cluster'} <= set(dir(hashae)); "
+            "assert {'Hasher', 'ModelState'} <= set(dir(hashae.model)); "
             "loaded = {'torch', 'faiss'} & set(sys.modules); assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -9,7 +9,7 @@ its progress bar), ``inputs`` (array -> batches),
 """
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_attributes
 
 # imported lazily: the CLI reads configs (``model.config``, numpy only) without loading torch
 _EXPORTS = {"HasherConfig": ".config", "ModelConfig": ".config", "TrainConfig": ".config",
@@ -17,4 +17,4 @@ _EXPORTS = {"HasherConfig": ".config", "ModelConfig": ".config", "TrainConfig": 
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -5,7 +5,7 @@ files or images.
 Imported lazily, so that ``hashae.search.methods`` (the names the CLI offers) costs no FAISS."""
 from __future__ import annotations
 
-from ..lazy import lazy_getattr
+from ..lazy import lazy_attributes
 
 _EXPORTS = {
     "HammingIndex": ".index",
@@ -17,4 +17,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
