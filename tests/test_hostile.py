@@ -339,3 +339,31 @@ def test_a_decode_that_takes_too_long_is_reported(tmp_path, monkeypatch):
         load_image(path, 16)
     monkeypatch.setattr(decode, "DECODE_SECONDS", 60.0)
     assert load_image(path, 16).shape == (16, 16, 3)
+
+
+def test_a_chunk_bounds_each_file_and_leaves_the_alarm_as_it_was(tmp_path, monkeypatch):
+    # a worker's chunk installs the alarm handler once for all its files (decoding_many): each
+    # file still has its own bound, and the caller's handler is back afterwards
+    import signal
+
+    import hashae.ingest.decode as decode
+    from hashae.ingest.pipeline import decode_chunk
+    slow, fine = tmp_path / "slow.png", tmp_path / "fine.png"
+    Image.new("RGB", (3000, 3000), (10, 20, 30)).save(slow)
+    Image.new("RGB", (40, 30), (200, 20, 30)).save(fine)
+
+    def mine(signum, frame):
+        pass
+    previous = signal.signal(signal.SIGALRM, mine)
+    try:
+        monkeypatch.setattr(decode, "DECODE_SECONDS", 0.001)
+        batch = decode_chunk([str(slow), str(fine)], 16, 3)
+        reasons = dict(batch.failures)
+        assert "took longer" in reasons[0] and 0 not in batch.positions
+        monkeypatch.setattr(decode, "DECODE_SECONDS", 60.0)
+        batch = decode_chunk([str(slow), str(fine)], 16, 3)
+        assert list(batch.positions) == [0, 1] and not batch.failures
+        assert signal.getsignal(signal.SIGALRM) is mine
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .decode import ImageError, decode_file, model_input
+from .decode import ImageError, decode_file, decoding_many, model_input
 from .perceptual import Perceptual, perceptual_hashes
 
 
@@ -47,14 +47,15 @@ def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0,
     ``encode``: images -> (codes, errors)); positions count from ``start``; failures are
     recorded, never raised."""
     ok, arrays, thumbs, failures = [], [], [], []
-    for i, p in enumerate(paths):
-        try:
-            rgb, thumb = decode_file(p, size, thumb=True)
-            arrays.append(rgb)
-            thumbs.append(rgb if thumb is None else thumb)
-            ok.append(start + i)
-        except ImageError as e:
-            failures.append((start + i, str(e)))
+    with decoding_many():
+        for i, p in enumerate(paths):
+            try:
+                rgb, thumb = decode_file(p, size, thumb=True)
+                arrays.append(rgb)
+                thumbs.append(rgb if thumb is None else thumb)
+                ok.append(start + i)
+            except ImageError as e:
+                failures.append((start + i, str(e)))
     rgb = np.stack(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)
     hashes = perceptual_hashes(np.stack(thumbs) if thumbs else rgb)
     images = model_input(rgb, channels)
