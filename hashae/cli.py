@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import glob
 import json
+import logging
 import os
 import sys
 from typing import NamedTuple
@@ -75,6 +76,11 @@ def _resolve_store(store: str | None) -> str:
 @click.version_option(package_name="hashae")
 def main():
     """Semantic hashing for image folders: index, find similar, group, find duplicates."""
+    # Pillow logs some refusals of damaged files at ERROR level (a TIFF's sample count), which
+    # Python prints when no logging is set up; the run's skip line already gives the reason
+    pil = logging.getLogger("PIL")
+    if not any(isinstance(h, logging.NullHandler) for h in pil.handlers):
+        pil.addHandler(logging.NullHandler())
 
 
 @main.command()

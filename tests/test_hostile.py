@@ -367,3 +367,35 @@ def test_a_chunk_bounds_each_file_and_leaves_the_alarm_as_it_was(tmp_path, monke
     finally:
         signal.signal(signal.SIGALRM, previous)
 
+
+def _damaged_tiffs(folder) -> None:
+    """Two TIFFs that Pillow and libtiff refuse, each talking on stderr as it does: compressed
+    strips with garbage inside (libtiff's own message) and a sample count past Pillow's limit
+    (an ERROR record on Pillow's logger)."""
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    picture.save(folder / "garbled.tif", compression="tiff_lzw")
+    data = bytearray((folder / "garbled.tif").read_bytes())
+    for k in range(16, 200, 3):
+        data[k] ^= 0xFF
+    (folder / "garbled.tif").write_bytes(data)
+    picture.save(folder / "samples.tif")
+    data = bytearray((folder / "samples.tif").read_bytes())
+    entry = data.find(b"\x15\x01\x03\x00\x01\x00\x00\x00\x03\x00")  # SamplesPerPixel = 3
+    data[entry + 8:entry + 10] = b"\xff\xff"
+    (folder / "samples.tif").write_bytes(data)
+
+
+def test_damaged_tiffs_say_one_line_each_and_nothing_else(tmp_path, trained_store, sample_dir):
+    # libtiff writes every odd tag and bad strip to the process's stderr itself, and Pillow logs
+    # some refusals: a folder of damaged TIFFs printed hundreds of such lines around the skips
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    shutil.copy(sample_dir / "circle" / "circle_000.png", folder)
+    _damaged_tiffs(folder)
+    out = subprocess.run([sys.executable, "-m", "hashae.cli", "index", str(folder), "--store", str(tmp_path / "t.h5"),
+                          "--model", str(trained_store)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["skipped garbled.tif", "skipped samples.tif"], out.stderr
+    with Collection.open(tmp_path / "t.h5") as c:
+        assert c.paths() == ["circle_000.png"]

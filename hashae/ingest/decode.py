@@ -18,9 +18,11 @@ import io
 import os
 import signal
 import stat
+import sys
+import tempfile
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 import numpy as np
@@ -236,9 +238,49 @@ def _rgb(img: Image.Image, side: int) -> Image.Image:
         raise ImageError(f"empty image ({img.width}x{img.height})")
     if img.format == "JPEG":
         img.draft("RGB", (side, side))
-    img.load()
+    if img.format == "TIFF":
+        _load_quietly(img)
+    else:
+        img.load()
     img = ImageOps.exif_transpose(img) or img
     return _to_rgb(_shrink(img, side))
+
+
+def _load_quietly(img: Image.Image) -> None:
+    """``img.load()`` with what C code writes to the process's stderr meanwhile held back:
+    libtiff reports every odd tag and bad strip there itself, hundreds of lines for a folder of
+    damaged TIFFs, past Python's warnings. A failed load's reason ends with libtiff's last
+    line. The main thread only: stderr is the whole process's."""
+    if threading.current_thread() is not threading.main_thread():
+        img.load()
+        return
+    try:
+        held = tempfile.TemporaryFile()
+    except OSError:  # no room for what it says: let it say it
+        img.load()
+        return
+    with held:
+        with suppress(AttributeError, ValueError, OSError):  # None or closed: nothing to flush
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all
+            img.load()
+            return
+        os.dup2(held.fileno(), 2)
+        try:
+            img.load()
+            return
+        except OSError as e:
+            failure = e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        said = [line.strip() for line in held.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
+    if not said:
+        raise failure
+    raise ImageError(f"{type(failure).__name__}: {failure} (libtiff: {said[-1][:200]})") from None
 
 
 def _shrink(img: Image.Image, side: int) -> Image.Image:
