@@ -147,11 +147,13 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, effort, se
 @click.option("--effort", type=click.Choice(["fast", "default", "best"]), default="default", show_default=True,
               help="training time budget for a new model")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
+@click.option("--pca", type=click.IntRange(min=0), help="principal components of the standardised rows that a new "
+              "model reads (default 128 for rows of more values; 0: the standardised values themselves)")
 @click.option("--shard-size", type=click.IntRange(min=1), help="items per part file (default 10,000,000)")
 @click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_friendly
-def index_vectors(file, ids, store, bits, model_store, effort, seed, shard_size, allow_shrink, quiet):
+def index_vectors(file, ids, store, bits, model_store, effort, seed, pca, shard_size, allow_shrink, quiet):
     """Index the rows of FILE (a .npy array, file.h5:/dataset, or a folder of .npy parts such as
     clip-retrieval's img_emb/) into a collection of vectors; re-runs encode only new and changed rows
     (FILE and --ids default to those the store was built from)."""
@@ -165,7 +167,7 @@ def index_vectors(file, ids, store, bits, model_store, effort, seed, shard_size,
     config = None
     if not model_store:
         store_bits = Collection.open(store).bits if os.path.exists(store) else None
-        config = HasherConfig.for_effort(effort, kind="vector", bits=bits or store_bits or 64, seed=seed)
+        config = HasherConfig.for_effort(effort, kind="vector", bits=bits or store_bits or 64, seed=seed, pca=pca)
     report = Collection(store).index_vectors(file, ids=ids, bits=bits, model=model_store, config=config,
                                              progress=False if quiet else None, allow_shrink=allow_shrink,
                                              shard_items=shard_size)

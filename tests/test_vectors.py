@@ -81,7 +81,44 @@ def test_an_image_model_file_holds_no_vector_fields(tmp_path):
                                 pretrain_epochs=0)).fit(pixels, progress=False).save(str(tmp_path / "img.h5"))
     with h5py.File(tmp_path / "img.h5", "r") as f:
         stored = {**json.loads(f.attrs["config"]), **json.loads(f.attrs["training"])}
-    assert not {"kind", "dim", "scaling", "vector_drop", "vector_noise"} & set(stored)
+    assert not {"kind", "dim", "scaling", "pca", "vector_drop", "vector_noise"} & set(stored)
+
+
+def test_wide_vectors_are_read_through_their_principal_components(tmp_path):
+    # rows of more than PCA_DIMS values: the first layer reads the top 128 principal directions
+    # of the standardised rows (found in batches, never a d x d matrix), stored with the model
+    x, labels = clustered(n=400, dim=300, groups=8, seed=3)
+    model = SemanticHasher(HasherConfig(**VSMALL, seed=5)).fit(x, progress=False)
+    assert model.config.pca is None and model.config.pca_dims == 128
+    directions = model.net.components.numpy()
+    assert directions.shape == (128, 300)
+    assert np.allclose(directions @ directions.T, np.eye(128), atol=1e-4)
+    # the first direction is the top one: it carries the most variance of the standardised rows
+    z = (x - x.mean(0)) / x.std(0)
+    top = np.linalg.svd(z - z.mean(0), full_matrices=False)[2][0]
+    assert abs(float(directions[0] @ top)) > 0.99
+    codes = model.encode(x)
+    model.save(str(tmp_path / "m.h5"))
+    again = SemanticHasher.load(str(tmp_path / "m.h5"))
+    assert again.config.pca_dims == 128 and np.array_equal(again.encode(x), codes)
+    assert np.array_equal(SemanticHasher(HasherConfig(**VSMALL, seed=5)).fit(x, progress=False).encode(x), codes)
+    # neighbours in code space are of the same group
+    from hashae.metrics import hamming_retrieval
+    assert hamming_retrieval(codes[:40], codes[40:], labels[:40], labels[40:])["map"] > 0.9
+    plain = SemanticHasher(HasherConfig(**VSMALL, pca=0)).fit(x, progress=False)
+    assert plain.config.pca_dims == 0 and "components" not in plain.net.state_dict()
+
+
+def test_vector_models_saved_before_pca_read_their_scaled_rows():
+    stored = {**json.loads(HasherConfig(**VSMALL, dim=300).to_json())}
+    stored.pop("pca")
+    cfg = HasherConfig.from_dict(stored)
+    assert (cfg.pca, cfg.pca_dims) == (0, 0)
+    from hashae.model.network import param_shapes
+    assert "components" not in param_shapes(cfg.model) and param_shapes(cfg.model)["stages.0.enc.0.weight"][1] == 300
+    # a file asking for 60,000 directions of 60,001 values is refused before anything is allocated
+    with pytest.raises(ValueError, match="weights; at most"):
+        param_shapes(HasherConfig.from_dict({**stored, "dim": 60001, "pca": 60000}).model)
 
 
 def test_collection_round_trip_search_and_append(data, vector_model, tmp_path):
@@ -310,3 +347,19 @@ def test_a_stored_ids_path_is_read_only_if_this_user_sealed_it(data, vector_mode
         Collection(store).index_vectors(progress=False)
     report = Collection(store).index_vectors(ids=str(tmp_path / "ids.txt"), progress=False)
     assert (report.indexed, report.unchanged) == (0, 240)
+
+
+def test_cli_pca_option_is_stored_and_shown(tmp_path):
+    x, _ = clustered(n=200, dim=160, groups=4, seed=2)
+    np.save(tmp_path / "wide.npy", x)
+    runner = CliRunner()
+    shown = {}
+    for pca in (None, "0", "24"):
+        store = str(tmp_path / f"w{pca}.h5")
+        out = runner.invoke(main, ["index-vectors", str(tmp_path / "wide.npy"), "--store", store, "--bits", "16",
+                                   "--effort", "fast", "--quiet", *(["--pca", pca] if pca else [])])
+        assert out.exit_code == 0, out.output
+        shown[pca] = runner.invoke(main, ["info", "--store", store]).output
+        with Collection.open(store) as c:
+            assert c.model.config.pca_dims == {None: 128, "0": 0, "24": 24}[pca]
+    assert "pca=128" in shown[None] and "pca=" not in shown["0"] and "pca=24" in shown["24"]

@@ -21,7 +21,11 @@ KINDS = ("image", "vector")
 # rows' mean and spread, after log(1 + x) for counts ("log", the paper's word counts)
 SCALINGS = ("standard", "log")
 # fields that only vector models write: an image model's JSON stays what hashae 0.1 reads
-VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "vector_drop": 0.2, "vector_noise": 0.1}
+VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, "vector_drop": 0.2, "vector_noise": 0.1}
+# principal components a vector model reads when its ``pca`` is None: wide vectors (pixels,
+# word counts, embeddings) are first projected onto the training rows' top 128 directions
+# (bench/README.md, "Vectors": "Principal components first")
+PCA_DIMS = 128
 PRETRAIN = ("dae", "none")
 CORRUPTIONS = ("mask", "gaussian", "none")
 SPARSITY = ("kl", "l1")
@@ -58,10 +62,21 @@ class ModelConfig:
     kind: str = "image"
     dim: int = 0
     scaling: str = "standard"
+    # vectors: how many principal components of the scaled rows the first layer reads (None:
+    # PCA_DIMS for rows of more values, else all of them; 0: the scaled rows themselves)
+    pca: int | None = None
 
     @property
     def is_vector(self) -> bool:
         return self.kind == "vector"
+
+    @property
+    def pca_dims(self) -> int:
+        """Principal components the network reads, 0 for none (images, narrow vectors, pca=0)."""
+        if not self.is_vector or not self.dim:
+            return 0
+        wanted = self.pca if self.pca is not None else PCA_DIMS
+        return wanted if 0 < wanted < self.dim else 0  # as many as the values: a rotation, none
 
     @property
     def dense_widths(self) -> tuple:
@@ -94,6 +109,8 @@ class ModelConfig:
         _choice("arch", self.arch, ARCHS)
         _choice("kind", self.kind, KINDS)
         _choice("scaling", self.scaling, SCALINGS)
+        if self.pca is not None:
+            _int("pca", self.pca, 0, MAX_DIM)
         if self.is_vector:  # 0: taken from the data when the model is fitted (inputs.for_data)
             _int("dim", self.dim, 0, MAX_DIM)
             if self.arch != "mlp":
@@ -354,13 +371,17 @@ class HasherConfig(TrainConfig, ModelConfig):
     def from_dict(cls, data: dict) -> "HasherConfig":
         """A config from a flat dict (unknown fields refused). Models saved before stats_input
         existed have no side branch among their weights, so a missing stats_input is False;
-        those saved before neighbour_space found neighbours by pixels."""
+        those saved before neighbour_space found neighbours by pixels; vector models saved
+        before pca read their scaled rows (pca 0)."""
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")
         unknown = sorted(set(data) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        return cls(**{"stats_input": False, "neighbour_space": "pixels", **data}).validate()
+        before = {"stats_input": False, "neighbour_space": "pixels"}
+        if data.get("kind") == "vector":
+            before["pca"] = 0
+        return cls(**{**before, **data}).validate()
 
 
 # weight of the input-space neighbour term on vectors (bench/README.md, "Vectors")
@@ -392,6 +413,8 @@ def describe_settings(settings: dict | None) -> str:
         return f"unreadable config ({e})"
     widths = "-".join(str(w) for w in cfg.dense_widths)
     shape = f"vectors d={cfg.dim} {cfg.scaling}" if cfg.is_vector else f"{cfg.image_size}px x{cfg.channels}"
+    if cfg.pca_dims:
+        shape += f" pca={cfg.pca_dims}"
     return (f"{cfg.arch} {shape} layers {widths} "
             f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}")
 

@@ -91,8 +91,12 @@ class Hasher:
 
         net = HashNet(cfg.model)
         if cfg.is_vector:
-            mean, scale = data.moments(np.sort(split.train))
+            rows = np.sort(split.train)
+            mean, scale = data.moments(rows)
             net.mean.copy_(mean), net.scale.copy_(scale)
+            if cfg.pca_dims:
+                directions, spread = data.principal_directions(rows, mean, scale, cfg.pca_dims, cfg.seed)
+                net.components.copy_(directions), net.spread.fill_(spread)
         else:
             net.mean.copy_(data.mean(np.sort(split.train)))
         rank = parallel.world()[0]
@@ -175,7 +179,7 @@ class Hasher:
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstructions of packed codes: images (n, C, S, S) float32 in [0, 1], or vectors
-        (n, d) standardised (HashNet.target)."""
+        as HashNet.target gives them (standardised, or their principal components)."""
         net = self._require_fit()
         bits = codes_mod.unpack(codes_mod.as_codes(codes, self.config.bits // 8))
         with torch.inference_mode():

@@ -113,6 +113,38 @@ class VectorArray:
         return mean.float(), std.float()
 
 
+    def principal_directions(self, idx: np.ndarray, mean: torch.Tensor, scale: torch.Tensor, k: int, seed: int,
+                             batch_size: int = 4096) -> tuple[torch.Tensor, float]:
+        """The top ``k`` principal directions (k, d) of the rows at ``idx`` standardised by
+        ``mean`` and ``scale`` (zero rows past the rank), and the root mean variance along them.
+        A randomized range finder with two power iterations (Halko, Martinsson & Tropp 2011)
+        that reads the rows in batches: memory is (n + d) x (k + 10), never d x d."""
+        n, d = len(idx), self.cfg.dim
+        width = max(1, min(k + 10, d, n))
+
+        def rows(s):
+            return (self.batch(idx[s:s + batch_size]).double() - mean.double()) / scale.double()
+
+        def times(m):  # Z @ m, (n, width)
+            return torch.cat([rows(s) @ m for s in range(0, n, batch_size)])
+
+        def transposed_times(y):  # Z^T @ y, (d, width)
+            out = torch.zeros(d, y.shape[1], dtype=torch.float64)
+            for s in range(0, n, batch_size):
+                out += rows(s).T @ y[s:s + batch_size]
+            return out
+
+        y = times(torch.from_numpy(np.random.default_rng(seed).standard_normal((d, width))))
+        for _ in range(2):
+            y = times(torch.linalg.qr(transposed_times(torch.linalg.qr(y)[0]))[0])
+        _, sv, vt = torch.linalg.svd(transposed_times(torch.linalg.qr(y)[0]).T, full_matrices=False)
+        found = min(k, len(sv))
+        directions = torch.zeros(k, d)
+        directions[:found] = vt[:found].float()
+        spread = float(sv[:found].pow(2).sum().div(max(n, 1) * max(found, 1)).sqrt())
+        return directions, spread if spread > 0 else 1.0
+
+
 class ImageArray:
     """Adapter from a user's image array (numpy, memmap or h5py dataset) to float batches in the
     model's (n, C, S, S) layout, converting one batch at a time to keep memory bounded."""

@@ -91,7 +91,7 @@ def build_stages(cfg: ModelConfig) -> nn.ModuleList:
     [0, 1]) or, for vectors, nothing (standardised values), inner decoders in ReLU (they
     reconstruct ReLU activations)."""
     if cfg.is_vector:
-        dims = [cfg.dim, *cfg.dense_widths, cfg.bits]
+        dims = [cfg.pca_dims or cfg.dim, *cfg.dense_widths, cfg.bits]
         return nn.ModuleList(_dense(a, b, nn.ReLU() if i else nn.Identity(), is_code=i == len(dims) - 2)
                              for i, (a, b) in enumerate(zip(dims, dims[1:])))
     stages, c, s = [], cfg.channels, cfg.image_size
@@ -124,11 +124,19 @@ class HashNet(nn.Module):
         self.register_buffer("mean", torch.zeros(cfg.input_shape))
         if cfg.is_vector:  # and each dimension's spread, divided by
             self.register_buffer("scale", torch.ones(cfg.input_shape))
+        if cfg.pca_dims:  # then the top principal directions of the standardised rows, and one
+            # spread for all of them, so that they keep their share of the variance
+            self.register_buffer("components", torch.zeros(cfg.pca_dims, cfg.dim))
+            self.register_buffer("spread", torch.ones(1))
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """What the decoder reconstructs: images as they are (pixels in [0, 1]); vectors
-        standardised, so that every dimension counts alike whatever its units."""
-        return (x - self.mean) / self.scale if self.cfg.is_vector else x
+        standardised, so that every dimension counts alike whatever its units, and with
+        ``pca`` their principal components."""
+        if not self.cfg.is_vector:
+            return x
+        z = (x - self.mean) / self.scale
+        return z @ self.components.T / self.spread if self.cfg.pca_dims else z
 
     def logits(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         """Run the encoder on images in [0, 1] or vectors (through stage ``upto - 1`` if given)."""
@@ -204,7 +212,9 @@ def check_budget(cfg: ModelConfig) -> Budget:
     its weights or one image's activations exceed the budgets."""
     with torch.device("meta"):
         net = HashNet(cfg)
-    params = sum(p.numel() for p in net.parameters())
+    # stored tensors: the trained weights and the fixed ones (means, spreads, a vector model's
+    # principal directions, which a file could make as large as any layer)
+    params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
     if params > MAX_PARAMS:
         raise ValueError(f"this config has {params:,} weights; at most {MAX_PARAMS:,}")
     sizes = []
