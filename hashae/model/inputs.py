@@ -112,7 +112,6 @@ class VectorArray:
         std[std < 1e-6 * (1 + mean.abs())] = 1.0
         return mean.float(), std.float()
 
-
     def principal_directions(self, idx: np.ndarray, mean: torch.Tensor, scale: torch.Tensor, k: int, seed: int,
                              batch_size: int = 4096) -> tuple[torch.Tensor, float]:
         """The top ``k`` principal directions (k, d) of the rows at ``idx`` standardised by
