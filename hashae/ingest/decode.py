@@ -151,14 +151,11 @@ def decoding_many():
     if getattr(_frame, "many", False):
         yield
         return
-    # as _deadline: the main thread only, and never while a caller's own interval timer runs
-    usable = (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    usable = _alarm_usable()
     previous = signal.signal(signal.SIGALRM, _on_alarm) if usable else None
-    _frame.many = True
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _muted():  # entered before the flag is set, so it mutes once for the chunk
+            _frame.many = True
             yield
     finally:
         _frame.many = False
@@ -178,13 +175,18 @@ def _muted():
         yield
 
 
+def _alarm_usable() -> bool:
+    """Whether this thread may use SIGALRM: the main thread only, and never while a caller's own
+    interval timer runs (their alarm is left alone)."""
+    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+
+
 @contextmanager
 def _deadline(seconds: float):
     """Raise _Timeout in this thread after ``seconds`` (SIGALRM; only in the main thread, and
     only when no other interval timer is running, so a caller's own alarm is left alone)."""
-    usable = (seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
-    if not usable:
+    if seconds <= 0 or not _alarm_usable():
         yield
         return
     # inside decoding_many() the handler is already ours: only the timer is set per file

@@ -90,15 +90,15 @@ class Hasher:
         split = _split(len(data), cfg, rng)
 
         net = HashNet(cfg.model)
+        rows = np.sort(split.train)
         if cfg.is_vector:
-            rows = np.sort(split.train)
             mean, scale = data.moments(rows)
             net.mean.copy_(mean), net.scale.copy_(scale)
             if cfg.pca_dims:
                 directions, spread = data.principal_directions(rows, mean, scale, cfg.pca_dims, cfg.seed)
                 net.components.copy_(directions), net.spread.fill_(spread)
         else:
-            net.mean.copy_(data.mean(np.sort(split.train)))
+            net.mean.copy_(data.mean(rows))
         rank = parallel.world()[0]
         if rank:  # the same initial weights everywhere, other augmentations on each process
             torch.manual_seed(cfg.seed + rank)
