@@ -109,6 +109,26 @@ def test_wide_vectors_are_read_through_their_principal_components(tmp_path):
     assert plain.config.pca_dims == 0 and "components" not in plain.net.state_dict()
 
 
+def test_vector_views_change_what_the_model_reads_and_nothing_else():
+    # a view is made in the space the first layer reads (standardised values, or principal
+    # components) and written back into the rows: dropping everything gives the training mean
+    # there, noise moves each value read by its share, and rows outside the components stay put
+    import torch
+    from hashae.model.augment import vector_views
+    for dim, pca in ((300, None), (300, 0), (24, None)):
+        x, _ = clustered(n=200, dim=dim, seed=4)
+        net = SemanticHasher(HasherConfig(**VSMALL, pca=pca)).fit(x, progress=False).net
+        rows = torch.from_numpy(x[:50])
+        read = net.target(rows)
+        assert torch.allclose(vector_views(rows, net, drop=0.0, noise=0.0), rows)
+        assert net.target(vector_views(rows, net, drop=1.0, noise=0.0)).abs().max() < 1e-3
+        torch.manual_seed(0)
+        moved = net.target(vector_views(rows, net, drop=0.0, noise=0.5)) - read
+        assert 0.4 < float(moved.std()) < 0.6  # noise of half a standard deviation where read
+        change = torch.randn_like(read)
+        assert torch.allclose(net.target(rows + net.row_change(change)) - read, change, atol=1e-3)
+
+
 def test_vector_models_saved_before_pca_read_their_scaled_rows():
     stored = {**json.loads(HasherConfig(**VSMALL, dim=300).to_json())}
     stored.pop("pca")

@@ -33,24 +33,17 @@ def random_views(x: torch.Tensor, min_scale: float = 0.6, max_shift: float = 1.0
     return out
 
 
-def vector_views(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, drop: float = 0.2,
-                 noise: float = 0.1, components: torch.Tensor | None = None, spread: float = 1.0) -> torch.Tensor:
-    """A copy of each vector of a batch (n, d) with a random fraction ``drop`` of its dimensions
-    set to their training ``mean`` and Gaussian noise of ``noise`` times each dimension's
-    ``scale`` added: two such views of a row are what the contrastive term pulls together.
-    With ``components`` (k, d) orthonormal and ``spread`` (a model that reads principal
-    components, HashNet.target), the components are dropped and noised instead, written back
-    into the rows' space: dropping a fifth of the pixels of a photo hides little, dropping a
-    fifth of its components changes what it looks like (bench/README.md, "Vectors")."""
-    if components is not None:
-        z = (x - mean) / scale @ components.T / spread
-        keep = torch.rand_like(z) >= drop
-        change = torch.where(keep, torch.zeros_like(z), -z)
-        if noise > 0:
-            change = change + noise * torch.randn_like(z)
-        return x + (change * spread) @ components * scale
-    keep = torch.rand_like(x) >= drop
-    out = torch.where(keep, x, mean.expand_as(x))
+def vector_views(x: torch.Tensor, net, drop: float = 0.2, noise: float = 0.1) -> torch.Tensor:
+    """A copy of each vector row of a batch (n, d), changed where the model ``net`` (a vector
+    HashNet) reads it: a random fraction ``drop`` of its standardised dimensions, or of its
+    principal components when the model reads those, set to zero (the training mean), and
+    Gaussian noise of ``noise`` standard deviations added to each. Two such views of a row are
+    what the contrastive term pulls together. Dropping a fifth of the pixels of a photo hides
+    little, dropping a fifth of its components changes what it looks like (bench/README.md,
+    "Vectors")."""
+    z = net.target(x)
+    keep = torch.rand_like(z) >= drop
+    change = torch.where(keep, torch.zeros_like(z), -z)
     if noise > 0:
-        out = out + noise * scale * torch.randn_like(x)
-    return out
+        change = change + noise * torch.randn_like(z)
+    return x + net.row_change(change)

@@ -72,7 +72,5 @@ class FineTune:
         """One augmented view of each row: an image's crop and flip, a vector's drop and noise."""
         cfg = self.cfg
         if cfg.is_vector:
-            pca = cfg.pca_dims > 0
-            return vector_views(x, self.net.mean, self.net.scale, cfg.vector_drop, cfg.vector_noise,
-                                self.net.components if pca else None, float(self.net.spread) if pca else 1.0)
+            return vector_views(x, self.net, cfg.vector_drop, cfg.vector_noise)
         return random_views(x, cfg.crop_min)

@@ -138,6 +138,14 @@ class HashNet(nn.Module):
         z = (x - self.mean) / self.scale
         return z @ self.components.T / self.spread if self.cfg.pca_dims else z
 
+    def row_change(self, change: torch.Tensor) -> torch.Tensor:
+        """The change to a vector row that moves its ``target`` by ``change``: target's linear
+        part inverted (exactly on the principal components it reads). Views of a vector are
+        made in the space the model reads and written back through this."""
+        if self.cfg.pca_dims:
+            change = (change * self.spread) @ self.components
+        return change * self.scale
+
     def logits(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         """Run the encoder on images in [0, 1] or vectors (through stage ``upto - 1`` if given)."""
         h = self.target(x) if self.cfg.is_vector else x - self.mean
