@@ -96,7 +96,7 @@ def main():
 @click.option("--image-size", type=click.IntRange(8, 256), help="model input size in pixels when training (default 32)")
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="architecture when training (default mlp)")
 @click.option("--effort", type=click.Choice(["fast", "default", "best"]), default="default", show_default=True,
-              help="training time budget for a new model: about 20 s / 1.5 min / 8 min per 10,000 images on 2 cores")
+              help="training time budget for a new model: about 20 s / 1.5 min / 5.5 min per 10,000 images on 2 cores")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="image-decoding processes (0: none); with --engine ray, training workers")

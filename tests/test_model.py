@@ -417,12 +417,13 @@ def test_fast_is_a_narrower_mlp_and_leaves_other_widths_alone():
 
 
 def test_models_train_on_their_whole_sample_unless_a_split_is_asked_for(clusters):
-    """Images and vectors hold nothing out by default (the last weights are kept); ``best``
-    keeps a tenth for early stopping, and an explicit val_fraction wins."""
+    """Images and vectors hold nothing out at any effort (the last weights are kept); an
+    explicit val_fraction holds a share out for early stopping."""
     from hashae.model.hasher import _split
     assert HasherConfig().val_fraction is None and HasherConfig().validation_fraction == 0.0
     assert HasherConfig(kind="vector").validation_fraction == 0.0
-    assert HasherConfig.for_effort("best").validation_fraction == 0.1
+    assert [HasherConfig.for_effort(e).validation_fraction for e in ("fast", "default", "best")] == [0.0] * 3
+    assert HasherConfig.for_effort("best", val_fraction=0.1).validation_fraction == 0.1
     assert HasherConfig(val_fraction=0.2).validation_fraction == 0.2
     with pytest.raises(ValueError, match="val_fraction"):
         HasherConfig(val_fraction=1.5).validate()
