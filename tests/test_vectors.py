@@ -123,8 +123,12 @@ def test_vector_views_change_what_the_model_reads_and_nothing_else():
         assert torch.allclose(vector_views(rows, net, drop=0.0, noise=0.0), rows)
         assert net.target(vector_views(rows, net, drop=1.0, noise=0.0)).abs().max() < 1e-3
         torch.manual_seed(0)
-        moved = net.target(vector_views(rows, net, drop=0.0, noise=0.5)) - read
+        view = vector_views(rows, net, drop=0.0, noise=0.5)
+        moved = net.target(view) - read
         assert 0.4 < float(moved.std()) < 0.6  # noise of half a standard deviation where read
+        if net.cfg.pca_dims:  # and none in the directions the model does not read
+            delta = (view - rows) / net.scale
+            assert torch.allclose(delta, delta @ net.components.T @ net.components, atol=1e-4)
         change = torch.randn_like(read)
         assert torch.allclose(net.target(rows + net.row_change(change)) - read, change, atol=1e-3)
 
