@@ -112,7 +112,8 @@ def test_wide_vectors_are_read_through_their_principal_components(tmp_path):
 def test_vector_views_change_what_the_model_reads_and_nothing_else():
     # a view is made in the space the first layer reads (standardised values, or principal
     # components) and written back into the rows: dropping everything gives the training mean
-    # there, noise moves each value read by its share, and rows outside the components stay put
+    # there, noise moves each value read by its share, and the directions the components leave
+    # out are not touched
     import torch
     from hashae.model.augment import vector_views
     for dim, pca in ((300, None), (300, 0), (24, None)):
