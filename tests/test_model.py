@@ -323,8 +323,25 @@ def test_weight_and_activation_budgets_are_checked_on_the_real_network():
     cfg = HasherConfig(image_size=16, hidden=(128, 64), bits=32)
     meta = check_budget(cfg.model).net
     assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in HashNet(cfg.model).parameters())
-    with pytest.raises(ValueError, match="weights; at most"):
+    with pytest.raises(ValueError, match="values \\(weights and fixed tensors\\); at most"):
         SemanticHasher(hidden=(8192, 8192, 8192))
+
+
+def test_checking_a_config_allocates_no_activations_and_stays_off_torch_dynamo():
+    """The budget check runs on an empty batch, not the meta device, whose elementwise ops
+    import torch._dynamo and sympy (a second or more at the start of every query that loads a
+    model)."""
+    import subprocess
+    import sys
+    code = ("import sys; from hashae import HasherConfig; from hashae.model.network import check_budget, stage_macs; "
+            "b = [check_budget(HasherConfig(**kw).model) for kw in ({}, {'arch': 'conv'}, {'kind': 'vector', 'dim': 300})]; "
+            "stage_macs(HasherConfig(arch='conv').model); "
+            "print([x.activations for x in b], any(m in sys.modules for m in ('torch._dynamo', 'sympy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False", out
+    # the default mlp, one image: 6,720 values through the encoder (3,072 pixels flattened,
+    # 1024-512-256 and their ReLUs, 64), 12,800 through the decoder, 1,024 in the statistics branch
+    assert " ".join(out[:-1]) == "[20544, 69696, 3392]", out
 
 
 def test_one_progress_bar_covers_the_whole_fit(clusters, capsys):

@@ -142,7 +142,7 @@ def test_vector_models_saved_before_pca_read_their_scaled_rows():
     from hashae.model.network import param_shapes
     assert "components" not in param_shapes(cfg.model) and param_shapes(cfg.model)["stages.0.enc.0.weight"][1] == 300
     # a file asking for 60,000 directions of 60,001 values is refused before anything is allocated
-    with pytest.raises(ValueError, match="weights; at most"):
+    with pytest.raises(ValueError, match="values \\(weights and fixed tensors\\); at most"):
         param_shapes(HasherConfig.from_dict({**stored, "dim": 60001, "pca": 60000}).model)
 
 

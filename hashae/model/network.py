@@ -8,6 +8,8 @@ a binarizer's business (binarizers/), so encoding needs nothing but this module.
 """
 from __future__ import annotations
 
+import copy
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -169,7 +171,7 @@ class HashNet(nn.Module):
 
 def stage_macs(cfg: ModelConfig) -> list:
     """(encoder, decoder) multiply-adds of one image through each stage, from the shapes alone
-    (torch's meta device): what a training step costs, for a progress bar's ETA (model/plan.py)."""
+    (an empty batch, _trace): what a training step costs, for a progress bar's ETA (model/plan.py)."""
     with torch.device("meta"):
         net = HashNet(cfg)
     counts = [[0, 0] for _ in net.stages]
@@ -179,9 +181,10 @@ def stage_macs(cfg: ModelConfig) -> list:
             if isinstance(m, nn.Linear):
                 counts[k][part] += m.in_features * m.out_features
             elif isinstance(m, nn.Conv2d):
-                counts[k][part] += out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                counts[k][part] += (math.prod(out.shape[1:]) * m.in_channels // m.groups
+                                    * m.kernel_size[0] * m.kernel_size[1])
             elif isinstance(m, nn.ConvTranspose2d):
-                counts[k][part] += (inputs[0][0].numel() * m.out_channels // m.groups
+                counts[k][part] += (math.prod(inputs[0].shape[1:]) * m.out_channels // m.groups
                                     * m.kernel_size[0] * m.kernel_size[1])
         return hook
 
@@ -192,12 +195,21 @@ def stage_macs(cfg: ModelConfig) -> list:
 
 
 def _trace(net: nn.Module, cfg: ModelConfig, hooks: list) -> None:
-    """Run ``net`` (on the meta device) once on one image of ``cfg``'s shape with the forward
-    ``hooks`` ((module, hook) pairs) attached, and detach them."""
-    handles = [m.register_forward_hook(hook) for m, hook in hooks]
+    """Run a copy of ``net`` (built on the meta device) once on an empty batch of ``cfg``'s
+    input shape, with the forward ``hooks`` ((module of ``net``, hook) pairs) attached to the
+    copy's modules; a hook reads one image's sizes from ``shape[1:]``. Nothing is computed and
+    nothing but the copy's uninitialised weights is allocated (within MAX_PARAMS by then). Not
+    on the meta device itself: its elementwise ops run Python reference code that imports
+    torch._dynamo, which took a second or more of every query's start."""
+    names = {id(m): name for name, m in net.named_modules()}
+    shell = copy.deepcopy(net)  # uninitialised CPU tensors in place of the meta ones (to_empty's
+    # empty_like on meta tensors also runs Python reference code)
+    shell.load_state_dict({k: torch.empty(v.shape, dtype=v.dtype) for k, v in net.state_dict().items()}, assign=True)
+    modules = dict(shell.named_modules())
+    handles = [modules[names[id(m)]].register_forward_hook(hook) for m, hook in hooks]
     try:
         with torch.no_grad():
-            net(torch.empty((1, *cfg.input_shape), device="meta"))
+            shell(torch.empty((0, *cfg.input_shape)))
     finally:
         for h in handles:
             h.remove()
@@ -224,9 +236,12 @@ def check_budget(cfg: ModelConfig) -> Budget:
     # principal directions, which a file could make as large as any layer)
     params = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
     if params > MAX_PARAMS:
-        raise ValueError(f"this config has {params:,} weights; at most {MAX_PARAMS:,}")
+        raise ValueError(f"this config stores {params:,} values (weights and fixed tensors); at most {MAX_PARAMS:,}: "
+                         "narrower layers (hidden), a smaller image_size or fewer components (pca) fit")
     sizes = []
-    _trace(net, cfg, [(m, lambda m, i, o: sizes.append(o.numel())) for m in net.modules() if not list(m.children())])
+    leaves = [m for m in net.modules() if not list(m.children())]
+    _trace(net, cfg, [(m, lambda m, i, o: sizes.append(math.prod(o.shape[1:]))) for m in leaves])
     if sum(sizes) > MAX_ACTIVATIONS:
-        raise ValueError(f"this config needs {sum(sizes):,} activations per image; at most {MAX_ACTIVATIONS:,}")
+        raise ValueError(f"this config needs {sum(sizes):,} activations per image; at most {MAX_ACTIVATIONS:,}: "
+                         "a smaller image_size, fewer conv_channels or narrower layers fit")
     return Budget(params, sum(sizes), net)
