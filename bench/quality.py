@@ -134,7 +134,7 @@ def resolved(cfg: HasherConfig) -> str:
     """``cfg`` with the choices it makes by channel count written out: two configs that train
     alike give the same string."""
     unused = {"neighbour_space": HasherConfig.neighbour_space} if cfg.neighbour_weight == 0 else {}
-    return cfg.replace(stats=cfg.stats_weight, neighbours=cfg.neighbour_weight,
+    return cfg.replace(stats=cfg.stats_weight, neighbours=cfg.neighbour_weight, temperature=cfg.contrast_temperature,
                        stats_input=cfg.uses_stats_input, **unused).to_json()
 
 

@@ -251,6 +251,21 @@ def test_neighbour_weight_defaults_by_channels():
         HasherConfig(neighbour_k=0).validate()
 
 
+def test_contrast_temperature_defaults_by_input_and_image_files_keep_their_fields():
+    assert HasherConfig().contrast_temperature == 0.3
+    assert HasherConfig(kind="vector").contrast_temperature == 0.7
+    assert HasherConfig(kind="vector", temperature=0.3).contrast_temperature == 0.3
+    # an image model's JSON leaves the default out, as before; what is written is what is read
+    assert "temperature" not in json.loads(HasherConfig().to_json())
+    assert json.loads(HasherConfig(temperature=0.4).to_json())["temperature"] == 0.4
+    assert HasherConfig.from_json(HasherConfig(kind="vector", dim=8).to_json()).contrast_temperature == 0.7
+    # vector models stored before the default moved wrote the temperature they were trained with
+    before = {**json.loads(HasherConfig(kind="vector", dim=8).to_json()), "temperature": 0.3}
+    assert HasherConfig.from_dict(before).contrast_temperature == 0.3
+    with pytest.raises(ValueError, match="temperature"):
+        HasherConfig(temperature=0.0).validate()
+
+
 def test_fit_from_h5py_equals_fit_from_numpy(clusters, tmp_path):
     # the neighbour term reads rows out of order and repeated; h5py needs them sorted, distinct
     images, _ = clusters

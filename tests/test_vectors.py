@@ -146,6 +146,15 @@ def test_vector_models_saved_before_pca_read_their_scaled_rows():
         param_shapes(HasherConfig.from_dict({**stored, "dim": 60001, "pca": 60000}).model)
 
 
+def test_a_vector_model_trains_with_the_vector_temperature(data, vector_model):
+    x = data[0]
+    assert vector_model.config.temperature is None and vector_model.config.contrast_temperature == 0.7
+    warm = SemanticHasher(HasherConfig(**VSMALL, temperature=0.7)).fit(x, progress=False)
+    cool = SemanticHasher(HasherConfig(**VSMALL, temperature=0.3)).fit(x, progress=False)
+    np.testing.assert_array_equal(warm.encode(x), vector_model.encode(x))
+    assert not np.array_equal(cool.encode(x), vector_model.encode(x))
+
+
 def test_collection_round_trip_search_and_append(data, vector_model, tmp_path):
     x, labels = data
     np.save(tmp_path / "first.npy", x[:160])

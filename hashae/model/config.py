@@ -20,8 +20,10 @@ KINDS = ("image", "vector")
 # how vectors are scaled before the first layer: each dimension standardised to the training
 # rows' mean and spread, after log(1 + x) for counts ("log", the paper's word counts)
 SCALINGS = ("standard", "log")
-# fields that only vector models write: an image model's JSON stays what hashae 0.1 reads
-VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, "vector_drop": 0.2, "vector_noise": 0.1}
+# fields that only vector models write (an image model leaves them out while they hold these
+# values): an image model's JSON stays what hashae 0.1 reads
+VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, "vector_drop": 0.2, "vector_noise": 0.1,
+                 "temperature": None}
 # principal components a vector model reads when its ``pca`` is None: wide vectors (pixels,
 # word counts, embeddings) are first projected onto the training rows' top 128 directions
 # (bench/README.md, "Vectors": "Principal components first")
@@ -185,7 +187,8 @@ class TrainConfig:
     augment: float = 0.0  # weight of plain augmentation consistency (hard bits of two views)
     # NT-Xent agreement of two augmented views' relaxed codes against the rest of the batch
     contrastive: float = 0.2
-    temperature: float = 0.3
+    # of that term and of the neighbour term; None picks by input (HasherConfig.contrast_temperature)
+    temperature: float | None = None
     crop_min: float = 0.6  # smallest crop area of an augmented view, as a fraction of the image
     # a vector's augmented view (model/augment.vector_views): this fraction of its dimensions
     # set to the training mean, plus Gaussian noise of this many standard deviations
@@ -250,7 +253,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _float(name, getattr(self, name), 0.0, 1e6)
         _int("neighbour_k", self.neighbour_k, 1, 1000)
-        _float("temperature", self.temperature, 0.01, 10.0)
+        if self.temperature is not None:
+            _float("temperature", self.temperature, 0.01, 10.0)
         for name in ("noise_anneal", "sparsity_target", "crop_min", "vector_drop", "vector_noise"):
             _float(name, getattr(self, name), 0.0, 1.0)
         if self.val_fraction is not None:
@@ -353,6 +357,14 @@ class HasherConfig(TrainConfig, ModelConfig):
             return VECTOR_NEIGHBOURS
         return 0.5 if self.channels == 1 else 0.0
 
+    @property
+    def contrast_temperature(self) -> float:
+        """``temperature``, or when None the default for the input: 0.3 images, 0.7 vectors
+        (bench/README.md, "Vectors": "A warmer contrast")."""
+        if self.temperature is not None:
+            return self.temperature
+        return VECTOR_TEMPERATURE if self.is_vector else IMAGE_TEMPERATURE
+
     def replace(self, **changes) -> "HasherConfig":
         return dataclasses.replace(self, **changes).validate()
 
@@ -388,6 +400,11 @@ class HasherConfig(TrainConfig, ModelConfig):
 
 # weight of the input-space neighbour term on vectors (bench/README.md, "Vectors")
 VECTOR_NEIGHBOURS = 0.5
+# the contrastive and neighbour terms' temperature by input. 0.7 for vectors: against the
+# images' 0.3 their worst of seven sets rose on each of three seeds, and the mean by
+# 0.05-0.06x ITQ; on images 0.5 already cost orl_faces and binaryalphadigits 0.02-0.04 mAP
+# (bench/README.md, "Vectors": "A warmer contrast")
+IMAGE_TEMPERATURE, VECTOR_TEMPERATURE = 0.3, 0.7
 # the fewest fine-tuning steps of a fit when min_steps is None (HasherConfig.steps_floor), and
 # the steps that set pretraining's floor then (a quarter of them per stage). Pretraining's floor
 # stays where it was: raised with fine-tuning's, it doubled the pretraining epochs of 10,000

@@ -48,10 +48,10 @@ class FineTune:
         if cfg.augment > 0:
             terms["consistency"] = cfg.augment * losses.consistency(z1, z2)
         if cfg.contrastive > 0:
-            terms["contrastive"] = cfg.contrastive * losses.contrastive(z1, z2, cfg.temperature)
+            terms["contrastive"] = cfg.contrastive * losses.contrastive(z1, z2, cfg.contrast_temperature)
         if self.neighbours is not None:
             terms["neighbours"] = self.neighbour_weight * losses.contrastive(z1, self._neighbour_logits(idx),
-                                                                             cfg.temperature)
+                                                                             cfg.contrast_temperature)
         if cfg.balance > 0:
             terms["balance"] = cfg.balance * losses.balance(p)
         if cfg.decorrelation > 0:
