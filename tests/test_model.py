@@ -342,9 +342,9 @@ def test_weight_and_activation_budgets_are_checked_on_the_real_network():
         SemanticHasher(hidden=(8192, 8192, 8192))
 
 
-def test_checking_a_config_allocates_no_activations_and_stays_off_torch_dynamo():
+def test_the_budget_check_counts_activations_without_importing_torch_dynamo():
     """The budget check runs on an empty batch, not the meta device, whose elementwise ops
-    import torch._dynamo and sympy (a second or more at the start of every query that loads a
+    import torch._dynamo and sympy (about a second at the start of every query that loads a
     model)."""
     import subprocess
     import sys

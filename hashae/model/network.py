@@ -200,7 +200,8 @@ def _trace(net: nn.Module, cfg: ModelConfig, hooks: list) -> None:
     copy's modules; a hook reads one image's sizes from ``shape[1:]``. Nothing is computed and
     nothing but the copy's uninitialised weights is allocated (within MAX_PARAMS by then). Not
     on the meta device itself: its elementwise ops run Python reference code that imports
-    torch._dynamo, which took a second or more of every query's start."""
+    torch._dynamo and sympy, about a second at the start of every query (bench/README.md,
+    "Query command")."""
     names = {id(m): name for name, m in net.named_modules()}
     shell = copy.deepcopy(net)  # uninitialised CPU tensors in place of the meta ones (to_empty's
     # empty_like on meta tensors also runs Python reference code)
