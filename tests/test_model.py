@@ -349,7 +349,8 @@ def test_the_budget_check_counts_activations_without_importing_torch_dynamo():
     import subprocess
     import sys
     code = ("import sys; from hashae import HasherConfig; from hashae.model.network import check_budget, stage_macs; "
-            "b = [check_budget(HasherConfig(**kw).model) for kw in ({}, {'arch': 'conv'}, {'kind': 'vector', 'dim': 300})]; "
+            "b = [check_budget(HasherConfig(**kw).model) "
+            "for kw in ({}, {'arch': 'conv'}, {'kind': 'vector', 'dim': 300})]; "
             "stage_macs(HasherConfig(arch='conv').model); "
             "print([x.activations for x in b], any(m in sys.modules for m in ('torch._dynamo', 'sympy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
