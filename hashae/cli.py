@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from typing import NamedTuple
 
 import click
@@ -81,6 +82,13 @@ def main():
     pil = logging.getLogger("PIL")
     if not any(isinstance(h, logging.NullHandler) for h in pil.handlers):
         pil.addHandler(logging.NullHandler())
+    # a warning is one line that says what happened, as the errors are, not Python's file, line
+    # number and the source line that raised it
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {shown(str(message))}", err=True)
 
 
 @main.command()
@@ -379,7 +387,8 @@ def cluster(store, method, radius, k, seed, as_json, as_csv, absolute, sheets, q
         groups = coll.clusters(method, radius=radius if method == "radius" else None,
                                k=k if with_k else None, seed=seed, progress=False if quiet else None)
         if method == "graph" and k is None and not quiet:
-            click.echo(f"graph: the neighbour graph's modularity chose {len(groups)} groups", err=True)
+            click.echo(f"graph: the neighbour graph's modularity chose {len(groups)} group"
+                       f"{'' if len(groups) == 1 else 's'}", err=True)
         _emit_groups(coll, groups, GroupOutput(f"{method} clusters", as_json, as_csv, absolute, sheets))
 
 
@@ -410,7 +419,6 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, kee
                folder):
     """Groups of near-duplicate images: pairs whose perceptual hashes (mirrored or not) are
     close, or close enough with their codes close too."""
-    import warnings
 
     from .collection import Collection
     if keep and (as_csv or absolute or sheets):

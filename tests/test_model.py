@@ -423,6 +423,19 @@ def test_collapse_means_few_codes_with_fixed_units():
     groups = torch.from_numpy((rng.random((4, 64)) < 0.5)[np.arange(200) % 4])
     assert not collapsed(groups)  # four look-alike groups, four codes that differ in many bits
     assert not collapsed(torch.from_numpy(rng.random((200, 64)) < 0.5))
+    assert not collapsed(one_code, pictures=1)  # 200 copies of one picture rightly get one code
+    assert collapsed(one_code, pictures=200)
+
+
+def test_copies_of_one_picture_train_once(clusters):
+    # one code for one picture is right, not a collapse: no warning, no second training
+    import warnings
+    images, _ = clusters
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = SemanticHasher(**CFG).fit(np.repeat(images[:1], 40, axis=0), progress=False)
+    assert not [w for w in seen if "collapsed" in str(w.message)]
+    assert model.config.stats != 0.0 and model.config.stats_weight > 0
 
 
 def test_clustered_images_train_without_the_collapse_retraining(clusters):

@@ -212,6 +212,17 @@ def test_outliers_cli_json_and_sheet(planted_store, tmp_path):
     assert Image.open(sheet).size[0] > 0
 
 
+def test_a_cli_warning_is_one_line_that_says_what_happened(tmp_path):
+    # Python's own format would add the file, line and source that raised it
+    codes = np.random.default_rng(0).integers(0, 256, (6, 8), dtype=np.uint8)
+    Collection.create(tmp_path / "bare.h5", codes, [f"{i}.png" for i in range(6)]).close()
+    r = CliRunner().invoke(main, ["outliers", "--store", str(tmp_path / "bare.h5"), "-n", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == 2
+    assert r.stderr.startswith("Warning: ") and "no reconstruction errors" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and ".py" not in r.stderr
+
+
 # ---------------------------------------------------------------------------- classify
 def test_classify_labels_new_images_by_their_folders(trained_store, tmp_path):
     new = tmp_path / "new"

@@ -5,6 +5,7 @@ Nothing here knows about files: ``hashae.SemanticHasher`` adds HDF5 save/load on
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import warnings
@@ -70,19 +71,19 @@ class Hasher:
         if len(data) < 2:
             raise ValueError(f"fit needs at least 2 images, got {len(data)}")
         t0 = time.monotonic()
-        sample = self._fit_once(data, progress)
-        if self.config.stats_weight > 0 and collapsed(sample):
+        sample, pictures = self._fit_once(data, progress)
+        if self.config.stats_weight > 0 and collapsed(sample, pictures):
             distinct = len(torch.unique(sample, dim=0))
-            warnings.warn(f"training collapsed ({len(sample)} training images got {distinct} distinct codes); "
+            warnings.warn(f"training collapsed ({pictures} distinct training images got {distinct} distinct codes); "
                           "training again without the statistics term (stats=0)", stacklevel=2)
             self.config = self.config.replace(stats=0.0)
             self._fit_once(data, progress)
         self.fit_seconds_ = time.monotonic() - t0
         return self
 
-    def _fit_once(self, data, progress) -> torch.Tensor:
+    def _fit_once(self, data, progress) -> tuple[torch.Tensor, int]:
         """One training run with ``config``; returns the codes (n, bits) bool of up to 2,048
-        training images."""
+        training images and how many of those images differ (exact copies count once)."""
         cfg = self.config
         _set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -108,9 +109,9 @@ class Hasher:
         with PhasedProgress(plan, "fit", enabled=False if rank else progress) as bar:
             return self._train(net, data, split, rng, bar)
 
-    def _train(self, net: HashNet, data, split: Split, rng: np.random.Generator, bar) -> torch.Tensor:
+    def _train(self, net: HashNet, data, split: Split, rng: np.random.Generator, bar) -> tuple[torch.Tensor, int]:
         """Pretrain and fine-tune ``net`` on ``split``; returns the codes (n, bits) bool of up
-        to 2,048 training images."""
+        to 2,048 training images and the number of distinct images among them."""
         cfg = self.config
         if cfg.pretrain == "dae" and cfg.pretrain_epochs > 0:
             pretrain_stages(net, data, split, cfg.training, rng, self.history_, bar)
@@ -135,8 +136,13 @@ class Hasher:
                       patience=cfg.patience, watch_from=cfg.noise_anneal)
         fit_loop(net, phase, cfg.training, rng, self.history_, bar)
         sample = np.sort(split.train[:2048])
+        codes, pictures = [], set()
         with torch.inference_mode():
-            return torch.cat([net.logits(data.batch(sample[s:s + 256])) > 0 for s in range(0, len(sample), 256)])
+            for s in range(0, len(sample), 256):
+                x = data.batch(sample[s:s + 256])
+                codes.append(net.logits(x) > 0)
+                pictures.update(hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in x)
+        return torch.cat(codes), len(pictures)
 
     # ------------------------------------------------------------------ inference
     def _require_fit(self) -> HashNet:
@@ -217,12 +223,13 @@ COLLAPSED = 20  # fewer distinct codes than 1 in this many training images...
 FIXED_UNITS = 0.5  # ...and at least this fraction of the code units the same for every image
 
 
-def collapsed(codes: torch.Tensor) -> bool:
+def collapsed(codes: torch.Tensor, pictures: int | None = None) -> bool:
     """Whether a training sample's codes (n, bits) bool collapsed: fewer distinct codes than 1 in
-    COLLAPSED images, with most code units fixed (saturated) for every image. Few codes alone
-    are no collapse: a folder of a few groups of look-alikes gets about one code per group, but
-    the groups' codes differ in many bits."""
-    n = len(codes)
+    COLLAPSED distinct images (``pictures``; all n when not given), with most code units fixed
+    (saturated) for every image. Few codes alone are no collapse: a folder of a few groups of
+    look-alikes gets about one code per group, but the groups' codes differ in many bits; and a
+    folder of copies of one picture rightly gets one code."""
+    n = len(codes) if pictures is None else min(len(codes), pictures)
     if n < 2 or len(torch.unique(codes, dim=0)) >= max(2, n // COLLAPSED):
         return False
     fixed = (codes.all(dim=0) | ~codes.any(dim=0)).float().mean().item()
