@@ -292,7 +292,8 @@ class _Job:
                 bar.update(len(b.positions) + len(b.failures))
         rgb = np.concatenate([b.images for b in parts]) if parts else np.empty((0,))
         if len(rgb) < 2:
-            raise ValueError(f"{folder}: fewer than 2 decodable images; cannot train a model")
+            raise ValueError(f"{folder}: fewer than 2 decodable images; cannot train a model (index it with "
+                             "--model STORE, the model of a collection built before, or add images)")
         if run.auto_channels and cfg.channels == 3 and is_grey(rgb):
             cfg = cfg.replace(channels=1)
         images = model_input(rgb, cfg.channels)

@@ -33,6 +33,19 @@ def test_index_trains_then_query_and_info(sample_copy, tmp_path, monkeypatch):
     assert r.exit_code == 0 and "indexed 0 new" in r.output
 
 
+def test_a_folder_of_one_image_says_how_to_index_it(trained_store, sample_dir, tmp_path):
+    # one picture cannot train a model; the error says what can: another collection's model
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sample_dir / "circle" / "circle_000.png", one / "a.png")
+    r = run("index", one, "--store", tmp_path / "one.h5", "--workers", 0, "--quiet")
+    assert r.exit_code == 1 and "fewer than 2 decodable images" in r.output and "--model" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "one.h5").exists()
+    r = run("index", one, "--store", tmp_path / "one.h5", "--model", trained_store, "--workers", 0, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "1 items in the collection" in r.output
+
+
 def test_info_text_names_the_layers_and_a_codes_only_store(trained_store, tmp_path):
     r = run("info", "--store", trained_store)
     assert r.exit_code == 0, r.output
