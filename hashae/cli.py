@@ -501,23 +501,33 @@ def map_command(store, out, max_items, seed, folder):
         click.echo(f"map of {shown_items} of {len(coll)} items: {shown(out)}", err=True)
 
 
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "dev"}
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @_store_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="neighbours that vote")
+@click.option("--level", type=click.IntRange(min=1), default=1, show_default=True,
+              help="which folder of an item's path is its label: 1 the first, 2 the one below (train/ants)")
 @click.option("--json", "as_json", is_flag=True,
               help='print JSON: [{"query", "label", "votes": {label: count}}]')
 @_friendly
-def classify(images, store, k, as_json):
+def classify(images, store, k, level, as_json):
     """Label each IMAGE (a folder: every image in it) by the vote of its nearest items; an item's
-    label is the first folder of its path."""
+    label is the first folder of its path (--level 2: the one below it)."""
     from .collection import Collection
     from .ingest import ImageError
     with Collection.open(_resolve_store(store)) as coll:
+        _, names = coll.labels(level)
+        if level == 1 and names and set(n.lower() for n in names) <= SPLIT_NAMES:
+            # a dataset split into train/ and val/ with a folder per class below: say where the classes are
+            click.echo(f"Warning: the labels are the first folders ({', '.join(shown(n) for n in names)}), which "
+                       "look like a dataset's splits; --level 2 takes the folders below them", err=True)
         results, failed = [], 0
         for image in _expand_folders(images):
             try:
-                results += coll.classify([image], k=k)
+                results += coll.classify([image], k=k, level=level)
             except ImageError as e:
                 click.echo(f"Error: {shown(str(e))}", err=True)
                 failed += 1

@@ -543,27 +543,35 @@ class Collection:
         order = np.argsort(-scores, kind="stable")[: n or None]
         return [Outlier(p, float(scores[i]), int(i)) for p, i in zip(self.paths(order), order)]
 
-    def labels(self) -> tuple[np.ndarray, list]:
-        """Each item's label as an index into the sorted label names (the first folder of its
-        relative path; -1 for items at the top of the folder), and the names."""
+    def labels(self, level: int = 1) -> tuple[np.ndarray, list]:
+        """Each item's label as an index into the sorted label names, and the names. The label is
+        the ``level``-th folder of the item's relative path: 1, the first (one sub-folder per
+        class); 2, the one below it (train/ants, val/ants). -1 for items with fewer folders."""
+        if level < 1:
+            raise ValueError(f"level must be at least 1 (1: each item's first folder), got {level}")
         if self._labels is None:
-            firsts = [p.split("/", 1)[0] if "/" in p else None for p in self.paths()]
-            names = sorted({f for f in firsts if f is not None})
+            self._labels = {}
+        if level not in self._labels:
+            folders = [p.split("/")[:-1] for p in self.paths()]
+            found = [f[level - 1] if len(f) >= level else None for f in folders]
+            names = sorted({f for f in found if f is not None})
             index = {name: i for i, name in enumerate(names)}
-            self._labels = np.array([index.get(f, -1) for f in firsts], np.int64), names
-        return self._labels
+            self._labels[level] = np.array([index.get(f, -1) for f in found], np.int64), names
+        return self._labels[level]
 
-    def classify(self, images, k: int = 10) -> list:
+    def classify(self, images, k: int = 10, level: int = 1) -> list:
         """k-NN labels in code space: what ``hashae classify --json`` prints, [{"query", "label",
         "votes": {label: count}}]. ``images``: image files (or an array; queries are then row
-        numbers). Labels are the items' first folders (``labels``); each query takes the label
-        with the most vote weight among its k nearest labelled items in the order ``search``
-        ranks them (the two-stage ranking; search.vote; items tied with the k-th vote too). A
-        query that is itself an item does not vote for itself."""
+        numbers). Labels are the items' first folders (``labels``; ``level`` 2 the folders below
+        them); each query takes the label with the most vote weight among its k nearest labelled
+        items in the order ``search`` ranks them (the two-stage ranking; search.vote; items tied
+        with the k-th vote too). A query that is itself an item does not vote for itself."""
         from .search.vote import TIE_WIDTH, knn_vote, ranked_rows
         if k < 1:
             raise ValueError("k must be >= 1")
-        labels, names = self.labels()
+        labels, names = self.labels(level)
+        if not names and level > 1:
+            raise ValueError(f"{self.path}: no labels at level {level} (no item's path has {level} folders)")
         if not names:
             raise ValueError(f"{self.path}: no labels (labels are the first folder of each item's path: put the "
                              "images of each class in a sub-folder of its own and index the parent folder)")

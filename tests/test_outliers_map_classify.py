@@ -282,6 +282,35 @@ def test_classify_cli_json_and_errors(trained_store, sample_dir, tmp_path):
     assert r.exit_code == 1 and "no labels" in r.output and len(r.output.strip().splitlines()) == 1
 
 
+def test_classify_a_split_dataset_by_the_folders_below_the_splits(trained_store, sample_dir, tmp_path):
+    # train/<class>/ and val/<class>/: the first folders are the splits; --level 2 the classes
+    split = tmp_path / "split"
+    classes = sorted(p.name for p in sample_dir.iterdir() if p.is_dir())
+    for part, files in (("train", slice(0, 8)), ("val", slice(8, 10))):
+        for name in classes:
+            (split / part / name).mkdir(parents=True)
+            for f in sorted((sample_dir / name).iterdir())[files]:
+                shutil.copy(f, split / part / name / f.name)
+    store = tmp_path / "split.h5"
+    Collection(store).index(str(split), model=str(trained_store), workers=0, progress=False)
+    new = tmp_path / "new"
+    make_sample(str(new), per_class=3, seed=9)
+    files = sorted(str(p) for p in new.rglob("*.png"))
+    truth = [os.path.basename(os.path.dirname(f)) for f in files]
+    with Collection.open(store) as c:
+        assert c.labels()[1] == ["train", "val"] and c.labels(2)[1] == classes
+        results = c.classify(files, k=5, level=2)
+        with pytest.raises(ValueError, match="no labels at level 3"):
+            c.classify(files[:1], level=3)
+    assert np.mean([r["label"] == t for r, t in zip(results, truth)]) >= 0.8
+    runner = CliRunner()
+    r = runner.invoke(main, ["classify", files[0], "--store", str(store), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["label"] in ("train", "val")
+    assert "look like a dataset's splits" in r.stderr and "--level 2" in r.stderr
+    r = runner.invoke(main, ["classify", files[0], "--store", str(store), "--level", "2", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["label"] == truth[0] and not r.stderr
+
+
 # ---------------------------------------------------------------------------- map
 def test_map_draws_every_item_or_a_sample(trained_store, tmp_path):
     out = tmp_path / "map.png"
