@@ -419,7 +419,6 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, kee
                folder):
     """Groups of near-duplicate images: pairs whose perceptual hashes (mirrored or not) are
     close, or close enough with their codes close too."""
-
     from .collection import Collection
     if keep and (as_csv or absolute or sheets):
         raise click.UsageError("--keep lists each group with its kept file (text or --json); it does not combine "

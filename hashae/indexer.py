@@ -82,8 +82,9 @@ class IndexReport:
             times.append(f"training {self.train_seconds:.1f} s")
         if self.encoded and self.encode_seconds > 0:
             times.append(f"encoding {self.encoded / self.encode_seconds:.1f} images/s")
+        items = f"{self.items} item{'' if self.items == 1 else 's'}"
         return (f"indexed {self.indexed} new or changed, {self.unchanged} unchanged, {self.removed} removed, "
-                f"{len(self.skipped)} skipped{extra}; {self.items} items in the collection ({'; '.join(times)})")
+                f"{len(self.skipped)} skipped{extra}; {items} in the collection ({'; '.join(times)})")
 
 
 def agreed_bits(run, old: StoreReader | None, store_model, fallback) -> int:

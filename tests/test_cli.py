@@ -43,7 +43,7 @@ def test_a_folder_of_one_image_says_how_to_index_it(trained_store, sample_dir, t
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "one.h5").exists()
     r = run("index", one, "--store", tmp_path / "one.h5", "--model", trained_store, "--workers", 0, "--quiet")
     assert r.exit_code == 0, r.output
-    assert "1 items in the collection" in r.output
+    assert "1 item in the collection" in r.output
 
 
 def test_info_text_names_the_layers_and_a_codes_only_store(trained_store, tmp_path):
