@@ -101,6 +101,17 @@ def test_second_run_changes_nothing(trained_store, tmp_path):
     assert os.stat(store).st_mtime_ns == before.st_mtime_ns
 
 
+def test_a_collection_kept_inside_its_folder_is_not_an_image(trained_store, sample_copy):
+    # Pillow names .h5 (a stub that opens nothing): it was listed and skipped as "empty image"
+    store = sample_copy / "shapes.h5"
+    report = Collection(store).index(str(sample_copy), model=str(trained_store), workers=0, progress=False)
+    assert report.indexed == 72
+    report = Collection(store).index(workers=0, progress=False)
+    assert (report.indexed, report.unchanged, report.skipped) == (0, 72, [])
+    (sample_copy / "data.grib").write_bytes(b"GRIB not a picture")
+    assert Collection(store).index(workers=0, progress=False).skipped == []
+
+
 def test_deleted_and_changed_files(trained_store, sample_copy, tmp_path):
     store = tmp_path / "s.h5"
     with Collection.open(trained_store) as base:

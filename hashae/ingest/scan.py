@@ -16,10 +16,16 @@ class FileEntry:
     mtime_ns: int
 
 
+# formats Pillow only names: stubs that open nothing unless a program registers a handler. They
+# are data containers, not pictures, and a collection's own .h5 file may sit in the folder it indexes
+STUB_FORMATS = frozenset({"BUFR", "GRIB", "HDF5"})
+
+
 def image_extensions() -> frozenset:
-    """Lower-case file extensions of every format this Pillow can open."""
+    """Lower-case file extensions of every format this Pillow can open (not its stubs)."""
     Image.init()
-    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and fmt not in STUB_FORMATS)
 
 
 OUTSIDE = "symbolic link to outside the folder, not followed (--follow-links follows it)"
