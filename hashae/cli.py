@@ -217,7 +217,6 @@ def query(images, vectors, store, k, radius, as_json, as_csv, hamming_only, abso
     """Find the items most similar to each IMAGE (a folder: every image in it), or to each row
     of --vector Q.npy in a collection of vectors."""
     from .collection import Collection
-    from .ingest import ImageError
     if bool(images) == bool(vectors):
         raise click.UsageError("give IMAGE files to query, or --vector Q.npy, not both" if images
                                else "give IMAGE files to query (or --vector Q.npy for a collection of vectors)")
@@ -234,14 +233,10 @@ def query(images, vectors, store, k, radius, as_json, as_csv, hamming_only, abso
             return
         if sheet or absolute:
             coll.images_root()  # refuse an untrusted folder before anything is printed or written
-        results, failed = [], 0
-        for image in _expand_folders(images):  # an unreadable query image is reported; the others answered
-            try:
-                results += coll.query([image], k=k if (k or radius is not None) else 10, radius=radius,
-                                      exclude_self=exclude_self, hamming_only=hamming_only)
-            except ImageError as e:
-                click.echo(f"Error: {shown(str(e))}", err=True)
-                failed += 1
+        # an unreadable query image is reported; the others answered
+        results, failed = _each_file(_expand_folders(images), lambda files: coll.query(
+            files, k=k if (k or radius is not None) else 10, radius=radius, exclude_self=exclude_self,
+            hamming_only=hamming_only))
         if absolute:
             for r in results:
                 for h in r["hits"]:
@@ -274,6 +269,31 @@ def _print_results(results: list, as_json: bool, as_csv: bool) -> None:
             for h in r["hits"]:
                 score = f"  {h['score']:8.2f}" if "score" in h else ""
                 click.echo(f"  {h['distance']:4d}{score}  {shown(h['path'])}")
+
+
+QUERY_BATCH = 256  # query images decoded, encoded and ranked together
+
+
+def _each_file(files: list, answer) -> tuple[list, int]:
+    """``answer(files)``'s results for batches of QUERY_BATCH files, in order, and how many files
+    failed. A batch with an unreadable image is answered file by file, so that the error names
+    the file (one line each) and the other files are still answered."""
+    from .ingest import ImageError
+    results, failed = [], 0
+    for s in range(0, len(files), QUERY_BATCH):
+        batch = files[s:s + QUERY_BATCH]
+        try:
+            results += answer(batch)
+            continue
+        except ImageError:
+            pass
+        for f in batch:
+            try:
+                results += answer([f])
+            except ImageError as e:
+                click.echo(f"Error: {shown(str(e))}", err=True)
+                failed += 1
+    return results, failed
 
 
 def _expand_folders(args) -> list:
@@ -516,20 +536,13 @@ def classify(images, store, k, level, as_json):
     """Label each IMAGE (a folder: every image in it) by the vote of its nearest items; an item's
     label is the first folder of its path (--level 2: the one below it)."""
     from .collection import Collection
-    from .ingest import ImageError
     with Collection.open(_resolve_store(store)) as coll:
         _, names = coll.labels(level)
         if level == 1 and names and set(n.lower() for n in names) <= SPLIT_NAMES:
             # a dataset split into train/ and val/ with a folder per class below: say where the classes are
             click.echo(f"Warning: the labels are the first folders ({', '.join(shown(n) for n in names)}), which "
                        "look like a dataset's splits; --level 2 takes the folders below them", err=True)
-        results, failed = [], 0
-        for image in _expand_folders(images):
-            try:
-                results += coll.classify([image], k=k, level=level)
-            except ImageError as e:
-                click.echo(f"Error: {shown(str(e))}", err=True)
-                failed += 1
+        results, failed = _each_file(_expand_folders(images), lambda files: coll.classify(files, k=k, level=level))
         if as_json:
             click.echo(json.dumps(results))
         else:

@@ -109,6 +109,24 @@ def test_clear_errors(trained_store, sample_dir, tmp_path):
     assert "multiple of 8" in _one_line_error(run("index", sample_dir, "--store", tmp_path / "b.h5", "--bits", 12))
 
 
+def test_query_answers_every_readable_image_of_a_batch_in_order(trained_store, sample_dir, tmp_path, monkeypatch):
+    # images are answered in batches; an unreadable one is named and the rest keep their order
+    import hashae.cli
+    monkeypatch.setattr(hashae.cli, "QUERY_BATCH", 3)
+    good = [str(p) for p in sorted((sample_dir / "ring").iterdir())[:5]]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    files = good[:2] + [str(bad)] + good[2:]
+    r = CliRunner().invoke(main, ["query", *files, "--store", str(trained_store), "-k", "2", "--json"])
+    assert r.exit_code == 1 and r.stderr.count("Error: ") == 1 and "bad.jpg" in r.stderr
+    answered = json.loads(r.stdout)
+    assert [a["query"] for a in answered] == good
+    r = CliRunner().invoke(main, ["query", *good, "--store", str(trained_store), "-k", "2", "--json"])
+    alone = [json.loads(run("query", f, "--store", trained_store, "-k", 2, "--json").stdout)[0] for f in good]
+    assert [[h["path"] for h in a["hits"]] for a in json.loads(r.stdout)] == [[h["path"] for h in a["hits"]]
+                                                                            for a in alone]
+
+
 def test_sample_command(tmp_path):
     r = run("sample", tmp_path / "s", "--per-class", 2)
     assert r.exit_code == 0
