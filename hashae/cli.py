@@ -443,11 +443,8 @@ def duplicates(store, radius, no_verify, confirm, as_json, as_csv, absolute, kee
     if keep and (as_csv or absolute or sheets):
         raise click.UsageError("--keep lists each group with its kept file (text or --json); it does not combine "
                                "with --csv, --absolute or --sheets")
-    with Collection.open(_resolve_store(store), folder) as coll, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with Collection.open(_resolve_store(store), folder) as coll:
         groups = coll.duplicates(radius, verify=not no_verify, confirm=confirm, progress=False if quiet else None)
-        for w in caught:
-            click.echo(f"Warning: {shown(str(w.message))}", err=True)
         if list_extra:  # hashae never deletes: it prints what one could move away
             plan = coll.keep_plan(groups, keep or "largest")
             extra = [coll.item_path(p) for g in plan for p in g["paths"] if p != g["keep"]]

@@ -225,11 +225,11 @@ FIXED_UNITS = 0.5  # ...and at least this fraction of the code units the same fo
 
 def collapsed(codes: torch.Tensor, pictures: int | None = None) -> bool:
     """Whether a training sample's codes (n, bits) bool collapsed: fewer distinct codes than 1 in
-    COLLAPSED distinct images (``pictures``; all n when not given), with most code units fixed
-    (saturated) for every image. Few codes alone are no collapse: a folder of a few groups of
+    COLLAPSED distinct images among those n (``pictures``; all n when not given), with most code
+    units fixed (saturated) for every image. Few codes alone are no collapse: a folder of a few groups of
     look-alikes gets about one code per group, but the groups' codes differ in many bits; and a
     folder of copies of one picture rightly gets one code."""
-    n = len(codes) if pictures is None else min(len(codes), pictures)
+    n = len(codes) if pictures is None else pictures
     if n < 2 or len(torch.unique(codes, dim=0)) >= max(2, n // COLLAPSED):
         return False
     fixed = (codes.all(dim=0) | ~codes.any(dim=0)).float().mean().item()
