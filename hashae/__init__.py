@@ -13,7 +13,7 @@ Public API (imported lazily, so ``import hashae`` stays cheap for a query)::
     cluster                           group packed codes: exact, radius or k-means
     outlier_scores                    how little items fit, from reconstruction errors, codes and pHashes
     phash                             64-bit perceptual hashes of images (near-duplicate checks)
-    perceptual_hashes, Perceptual     every perceptual hash of images: pHash, mirrored pHash, dHash
+    perceptual_hashes, Perceptual     every perceptual hash of images: pHash, mirrored pHash, dHash, centre's
     load_images, load_folder, scan    image decoding
     pack, unpack, hamming             the packed-code bit layout (FAISS order)
 """

@@ -20,7 +20,7 @@ from .ingest.decode import Decoded
 from .ingest.perceptual import Perceptual
 from .indexer import SEGMENT_ITEMS, IndexReport, IndexRun, run_index
 from .storage import Items, StoreBusy, StoreContents, StoreError, StoreLock, StoreReader, write_store
-from .storage.items import HASH_FIELDS
+from .storage.items import ALL_HASH_FIELDS, HASH_FIELDS
 
 if TYPE_CHECKING:
     from .search.rank import Queries
@@ -98,7 +98,7 @@ class Collection:
         if isinstance(phash, Perceptual):
             if len(phash) != len(codes):
                 raise ValueError(f"{len(codes)} codes but {len(phash)} perceptual hashes")
-            hashes = {name: getattr(phash, name) for name in HASH_FIELDS}
+            hashes = {name: getattr(phash, name) for name in ALL_HASH_FIELDS}
         else:
             hashes = {"phash": None if phash is None else as_codes(phash, 8)}
         items = Items(paths, zeros, zeros, codes, **hashes)
@@ -147,9 +147,10 @@ class Collection:
 
     @property
     def perceptual(self) -> Perceptual | None:
-        """Every perceptual hash of the items (pHash, the mirror's pHash, dHash), which the
-        near-duplicate check uses; None for a collection without all of them (from codes alone,
-        or indexed by an earlier hashae: the next ``index`` run adds them)."""
+        """Every perceptual hash of the items (pHash, the mirror's pHash, dHash, and the centre's
+        where stored), which the near-duplicate check and ranking use; None for a collection
+        without the first three (from codes alone, or indexed by an earlier hashae: the next
+        ``index`` run adds them)."""
         return self.reader.perceptual()
 
     def codes_of(self, ids) -> np.ndarray:

@@ -23,7 +23,7 @@ from .ingest import Batch, is_grey, iter_batches, model_input, scan
 from .model.config import HasherConfig
 from .progress import Progress
 from .storage import Items, StoreContents, StoreError, StoreLock, StoreReader, write_store
-from .storage.items import HASH_FIELDS
+from .storage.items import ALL_HASH_FIELDS
 from .storage.journal import Journal
 from .storage.store import SHARD_ITEMS, remove_stale_parts, remove_stale_temporaries
 
@@ -260,11 +260,11 @@ class _Job:
     def _unchanged(self, old_items: Items | None, current: dict) -> np.ndarray:
         """Which rows of the old store stay as they are: same path, size and mtime (``current``:
         the folder's entries by path). A store written before perceptual hashes or
-        reconstruction errors (or before the mirror pHash and dHash) keeps none: re-encoding once
-        adds them."""
+        reconstruction errors (or before the mirror pHash and dHash, or the centre's hashes)
+        keeps none: re-encoding once adds them."""
         if old_items is None:
             return np.zeros(0, bool)
-        if old_items.hashes is None or old_items.error is None:
+        if old_items.hashes is None or old_items.phash_centre is None or old_items.error is None:
             return np.zeros(len(old_items), bool)
         return np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
                          for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
@@ -348,7 +348,8 @@ class _Job:
             if not buf and not fails:
                 return
             ents = [todo[i] for b in buf for i in b.positions]
-            hashes = {name: np.concatenate([getattr(b.hashes, name) for b in buf]) for name in HASH_FIELDS} if buf else {}
+            hashes = {name: np.concatenate([getattr(b.hashes, name) for b in buf])
+                      for name in ALL_HASH_FIELDS} if buf else {}
             items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
                           np.concatenate([b.codes for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
                           error=np.concatenate([b.error for b in buf]) if buf else None, **hashes)

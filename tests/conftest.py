@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hashae import Collection, HasherConfig
+from hashae.ingest.perceptual import ALL_FIELDS
 from hashae.sample import make_sample
 
 # the key that seals collection folders (hashae/storage/seal.py): the suite's own, never the user's
@@ -65,7 +66,7 @@ def store_state(store):
     """(paths, codes, perceptual hashes) of a store: what two runs that should agree must share."""
     with Collection.open(store) as c:
         every = c.perceptual
-        return c.paths(), c.codes, np.hstack([every.phash, every.phash_mirror, every.dhash])
+        return c.paths(), c.codes, np.hstack([getattr(every, name) for name in ALL_FIELDS])
 
 
 def partition(labels):

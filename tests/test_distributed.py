@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from hashae import Collection, HasherConfig
+from hashae.ingest.perceptual import ALL_FIELDS
 from hashae.model import losses, parallel
 from hashae.sample import make_sample
 from hashae.storage import StoreReader
@@ -113,7 +114,7 @@ def local_store(folder):
 def _state(path):
     with StoreReader(str(path)) as r:
         every = r.perceptual()
-        hashes = np.hstack([every.phash, every.phash_mirror, every.dhash])  # all three perceptual hashes
+        hashes = np.hstack([getattr(every, name) for name in ALL_FIELDS])  # every perceptual hash
         return r.paths(), r.codes(), hashes, r.errors(), r.skipped()
 
 

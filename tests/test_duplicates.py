@@ -9,7 +9,7 @@ from hashae import Collection
 from hashae.search import near_duplicates
 from hashae.codes import hamming, hamming_matrix, pack
 from hashae.ingest import load_image
-from hashae.ingest.perceptual import phash
+from hashae.ingest.perceptual import ALL_FIELDS, phash
 from hashae.search.duplicates import CONFIRM
 from hashae.storage import Items, StoreContents, StoreError, write_store
 
@@ -147,9 +147,10 @@ def test_collection_from_codes_and_hashes(tmp_path):
         Collection.create(tmp_path / "d.h5", codes, ["a", "b", "c"], phash=np.zeros((3, 1), np.uint8))
 
 
-@pytest.mark.parametrize("dropped", [("phash",), ("phash_mirror", "dhash")])
+@pytest.mark.parametrize("dropped", [("phash",), ("phash_mirror", "dhash"), ("phash_centre", "dhash_centre")])
 def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_path, dropped):
-    # a store written before perceptual hashes, or with the pHash alone (the earlier rule)
+    # a store written before perceptual hashes, with the pHash alone (the earlier rule), or
+    # without the centre's hashes (before 2026-11-28)
     store = tmp_path / "old.h5"
     with Collection.open(trained_store) as base:
         Collection(store).index(str(sample_dir), model=base.model, workers=0, progress=False)
@@ -160,12 +161,15 @@ def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_pa
         for name in dropped:
             del f[f"items/{name}"]
     with Collection.open(store) as c:
-        assert c.perceptual is None and (c.phash is None) == ("phash" in dropped)
+        if "phash_centre" in dropped:  # ranking and duplicates go on with the whole picture's
+            assert not c.perceptual.has_centre and c.query([str(sample_dir / c.paths()[3])], k=1)[0]["hits"]
+        else:
+            assert c.perceptual is None and (c.phash is None) == ("phash" in dropped)
     report = Collection(store).index(str(sample_dir), workers=0, progress=False)
     assert report.indexed == len(codes)  # re-encoded once, with the store's own model
     with Collection.open(store) as c:
         np.testing.assert_array_equal(c.codes, codes)
-        for name in ("phash", "phash_mirror", "dhash"):
+        for name in ALL_FIELDS:
             np.testing.assert_array_equal(getattr(c.perceptual, name), getattr(every, name))
 
 

@@ -13,7 +13,7 @@ from conftest import SMALL
 from hashae import Collection, HasherConfig
 from hashae.cli import main
 from hashae.codes import hamming, pack, unpack
-from hashae.ingest.perceptual import Perceptual
+from hashae.ingest.perceptual import Perceptual, perceptual_hashes
 from hashae.search import HammingIndex
 from hashae.search.rank import SHORTLIST, Queries, Ranker, Scoring, expected_distance
 
@@ -71,6 +71,55 @@ def test_an_exact_duplicate_stays_first():
     [r] = ranker.knn(Queries(codes2[[q]], _logits_of(codes2[[q]], rng), Perceptual(ph[[q]], hashes.phash_mirror[[q]],
                                                                                       dh[[q]])), 3)
     assert list(r.ids[:2]) == [q, copy_row] and r.distance[1] == 6
+
+
+def test_the_centre_hashes_bring_a_cropped_copy_first():
+    # a cropped copy: its whole picture's hashes are as far from its original's as anything
+    # else, but equal (2 bits off) to the hashes of the original's centre, and its code moved
+    # past the Hamming shortlist
+    rng = np.random.default_rng(3)
+    n, item = 600, 7
+    codes = rng.integers(0, 256, (n, BITS // 8), dtype=np.uint8)
+    whole = _hashes(n, rng)
+    centre = _hashes(n, rng)
+    stored = Perceptual(whole.phash, whole.phash_mirror, whole.dhash, centre.phash, centre.dhash)
+    query_code = codes[[item]] ^ np.array([[0xFF, 0xFF, 0x0F, 0]], np.uint8)  # 20 bits away
+    query = Queries(query_code, _logits_of(query_code, rng),
+                    Perceptual(centre.phash[[item]] ^ np.uint8(3), rng.integers(0, 256, (1, 8), dtype=np.uint8),
+                               centre.dhash[[item]]))
+    index = HammingIndex.from_codes(codes)
+    assert item not in index.search(query_code, SHORTLIST)[1][0]
+    [found] = Ranker(index, stored, Scoring()).knn(query, 5)
+    assert found.ids[0] == item and found.distance[0] == 20
+    [missed] = Ranker(index, Perceptual(whole.phash, whole.phash_mirror, whole.dhash), Scoring()).knn(query, 5)
+    assert item not in missed.ids  # the whole pictures' hashes alone do not see it
+
+
+def test_centre_hashes_match_a_cropped_picture():
+    # 10% cropped (half on each side) and resized back: the whole picture's hashes move by
+    # 16-30 bits of 128, the centre's by a few, and still tell the 100 pictures apart
+    rng = np.random.default_rng(0)
+    pics = [Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((96, 96), Image.Resampling.BICUBIC)
+            for _ in range(100)]
+    crops = [p.crop((5, 5, 91, 91)).resize((96, 96), Image.Resampling.BILINEAR) for p in pics]
+    mirrored = [c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for c in crops]
+    stored, *copies = (perceptual_hashes(np.stack([np.asarray(p.resize((32, 32), Image.Resampling.BILINEAR))
+                                                   for p in ps])) for ps in (pics, crops, mirrored))
+    n, own = len(pics), np.arange(len(pics))
+    for edited in copies:
+        whole = np.stack([stored.distance(own, np.full(n, q), edited) for q in range(n)])
+        centre = np.stack([stored.centre_distance(own, np.full(n, q), edited) for q in range(n)])
+        assert np.median(whole[own, own]) > 12 and centre[own, own].max() <= 8
+        assert (centre.argmin(axis=1) == own).all()
+
+
+def test_the_centre_is_pillows_resize_of_the_central_box():
+    from hashae.ingest.perceptual import CENTRE, _centre32
+    grey = np.random.default_rng(1).uniform(0, 255, (4, 32, 32))
+    edge = 32 * (1 - CENTRE) / 2
+    pillow = [np.asarray(Image.fromarray(g.astype(np.float32), "F").resize(
+        (32, 32), Image.Resampling.BILINEAR, box=(edge, edge, 32 - edge, 32 - edge))) for g in grey]
+    np.testing.assert_allclose(_centre32(grey), np.stack(pillow), atol=1e-3)
 
 
 @pytest.mark.parametrize("n", [SHORTLIST + 100, 2 * SHORTLIST + 100])  # ties ending in the search, or past it

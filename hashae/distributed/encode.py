@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ingest.perceptual import Perceptual
 from ..ingest.pipeline import Batch, decode_chunk
-from ..storage.items import HASH_FIELDS, PHASH_BYTES
+from ..storage.items import ALL_HASH_FIELDS, PHASH_BYTES
 from . import cluster_cpus, connect
 
 CHUNK = 128  # images per decode-and-encode call inside an actor, as the local pipeline
@@ -37,7 +37,7 @@ def _rows(b: Batch, pos: np.ndarray, nbytes: int) -> dict:
     if b.codes is not None:
         codes[b.positions], error[b.positions] = b.codes, b.error
     out = {"pos": pos, "ok": ok, "reason": reason, "code": codes, "error": error}
-    for name in HASH_FIELDS:
+    for name in ALL_HASH_FIELDS:
         out[name] = np.zeros((n, PHASH_BYTES), np.uint8)
         out[name][b.positions] = getattr(b.hashes, name)
     return out
@@ -103,7 +103,7 @@ def ray_batches(paths: Sequence[str], size: int, channels: int, model_state=None
     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok, pos = np.asarray(out["ok"], bool), np.asarray(out["pos"], np.int64)
         failures = [(int(p), str(r)) for p, r in zip(pos[~ok], out["reason"][~ok])]
-        hashes = Perceptual(*(np.asarray(out[name])[ok] for name in HASH_FIELDS))
+        hashes = Perceptual(*(np.asarray(out[name])[ok] for name in ALL_HASH_FIELDS))
         if model_state is not None:
             yield Batch(pos[ok], None, failures, codes=np.asarray(out["code"])[ok],
                         error=np.asarray(out["error"])[ok], hashes=hashes)

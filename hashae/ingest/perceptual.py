@@ -17,6 +17,13 @@ those signs flipped. The dHash (signs of horizontal
 gradients of a 9x8 grey thumbnail) is a second, colour-free view of the layout: two flat or
 textured pictures whose lowest frequencies look alike (sea tiles) rarely share their gradients.
 Its mirror needs no storage: mirroring reverses each row and flips every gradient's sign.
+
+A copy cropped by a few percent has every low frequency scaled, and in a flat picture (sea,
+sky) the few faint ones that set the hash bits are easily swapped: its pHash and dHash come
+apart from the original's. So the pHash and dHash of each picture's centre (CENTRE of each
+side, resized back to 32x32) are kept too: a copy cropped by about that much, or rotated and
+cropped so that its corners go, shows what they saw. They serve ranking only
+(``centre_distance``, search/rank.py); duplicates are confirmed on the whole picture.
 """
 from __future__ import annotations
 
@@ -41,11 +48,13 @@ _MIRROR = np.where(np.arange(8) % 2, -1.0, 1.0)
 _REVERSED = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], np.uint8)
 
 
-def _triangle(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights of a bilinear (triangle-filter) reduction, as Pillow's resize
-    computes them: the filter widened by the reduction factor, each row summing to 1."""
-    scale = n_in / n_out
-    centre = (np.arange(n_out) + 0.5) * scale
+def _triangle(n_in: int, n_out: int, start: float = 0.0, stop: float | None = None) -> np.ndarray:
+    """(n_out, n_in) weights of a bilinear (triangle-filter) resize of the span [start, stop)
+    of n_in pixels (default all of them), as Pillow's resize computes them: the filter widened
+    by the reduction factor, each row summing to 1."""
+    stop = n_in if stop is None else stop
+    scale = (stop - start) / n_out
+    centre = start + (np.arange(n_out) + 0.5) * scale
     w = np.maximum(0.0, 1.0 - np.abs((np.arange(n_in)[None, :] + 0.5 - centre[:, None]) / max(scale, 1.0)))
     return w / w.sum(axis=1, keepdims=True)
 
@@ -55,20 +64,32 @@ def _triangle(n_in: int, n_out: int) -> np.ndarray:
 # that rounding in flat areas cannot decide a bit
 _DHASH_ROWS, _DHASH_COLS, _TIE = _triangle(SIDE, 8), _triangle(SIDE, 9), 1e-3
 FIELDS = ("phash", "phash_mirror", "dhash")  # the hashes an image item carries, in this order
+CENTRE_FIELDS = ("phash_centre", "dhash_centre")  # ...and those of its centre (older files lack them)
+ALL_FIELDS = FIELDS + CENTRE_FIELDS
+CENTRE = 0.9  # the share of each side that the centre hashes see (10% cropped, half on each side)
+_CENTRE_RESIZE = _triangle(SIDE, SIDE, SIDE * (1 - CENTRE) / 2, SIDE * (1 + CENTRE) / 2)
 
 
 @dataclass(frozen=True, eq=False)  # arrays: compare the fields, not the records
 class Perceptual:
     """The perceptual hashes of N pictures, each (N, 8) uint8 packed like the codes:
-    ``phash``, ``phash_mirror`` (the pHash of the horizontally mirrored picture) and ``dhash``."""
+    ``phash``, ``phash_mirror`` (the pHash of the horizontally mirrored picture), ``dhash``, and
+    the pHash and dHash of each picture's centre (None where unknown: collections written
+    before they were kept)."""
 
     phash: np.ndarray
     phash_mirror: np.ndarray
     dhash: np.ndarray
+    phash_centre: np.ndarray | None = None
+    dhash_centre: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.phash)
-        for name in FIELDS:
+        if (self.phash_centre is None) != (self.dhash_centre is None):
+            raise ValueError("the centre's pHash and dHash come together")
+        for name in ALL_FIELDS:
+            if getattr(self, name) is None:
+                continue
             value = as_codes(getattr(self, name), BITS // 8)
             if len(value) != n:
                 raise ValueError(f"{n} pHashes but {len(value)} rows of {name}")
@@ -103,6 +124,27 @@ class Perceptual:
         mirror_a = _ones(pm[a] ^ pb) + _ones(dm[a] ^ db)
         return np.minimum(same, (mirror_a + mirror_b + 1) // 2)
 
+    @property
+    def has_centre(self) -> bool:
+        return self.phash_centre is not None
+
+    def centre_distance(self, a: np.ndarray, b: np.ndarray, other: "Perceptual") -> np.ndarray:
+        """The bits (of 128) in which the centre's pHash and dHash of these pictures (a) differ
+        from those of ``other``'s whole pictures (b, the queries), as they are or mirrored,
+        whichever is closer: a cropped copy of a is near."""
+        if not self.has_centre:
+            raise ValueError("these hashes have no centre")
+        p, d = (h.view(np.uint64).ravel() for h in (self.phash_centre, self.dhash_centre))
+        q, qm, e, em = other._words
+        pa, da = p[a], d[a]
+        return np.minimum(_ones(pa ^ q[b]) + _ones(da ^ e[b]), _ones(pa ^ qm[b]) + _ones(da ^ em[b]))
+
+    def joined_centre(self) -> np.ndarray:
+        """The centre's pHash and dHash side by side, (N, 16) uint8, as ``joined``."""
+        if not self.has_centre:
+            raise ValueError("these hashes have no centre")
+        return np.concatenate([self.phash_centre, self.dhash_centre], axis=1)
+
     def joined(self, mirrored: bool = False) -> np.ndarray:
         """pHash and dHash side by side, (N, 16) uint8: one 128-bit key whose Hamming distance
         is the ``distance`` as the pictures are (``mirrored``: of each picture's mirror image)."""
@@ -120,7 +162,9 @@ def perceptual_hashes(images: np.ndarray) -> Perceptual:
     """All perceptual hashes of images (n, h, w, channels) uint8, grey or RGB (``phash``'s input)."""
     grey = _grey32(images)
     low = _low_frequencies(grey)
-    return Perceptual(_above_median(low), _above_median(low * _MIRROR), _dhash32(grey))
+    centre = _centre32(grey)
+    return Perceptual(_above_median(low), _above_median(low * _MIRROR), _dhash32(grey),
+                      _above_median(_low_frequencies(centre)), _dhash32(centre))
 
 
 def dhash(images: np.ndarray) -> np.ndarray:
@@ -163,6 +207,12 @@ def _grey32(images: np.ndarray) -> np.ndarray:
         grey = np.stack([np.asarray(Image.fromarray(g.astype(np.float32), "F").resize(
             (SIDE, SIDE), Image.Resampling.BILINEAR), np.float64) for g in grey])
     return grey.reshape(len(grey), SIDE, SIDE)
+
+
+def _centre32(grey: np.ndarray) -> np.ndarray:
+    """(n, 32, 32) the central CENTRE of each side of (n, 32, 32) pictures, resized back to 32
+    (bilinear, as Pillow's resize with that box)."""
+    return np.einsum("nik,lk->nil", np.einsum("ij,njk->nik", _CENTRE_RESIZE, grey), _CENTRE_RESIZE)
 
 
 def _low_frequencies(grey: np.ndarray) -> np.ndarray:

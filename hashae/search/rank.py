@@ -19,6 +19,12 @@ broken by file order. Two things a query has and the stored bits lack order the 
   the bar takes ``copy_weight`` off the score, so copies come first and the semantic order of
   everything else stays. The items with the nearest hashes join the shortlist, so a copy whose
   code moved far is still found.
+  A cropped or rotated copy of a flat picture (sea, sky) can be as far from its original's
+  hashes as unrelated pictures are, yet near the hashes of the original's centre, which
+  collections keep too. That reading gets a bar of its own, from its own distances to the
+  shortlist and ``copy_centre_margin`` bits lower (a second reading is a second chance for a
+  look-alike to pass); an item takes the larger of its two bonuses, and the items with the
+  nearest centre hashes join the shortlist as well.
 
 bench/copies.py measures the parts and chooses the constants (bench/README.md, "Edited copies").
 """
@@ -40,6 +46,7 @@ COPY_WITHIN = 48  # perceptual bits (of 128) below which an item may count as a 
 COPY_PERCENTILE = 10  # the query's bar: this percentile of its distances to its shortlist...
 COPY_MARGIN = 8  # ...less this many bits
 COPY_WEIGHT = 1.0  # score taken off per bit below the bar
+COPY_CENTRE_MARGIN = 8  # a stored centre's reading of the query: its own bar, this many bits lower still
 
 
 @dataclass(frozen=True)
@@ -76,13 +83,15 @@ class Scoring:
     """How the shortlist is scored: the model's code-layer ``noise_std`` (the expected distance's
     noise) and the copy bonus: ``copy_weight`` per perceptual bit below the query's bar,
     ``copy_margin`` bits under the ``copy_percentile``-th percentile of its distances to its
-    Hamming shortlist and at most ``copy_within`` (see the module docstring)."""
+    Hamming shortlist and at most ``copy_within``; the reading of the stored pictures' centres
+    has a bar of its own, ``copy_centre_margin`` bits lower (see the module docstring)."""
 
     noise_std: float = 4.0
     copy_within: int = COPY_WITHIN
     copy_weight: float = COPY_WEIGHT
     copy_percentile: float = COPY_PERCENTILE
     copy_margin: float = COPY_MARGIN
+    copy_centre_margin: float = COPY_CENTRE_MARGIN
 
 
 def expected_distance(logits: np.ndarray, codes: np.ndarray, noise_std: float) -> np.ndarray:
@@ -165,14 +174,25 @@ class Ranker:
         else:
             score = distance.astype(np.float64)
         if self._copies_scored(queries) and len(ids):
-            seen = self._perceptual(queries, q, ids)
-            ref = seen if reference is None else self._perceptual(queries, q, np.asarray(reference, np.int64))
-            bar = min(s.copy_within, np.percentile(ref, s.copy_percentile) - s.copy_margin) if len(ref) else 0
-            score = score - s.copy_weight * np.maximum(0.0, bar - seen)
+            bonus = np.zeros(len(ids))
+            reference = ids if reference is None else np.asarray(reference, np.int64)
+            # each reading (whole picture, centre) against a bar from its own distances
+            readings = zip(self._perceptual(queries, q, ids), self._perceptual(queries, q, reference),
+                           (s.copy_margin, s.copy_margin + s.copy_centre_margin))
+            for seen, ref, margin in readings:
+                bar = min(s.copy_within, np.percentile(ref, s.copy_percentile) - margin) if len(ref) else 0
+                bonus = np.maximum(bonus, bar - seen)
+            score = score - s.copy_weight * bonus
         return score
 
-    def _perceptual(self, queries: Queries, q: int, ids: np.ndarray) -> np.ndarray:
-        return self.hashes.distance(ids, np.full(len(ids), q), queries.hashes).astype(np.float64)
+    def _perceptual(self, queries: Queries, q: int, ids: np.ndarray) -> list:
+        """The query's perceptual distances to ``ids``: the whole pictures' and, where stored,
+        their centres'."""
+        b = np.full(len(ids), q)
+        out = [self.hashes.distance(ids, b, queries.hashes).astype(np.float64)]
+        if self.hashes.has_centre:
+            out.append(self.hashes.centre_distance(ids, b, queries.hashes).astype(np.float64))
+        return out
 
     def _shortlists(self, codes: np.ndarray, size: int) -> list:
         """Each query's ``size`` nearest ids, widened to every item at the last distance taken
@@ -206,10 +226,14 @@ class Ranker:
         if not self._copies_scored(queries) or not len(self.hashes):
             return None
         if self._copy_index is None:
-            self._copy_index = faiss.IndexBinaryFlat(128)
-            self._copy_index.add(self.hashes.joined())
+            self._copy_index = [faiss.IndexBinaryFlat(128)]
+            self._copy_index[0].add(self.hashes.joined())
+            if self.hashes.has_centre:
+                self._copy_index.append(faiss.IndexBinaryFlat(128))
+                self._copy_index[1].add(self.hashes.joined_centre())
         m, n = min(COPY_CANDIDATES, len(self.hashes)), len(queries)
         both = np.concatenate([queries.hashes.joined(), queries.hashes.joined(mirrored=True)])
-        _, ids = self._copy_index.search(both, m)  # one pass over the stored hashes for both
-        return np.concatenate([ids[:n], ids[n:]], axis=1)
+        # one pass over each kind of stored hash for both orientations
+        found = [index.search(both, m)[1] for index in self._copy_index]
+        return np.concatenate([part for ids in found for part in (ids[:n], ids[n:])], axis=1)
 

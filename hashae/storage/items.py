@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..ingest.perceptual import BITS as HASH_BITS
+from ..ingest.perceptual import ALL_FIELDS as ALL_HASH_FIELDS  # ...and those of each picture's centre
 from ..ingest.perceptual import FIELDS as HASH_FIELDS  # each column (n, PHASH_BYTES) uint8
 
 PHASH_BYTES = HASH_BITS // 8
@@ -29,6 +30,9 @@ class Items:
     # (n, 8) uint8 pHash of the mirrored picture and dHash (ingest/perceptual.py); None: not computed
     phash_mirror: np.ndarray | None = None
     dhash: np.ndarray | None = None
+    # (n, 8) uint8 pHash and dHash of each picture's centre (ranking finds cropped copies by them)
+    phash_centre: np.ndarray | None = None
+    dhash_centre: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.path)
@@ -37,7 +41,7 @@ class Items:
         self.code = np.ascontiguousarray(self.code, dtype=np.uint8)
         if self.code.ndim != 2:
             raise ValueError(f"codes must be 2-D (n, bits // 8), got shape {self.code.shape}")
-        for name in HASH_FIELDS:
+        for name in ALL_HASH_FIELDS:
             if getattr(self, name) is not None:
                 setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.uint8).reshape(-1, PHASH_BYTES))
         if self.error is not None:
@@ -56,14 +60,17 @@ class Items:
 
     @property
     def hashes(self) -> dict | None:
-        """The perceptual hash columns {name: (n, 8)}, or None unless every one is present."""
-        cols = {name: getattr(self, name) for name in HASH_FIELDS}
-        return None if any(c is None for c in cols.values()) else cols
+        """The perceptual hash columns {name: (n, 8)} (the centre's where present), or None
+        unless every one of the whole picture's is present."""
+        cols = {name: getattr(self, name) for name in ALL_HASH_FIELDS}
+        if any(cols[name] is None for name in HASH_FIELDS):
+            return None
+        return {name: c for name, c in cols.items() if c is not None}
 
     @classmethod
     def empty(cls, nbytes: int, phash: bool = True, error: bool = True) -> "Items":
         z = np.empty(0, np.int64)
-        hashes = {name: np.empty((0, PHASH_BYTES), np.uint8) for name in HASH_FIELDS} if phash else {}
+        hashes = {name: np.empty((0, PHASH_BYTES), np.uint8) for name in ALL_HASH_FIELDS} if phash else {}
         return cls([], z, z, np.empty((0, nbytes), np.uint8), error=np.empty(0, np.float32) if error else None,
                    **hashes)
 

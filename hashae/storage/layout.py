@@ -21,7 +21,7 @@ from ..model.config import HasherConfig, parse_json_object, without_image_defaul
 from ..model.state import ModelState
 from ..version import __version__
 from .atomic import FailSafeFile
-from .items import HASH_FIELDS, PHASH_BYTES, Items
+from .items import ALL_HASH_FIELDS, PHASH_BYTES, Items
 
 FORMAT, FORMAT_VERSION = "hashae", 1
 # a collection whose items live in part files (ATTR_SHARDS) or are vectors (ATTR_ITEMS) is
@@ -96,6 +96,11 @@ ITEM_COLUMNS = (
     Column("dhash", "items/dhash", np.uint8, PHASH_BYTES, optional=True,
            attrs={"method": "dHash: 9x8 bilinear thumbnail of the 32x32 grey, pixel > its left neighbour "
                             "+ 0.001, row-major, FAISS bit order"}),
+    Column("phash_centre", "items/phash_centre", np.uint8, PHASH_BYTES, optional=True,
+           attrs={"method": "pHash, as items/phash, of the central 90% of each side of the 32x32 grey, "
+                            "resized back to 32x32 (bilinear)"}),
+    Column("dhash_centre", "items/dhash_centre", np.uint8, PHASH_BYTES, optional=True,
+           attrs={"method": "dHash, as items/dhash, of the picture that items/phash_centre hashes"}),
 )
 CODES = ITEM_COLUMNS[0].path
 COLUMN = {c.field: c for c in ITEM_COLUMNS}
@@ -275,7 +280,7 @@ def read_items(g: h5py.Group, nbytes: int) -> Items:
     """All items under ``g``, checked against the layout (as ``check_items``)."""
     n, has = check_items(g, nbytes)
     hashes = {name: g[COLUMN[name].path][()] if n else np.empty((0, PHASH_BYTES), np.uint8)
-              for name in HASH_FIELDS if has[name]}
+              for name in ALL_HASH_FIELDS if has[name]}
     return Items(read_strings(g[COLUMN["path"].path]), g[COLUMN["size"].path][()], g[COLUMN["mtime"].path][()],
                  g[CODES][()] if n else np.empty((0, nbytes), np.uint8),
                  error=read_errors(g) if has["error"] else None, **hashes)

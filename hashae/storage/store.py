@@ -23,7 +23,7 @@ from ..model.state import ModelState
 from ..version import __version__
 from . import layout, seal
 from .atomic import first_line, fsync_path, replace_atomically, write_guard
-from .items import HASH_FIELDS, PHASH_BYTES, Items
+from .items import ALL_HASH_FIELDS, HASH_FIELDS, PHASH_BYTES, Items
 
 
 class StoreError(ValueError):
@@ -208,6 +208,7 @@ class StoreReader:
         self.n, present = layout.check_items(f, self.bits // 8)
         self.has_phash = present["phash"]
         self.has_hashes = all(present[name] for name in HASH_FIELDS)  # phash, phash_mirror, dhash
+        self.has_centre = self.has_hashes and present["phash_centre"] and present["dhash_centre"]
         self.has_error = present["error"]
         self.n_skipped = layout.check_skipped(f)
         # a sharded collection: (part file, rows) in row order, each part checked like a file
@@ -269,12 +270,14 @@ class StoreReader:
 
     @_guarded
     def perceptual(self) -> Perceptual | None:
-        """All perceptual hashes of the items (pHash, its mirror's, dHash); None for stores
-        without every one of them (codes alone, or written by an earlier hashae)."""
+        """All perceptual hashes of the items (pHash, its mirror's, dHash, and the centre's
+        where stored); None for stores without the first three (codes alone, or written by an
+        earlier hashae)."""
         if not self.has_hashes:
             return None
+        names = ALL_HASH_FIELDS if self.has_centre else HASH_FIELDS
         return Perceptual(*(self.file[layout.COLUMN[name].path][()] if self.n
-                            else np.empty((0, PHASH_BYTES), np.uint8) for name in HASH_FIELDS))
+                            else np.empty((0, PHASH_BYTES), np.uint8) for name in names))
 
     @_guarded
     def errors(self) -> np.ndarray | None:
