@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -74,16 +75,18 @@ class IndexReport:
     train_seconds: float = 0.0  # decoding the training sample and fitting the model
     encoded: int = 0  # files decoded and encoded by this run (resumed ones not counted)
     encode_seconds: float = 0.0
+    upgraded: int = 0  # of ``indexed``: unchanged files encoded again to add what an older store lacks
 
     def __str__(self) -> str:
         extra = f", {self.resumed} resumed from an interrupted run" if self.resumed else ""
+        again = f" ({self.upgraded} of them to upgrade the store)" if self.upgraded else ""
         times = [f"{self.seconds:.1f} s"]
         if self.trained:
             times.append(f"training {self.train_seconds:.1f} s")
         if self.encoded and self.encode_seconds > 0:
             times.append(f"encoding {self.encoded / self.encode_seconds:.1f} images/s")
         items = f"{self.items} item{'' if self.items == 1 else 's'}"
-        return (f"indexed {self.indexed} new or changed, {self.unchanged} unchanged, {self.removed} removed, "
+        return (f"indexed {self.indexed} new or changed{again}, {self.unchanged} unchanged, {self.removed} removed, "
                 f"{len(self.skipped)} skipped{extra}; {items} in the collection ({'; '.join(times)})")
 
 
@@ -162,6 +165,7 @@ class _Work:
 
     current: dict
     keep: np.ndarray
+    upgraded: int = 0  # unchanged rows that are encoded again: the store lacks a column this version keeps
     done: list = field(default_factory=list)  # of Items
     failures: dict = field(default_factory=dict)
     resumed: int = 0
@@ -205,7 +209,8 @@ class _Job:
         if not entries and old_items is None:
             raise ValueError(f"{folder}: no image files found (formats: anything Pillow opens)")
         current = {e.path: e for e in entries}
-        work = _Work(current=current, keep=self._unchanged(old_items, current))
+        keep, upgraded = self._unchanged(old_items, current)
+        work = _Work(current=current, keep=keep, upgraded=upgraded)
         gone = 0 if old_items is None else sum(p not in work.current for p in old_items.path)
         if gone * 2 > len(work.keep) and not run.allow_shrink:
             raise ShrinkRefused(f"{folder}: this run would remove {gone} of the {len(work.keep)} items of {run.store} "
@@ -255,19 +260,33 @@ class _Job:
         self.journal.discard()
         return IndexReport(indexed=len(done), unchanged=len(kept_items), removed=gone, skipped=skipped,
                            items=len(items), seconds=time.monotonic() - t0, trained=trained, resumed=work.resumed,
-                           **timing)
+                           upgraded=min(work.upgraded, len(done)), **timing)
 
-    def _unchanged(self, old_items: Items | None, current: dict) -> np.ndarray:
+    def _unchanged(self, old_items: Items | None, current: dict) -> tuple:
         """Which rows of the old store stay as they are: same path, size and mtime (``current``:
-        the folder's entries by path). A store written before perceptual hashes or
-        reconstruction errors (or before the mirror pHash and dHash, or the centre's hashes)
-        keeps none: re-encoding once adds them."""
+        the folder's entries by path), and how many of those are encoded again all the same. A
+        store written before perceptual hashes or reconstruction errors (or before the mirror
+        pHash and dHash, or the centre's hashes) keeps none: re-encoding once adds them, and a
+        warning says so before the work starts."""
         if old_items is None:
-            return np.zeros(0, bool)
-        if old_items.hashes is None or old_items.phash_centre is None or old_items.error is None:
-            return np.zeros(len(old_items), bool)
-        return np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
+            return np.zeros(0, bool), 0
+        same = np.array([(e := current.get(p)) is not None and e.size == s and e.mtime_ns == t
                          for p, s, t in zip(old_items.path, old_items.size, old_items.mtime)], bool)
+        lacking = []
+        if old_items.hashes is None:
+            lacking.append("perceptual hashes")
+        elif old_items.phash_centre is None:
+            lacking.append("the centre's perceptual hashes")
+        if old_items.error is None:
+            lacking.append("reconstruction errors")
+        if not lacking:
+            return same, 0
+        n = int(same.sum())
+        if n:
+            warnings.warn(f"{self.run.store} was written by an earlier hashae: its {n} unchanged "
+                          f"{'item is' if n == 1 else 'items are'} encoded once more, to add {' and '.join(lacking)}",
+                          stacklevel=2)
+        return np.zeros(len(old_items), bool), n
 
     def _check_bits(self, store_model, fallback) -> int:
         return agreed_bits(self.run, self.old, store_model, fallback)

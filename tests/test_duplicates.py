@@ -165,8 +165,10 @@ def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_pa
             assert not c.perceptual.has_centre and c.query([str(sample_dir / c.paths()[3])], k=1)[0]["hits"]
         else:
             assert c.perceptual is None and (c.phash is None) == ("phash" in dropped)
-    report = Collection(store).index(str(sample_dir), workers=0, progress=False)
-    assert report.indexed == len(codes)  # re-encoded once, with the store's own model
+    with pytest.warns(UserWarning, match=f"its {len(codes)} unchanged items are encoded once more, to add "):
+        report = Collection(store).index(str(sample_dir), workers=0, progress=False)
+    assert report.indexed == report.upgraded == len(codes)  # re-encoded once, with the store's own model
+    assert f"({len(codes)} of them to upgrade the store)" in str(report)
     with Collection.open(store) as c:
         np.testing.assert_array_equal(c.codes, codes)
         for name in ALL_FIELDS:
