@@ -241,12 +241,15 @@ def _random_hashes(rng, n, families=30, noise=0.06):
     return Perceptual(pack(pick[:, 0]), pack(pick[:, 1]), pack(pick[:, 2]))
 
 
-@pytest.mark.parametrize("radius,max_pairs,close,wide_items", [(2, 1 << 22, 4, None), (4, 40, 4, None),
-                                                             (3, 1 << 22, -1, None), (2, 1 << 22, 4, 100)])
-def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, monkeypatch):
-    # wide_items: fewer distinct dHashes than the collection has, so the narrower dHash search
+@pytest.mark.parametrize("radius,max_pairs,close,wide_items,centre", [
+    (2, 1 << 22, 4, None, False), (4, 40, 4, None, False), (3, 1 << 22, -1, None, False), (2, 1 << 22, 4, 100, False),
+    (2, 1 << 22, 4, None, True), (4, 40, 4, 100, True), (3, 1 << 22, -1, None, True)])
+def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, centre, monkeypatch):
+    # wide_items: fewer distinct dHashes than the collection has, so the narrower dHash search;
+    # centre: the items' centre hashes too, a tenth of the items planted as crops of another
+    # (their whole picture's hashes are near that item's centre's)
     import hashae.search.duplicates as dup
-    from hashae.search.duplicates import CLOSE, DHASH_CLOSE, PERCEPTUAL
+    from hashae.search.duplicates import CENTRE_MARGIN, CLOSE, DHASH_CLOSE, PERCEPTUAL
     if wide_items is not None:
         monkeypatch.setattr(dup, "DHASH_WIDE_ITEMS", wide_items)
     rng = np.random.default_rng(6)
@@ -261,22 +264,40 @@ def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, mon
     ph = np.where(keep[:, None], np.where(flip[:, None], hashes.phash_mirror[src], hashes.phash[src]), hashes.phash)
     pm = np.where(keep[:, None], np.where(flip[:, None], hashes.phash[src], hashes.phash_mirror[src]), hashes.phash_mirror)
     dh = np.where(keep[:, None], np.where(flip[:, None], hashes.dhash_mirror[src], hashes.dhash[src]), hashes.dhash)
-    hashes = Perceptual(ph, pm, dh)
+    if centre:
+        inner = _random_hashes(rng, n, families=n, noise=0)  # each centre a picture of its own
+        crop = ~keep & (rng.random(n) < 0.1)
+        near = lambda whole, h: np.where(crop[:, None], h[src] ^ pack(rng.random((n, 64)) < 0.015), whole)  # noqa: E731
+        ph, dh = near(ph, inner.phash), near(dh, inner.dhash)  # pm stays: a crop's mirror pHash is its own
+        hashes = Perceptual(ph, pm, dh, inner.phash, inner.dhash)
+    else:
+        hashes = Perceptual(ph, pm, dh)
     got = near_duplicates(codes, radius, hashes, close=close, max_pairs=max_pairs)
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     i, j = i.ravel(), j.ravel()
     code = hamming(codes[i], codes[j])
     seen = hashes.distance(i, j)
+    if centre:
+        seen = np.minimum(seen, np.minimum(hashes.centre_distance(i, j, hashes),
+                                           hashes.centre_distance(j, i, hashes)) + CENTRE_MARGIN)
     candidate = code <= radius
     if close >= 0:
-        for key, mirror, r in ((hashes.phash, hashes.phash_mirror, close),
-                               (hashes.dhash, hashes.dhash_mirror, DHASH_CLOSE if wide_items is None else CLOSE)):
+        wide = DHASH_CLOSE if wide_items is None else CLOSE
+        for key, mirror, r in ((hashes.phash, hashes.phash_mirror, close), (hashes.dhash, hashes.dhash_mirror, wide)):
             candidate |= (hamming(key[i], key[j]) <= r) | (hamming(mirror[i], key[j]) <= r) | \
                 (hamming(key[i], mirror[j]) <= r)
+        if centre:
+            for key, inner, r in ((hashes.phash, hashes.phash_centre, close),
+                                  (hashes.dhash, hashes.dhash_centre, wide)):
+                candidate |= (hamming(inner[i], key[j]) <= r) | (hamming(key[i], inner[j]) <= r)
     accept = (seen <= PERCEPTUAL // 2) | ((seen <= PERCEPTUAL) & (code <= 16)) | (seen + code <= PERCEPTUAL + 6)
     joined = (candidate & accept).reshape(n, n)
     assert partition(got) == partition(components_reference(joined | joined.T))
     assert len(np.unique(got)) < n - 20  # the planted copies were found
+    if centre and close >= 0:  # ... the crops by their originals' centres, which they need
+        assert np.mean(got[crop] == got[src[crop]]) > 0.9
+        alone = near_duplicates(codes, radius, Perceptual(ph, pm, dh), close=close, max_pairs=max_pairs)
+        assert np.mean(alone[crop] == alone[src[crop]]) < 0.5
 
 
 def test_mirrored_and_greyscale_copies_join_their_originals(tmp_path):

@@ -1,5 +1,6 @@
 """Perceptual hashes per image, kept beside the semantic code to confirm near duplicates: a
-64-bit pHash, the pHash of the mirrored picture, and a 64-bit dHash.
+64-bit pHash, the pHash of the mirrored picture, a 64-bit dHash, and the pHash and dHash of the
+picture's centre.
 
 Semantic codes put look-alikes together: two different photos of bees on flowers can share a
 code. That is what "find similar" wants and what "find duplicates" must not report. pHash (the
@@ -22,8 +23,8 @@ A copy cropped by a few percent has every low frequency scaled, and in a flat pi
 sky) the few faint ones that set the hash bits are easily swapped: its pHash and dHash come
 apart from the original's. So the pHash and dHash of each picture's centre (CENTRE of each
 side, resized back to 32x32) are kept too: a copy cropped by about that much, or rotated and
-cropped so that its corners go, shows what they saw. They serve ranking only
-(``centre_distance``, search/rank.py); duplicates are confirmed on the whole picture.
+cropped so that its corners go, shows what they saw (``centre_distance``: one picture's centre
+against another's whole; search/rank.py and search/duplicates.py read it).
 """
 from __future__ import annotations
 

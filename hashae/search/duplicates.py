@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codes import as_codes, hamming
-from ..ingest.perceptual import Perceptual
+from ..ingest.perceptual import ALL_FIELDS, FIELDS, Perceptual
 from ..progress import Progress
 from .clustering import connected_components, radius_components, relabel_by_size, unique_rows
 from .index import HammingIndex
@@ -29,6 +29,12 @@ from .index import HammingIndex
 # thousands (bench/duplicates.py); at 20, a floodlit obelisk and a sandal on dark ground (D 19,
 # codes 10 bits apart) were joined
 PERCEPTUAL = 18
+# A cropped copy's hashes can be 20-27 bits from its original's while its whole picture is within
+# a few bits of the original's centre (ingest/perceptual.py): D is then also read as the centre's
+# distance, either way round, plus CENTRE_MARGIN bits. Without the margin two photos of different
+# cars on white, centred alike, were joined on cifar10_test (centre 18-19 bits apart); with it,
+# none (bench/README.md, "Near duplicates")
+CENTRE_MARGIN = 4
 # candidate pairs for that check come from codes within the radius, and from pHashes within
 # CLOSE or dHashes within DHASH_CLOSE bits (either orientation): FAISS multi-hash searches,
 # where a radius of 18 in 128 bits would be an all-pairs scan. The dHash radius of 6 finds more
@@ -82,7 +88,7 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
         return np.empty(0, np.int64)
     # items equal in code and every hash are duplicates outright: pair up only the distinct
     # rows, which keeps bursts of near-identical files (video frames) cheap
-    keys = [codes] + ([hashes.phash, hashes.phash_mirror, hashes.dhash] if full else [hashes])
+    keys = [codes] + ([getattr(hashes, name) for name in _fields(hashes)] if full else [hashes])
     both, same = unique_rows(np.hstack(keys))
     if len(both) < n:
         parts = np.cumsum([k.shape[1] for k in keys])[:-1]
@@ -98,6 +104,8 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
         wide = DHASH_CLOSE if len(dh.keys) <= DHASH_WIDE_ITEMS else CLOSE
         searches += [(ph, None, close), (ph, _Groups.of(hashes.phash_mirror), close),
                      (dh, None, wide), (dh, _Groups.of(hashes.dhash_mirror), wide)]
+        if hashes.has_centre:  # each item's centre against the others' whole pictures: crops
+            searches += [(ph, _Groups.of(hashes.phash_centre), close), (dh, _Groups.of(hashes.dhash_centre), wide)]
     elif close >= 0:
         searches.append((_Groups.of(hashes), None, close))
     src, dst, tally = [], [], {"pairs": 0}
@@ -110,6 +118,11 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
     a = np.concatenate(src) if src else np.empty(0, np.int64)
     b = np.concatenate(dst) if dst else np.empty(0, np.int64)
     return relabel_by_size(connected_components(n, a, b))
+
+
+def _fields(hashes: Perceptual) -> tuple:
+    """The hash fields a Perceptual record holds, in its constructor's order."""
+    return ALL_FIELDS if hashes.has_centre else FIELDS
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,10 @@ class _Rule:
             return ((code <= self.radius) & (seen <= self.confirm)) | \
                 ((seen <= self.close) & (code <= self.codes.shape[1] * 8 // 4))
         seen = self.hashes.distance(a, b)
+        if self.hashes.has_centre:
+            centre = np.minimum(self.hashes.centre_distance(a, b, self.hashes),
+                                self.hashes.centre_distance(b, a, self.hashes))
+            seen = np.minimum(seen, centre + CENTRE_MARGIN)
         code64 = code * 64 // (self.codes.shape[1] * 8)  # codes of any length count as at 64 bits
         return (seen <= self.confirm // 2) | ((seen <= self.confirm) & (code64 <= 16)) | \
             (seen + code64 <= self.confirm + 6)
