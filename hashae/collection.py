@@ -489,13 +489,15 @@ class Collection:
     def keep_plan(self, groups: list, rule: str = "largest") -> list:
         """For each group of duplicates (lists of paths, from ``duplicates``), the file to keep
         by ``rule`` and how far each member is from it: [{"cluster", "paths", "keep",
-        "distances": [{"path", "code", "phash", "perceptual"}]}] (``perceptual``: pHash + dHash
-        bits of 128, either orientation; None without those hashes). ``largest``: the biggest file; ``oldest``: the
-        earliest modification time; ``sharpest``: the most high-frequency detail (reads the
+        "distances": [{"path", "code", "phash", "perceptual"}]}] (``perceptual``: the duplicate
+        rule's D, pHash + dHash bits of 128, either orientation or against the centre; None
+        without those hashes). ``largest``: the biggest file; ``oldest``: the earliest
+        modification time; ``sharpest``: the most high-frequency detail (reads the
         images). Ties go to the first path. hashae never deletes anything."""
         if rule not in self.KEEP_RULES:
             raise ValueError(f"keep rule must be one of {', '.join(self.KEEP_RULES)}, got {rule!r}")
         from .codes import hamming
+        from .search.duplicates import perceptual_distance as seen
         codes, every = self.codes, self.perceptual
         hashes = self.phash if every is None else every.phash
         sizes, mtimes = self.reader.sizes(), self.reader.mtimes()
@@ -512,7 +514,7 @@ class Collection:
             keep = ids[best]
             distances = [{"path": p, "code": int(hamming(codes[i], codes[keep])),
                           "phash": None if hashes is None else int(hamming(hashes[i], hashes[keep])),
-                          "perceptual": None if every is None else int(every.distance(np.array([i]), np.array([keep]))[0])}
+                          "perceptual": None if every is None else int(seen(every, np.array([i]), np.array([keep]))[0])}
                          for p, i in zip(group, ids)]
             plan.append({"cluster": n, "paths": list(group), "keep": group[best], "distances": distances})
         return plan

@@ -280,6 +280,7 @@ def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, cen
     if centre:
         seen = np.minimum(seen, np.minimum(hashes.centre_distance(i, j, hashes),
                                            hashes.centre_distance(j, i, hashes)) + CENTRE_MARGIN)
+    np.testing.assert_array_equal(dup.perceptual_distance(hashes, i, j), seen)  # the D that keep_plan reports
     candidate = code <= radius
     if close >= 0:
         wide = DHASH_CLOSE if wide_items is None else CLOSE

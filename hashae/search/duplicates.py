@@ -120,6 +120,17 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
     return relabel_by_size(connected_components(n, a, b))
 
 
+def perceptual_distance(hashes: Perceptual, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """D of the rule for item pairs (a[i], b[i]): the bits (of 128) in which their pHash and
+    dHash differ, mirrored or not, or one's centre and the other's whole picture differ plus
+    CENTRE_MARGIN, whichever is least."""
+    seen = hashes.distance(a, b)
+    if hashes.has_centre:
+        centre = np.minimum(hashes.centre_distance(a, b, hashes), hashes.centre_distance(b, a, hashes))
+        seen = np.minimum(seen, centre + CENTRE_MARGIN)
+    return seen
+
+
 def _fields(hashes: Perceptual) -> tuple:
     """The hash fields a Perceptual record holds, in its constructor's order."""
     return ALL_FIELDS if hashes.has_centre else FIELDS
@@ -149,11 +160,7 @@ class _Rule:
             seen = hamming(self.hashes[a], self.hashes[b])
             return ((code <= self.radius) & (seen <= self.confirm)) | \
                 ((seen <= self.close) & (code <= self.codes.shape[1] * 8 // 4))
-        seen = self.hashes.distance(a, b)
-        if self.hashes.has_centre:
-            centre = np.minimum(self.hashes.centre_distance(a, b, self.hashes),
-                                self.hashes.centre_distance(b, a, self.hashes))
-            seen = np.minimum(seen, centre + CENTRE_MARGIN)
+        seen = perceptual_distance(self.hashes, a, b)
         code64 = code * 64 // (self.codes.shape[1] * 8)  # codes of any length count as at 64 bits
         return (seen <= self.confirm // 2) | ((seen <= self.confirm) & (code64 <= 16)) | \
             (seen + code64 <= self.confirm + 6)
