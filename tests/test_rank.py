@@ -84,9 +84,10 @@ def test_the_centre_hashes_bring_a_cropped_copy_first():
     centre = _hashes(n, rng)
     stored = Perceptual(whole.phash, whole.phash_mirror, whole.dhash, centre.phash, centre.dhash)
     query_code = codes[[item]] ^ np.array([[0xFF, 0xFF, 0x0F, 0]], np.uint8)  # 20 bits away
+    query_phash = centre.phash[[item]].copy()
+    query_phash[0, 0] ^= 3
     query = Queries(query_code, _logits_of(query_code, rng),
-                    Perceptual(centre.phash[[item]] ^ np.uint8(3), rng.integers(0, 256, (1, 8), dtype=np.uint8),
-                               centre.dhash[[item]]))
+                    Perceptual(query_phash, rng.integers(0, 256, (1, 8), dtype=np.uint8), centre.dhash[[item]]))
     index = HammingIndex.from_codes(codes)
     assert item not in index.search(query_code, SHORTLIST)[1][0]
     [found] = Ranker(index, stored, Scoring()).knn(query, 5)

@@ -131,8 +131,8 @@ class Perceptual:
 
     def centre_distance(self, a: np.ndarray, b: np.ndarray, other: "Perceptual") -> np.ndarray:
         """The bits (of 128) in which the centre's pHash and dHash of these pictures (a) differ
-        from those of ``other``'s whole pictures (b, the queries), as they are or mirrored,
-        whichever is closer: a cropped copy of a is near."""
+        from those of ``other``'s whole pictures (b), as they are or mirrored, whichever is
+        closer: a cropped copy of a is near."""
         if not self.has_centre:
             raise ValueError("these hashes have no centre")
         p, d = (h.view(np.uint64).ravel() for h in (self.phash_centre, self.dhash_centre))

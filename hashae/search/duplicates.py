@@ -64,10 +64,11 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
 
     ``phash`` a ``Perceptual`` record (``hashae.perceptual_hashes``): candidates are codes
     within ``radius`` and hashes within ``close`` (pHash, default CLOSE) or DHASH_CLOSE bits
-    (dHash; CLOSE above DHASH_WIDE_ITEMS items; negative ``close``: neither); a pair is kept when its 128 perceptual bits differ in
-    at most half of ``confirm`` (default PERCEPTUAL) bits, in at most ``confirm`` with codes
-    that agree on three quarters of their bits, or in at most ``confirm`` + 6 with the codes'
-    distance added. ``phash`` an (N, 8) pHash array: codes within ``radius``
+    (dHash; CLOSE above DHASH_WIDE_ITEMS items; negative ``close``: neither), each also against
+    the mirror's and the centre's; a pair is kept when its 128 perceptual bits
+    (``perceptual_distance``) differ in at most half of ``confirm`` (default PERCEPTUAL) bits,
+    in at most ``confirm`` with codes that agree on three quarters of their bits, or in at
+    most ``confirm`` + 6 with the codes' distance added. ``phash`` an (N, 8) pHash array: codes within ``radius``
     whose pHashes are within ``confirm`` (default CONFIRM) of 64 bits, and pHashes within
     ``close`` whose codes agree on three quarters of their bits. Without ``phash``: codes within
     ``radius`` (``radius_components``). Candidates are verified ``max_pairs`` at a time, so

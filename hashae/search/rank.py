@@ -222,7 +222,8 @@ class Ranker:
 
     def _copy_candidates(self, queries: Queries):
         """Per query, the ids of the COPY_CANDIDATES items with the nearest pHash + dHash as the
-        query is and mirrored; None without hashes."""
+        query is and mirrored, and where stored those with the nearest centre hashes; None
+        without hashes."""
         if not self._copies_scored(queries) or not len(self.hashes):
             return None
         if self._copy_index is None:

@@ -30,7 +30,7 @@ class Items:
     # (n, 8) uint8 pHash of the mirrored picture and dHash (ingest/perceptual.py); None: not computed
     phash_mirror: np.ndarray | None = None
     dhash: np.ndarray | None = None
-    # (n, 8) uint8 pHash and dHash of each picture's centre (ranking finds cropped copies by them)
+    # (n, 8) uint8 pHash and dHash of each picture's centre (ranking and duplicates find crops by them)
     phash_centre: np.ndarray | None = None
     dhash_centre: np.ndarray | None = None
 
