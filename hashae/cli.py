@@ -339,6 +339,7 @@ def info(store, as_json):
         click.echo(f"skipped     {data['skipped']}")
         click.echo(f"bits        {data['bits']}")
         click.echo(f"model       {shown(describe_settings(data['model']))}")
+        click.echo(f"optional    {', '.join(data['optional']) or 'none'}")
         if "parts" in data:
             click.echo(f"parts       {len(data['parts'])} ({shown(os.path.dirname(data['parts'][0]['path']))}/)")
         click.echo(f"file size   {data['file_size']:,} bytes")

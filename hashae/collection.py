@@ -211,6 +211,7 @@ class Collection:
             "bits": r.bits, "format_version": a.get("format_version"),
             "created": a.get("created"), "updated": a.get("updated"),
             "file_size": os.path.getsize(self.path), "model": r.model_config(),
+            "optional": r.optional,
         }
         if r.kind == "vectors":  # the file naming its rows, if any
             out["ids"] = r.ids or None

@@ -210,6 +210,8 @@ class StoreReader:
         self.has_hashes = all(present[name] for name in HASH_FIELDS)  # phash, phash_mirror, dhash
         self.has_centre = self.has_hashes and present["phash_centre"] and present["dhash_centre"]
         self.has_error = present["error"]
+        # the optional item datasets this file holds (hashes, errors): what `hashae info` lists
+        self.optional = ["/" + c.path for c in layout.ITEM_COLUMNS if c.optional and present[c.field]]
         self.n_skipped = layout.check_skipped(f)
         # a sharded collection: (part file, rows) in row order, each part checked like a file
         self.shards = layout.shard_names(f) if layout.ATTR_SHARDS in f.attrs else None
