@@ -129,6 +129,11 @@ class Perceptual:
     def has_centre(self) -> bool:
         return self.phash_centre is not None
 
+    @property
+    def names(self) -> tuple:
+        """The hash fields this record holds, in its constructor's order."""
+        return ALL_FIELDS if self.has_centre else FIELDS
+
     def centre_distance(self, a: np.ndarray, b: np.ndarray, other: "Perceptual") -> np.ndarray:
         """The bits (of 128) in which the centre's pHash and dHash of these pictures (a) differ
         from those of ``other``'s whole pictures (b), as they are or mirrored, whichever is

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codes import as_codes, hamming
-from ..ingest.perceptual import ALL_FIELDS, FIELDS, Perceptual
+from ..ingest.perceptual import Perceptual
 from ..progress import Progress
 from .clustering import connected_components, radius_components, relabel_by_size, unique_rows
 from .index import HammingIndex
@@ -89,7 +89,7 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
         return np.empty(0, np.int64)
     # items equal in code and every hash are duplicates outright: pair up only the distinct
     # rows, which keeps bursts of near-identical files (video frames) cheap
-    keys = [codes] + ([getattr(hashes, name) for name in _fields(hashes)] if full else [hashes])
+    keys = [codes] + ([getattr(hashes, name) for name in hashes.names] if full else [hashes])
     both, same = unique_rows(np.hstack(keys))
     if len(both) < n:
         parts = np.cumsum([k.shape[1] for k in keys])[:-1]
@@ -130,11 +130,6 @@ def perceptual_distance(hashes: Perceptual, a: np.ndarray, b: np.ndarray) -> np.
         centre = np.minimum(hashes.centre_distance(a, b, hashes), hashes.centre_distance(b, a, hashes))
         seen = np.minimum(seen, centre + CENTRE_MARGIN)
     return seen
-
-
-def _fields(hashes: Perceptual) -> tuple:
-    """The hash fields a Perceptual record holds, in its constructor's order."""
-    return ALL_FIELDS if hashes.has_centre else FIELDS
 
 
 @dataclass(frozen=True)
