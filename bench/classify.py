@@ -1,11 +1,13 @@
 """k-NN labels in code space: accuracy of ``hashae classify``'s vote against k-NN on raw pixels
 and on ITQ codes, side by side in one run, on the retrieval-quality protocol's split (the
 database is the labelled collection, the queries are classified). hashae votes as ``classify``
-does, over the two-stage ranking (search.rank: expected distance less the copy bonus; "hashae
-ranked"), and, for comparison, over plain Hamming neighbours ("hashae").
+does ("hashae classify": the two-stage ranking's score, expected distance less the copy bonus,
+averaged with the perceptual distance at search.vote.PERCEPTUAL_WEIGHT), and, for comparison,
+over search's ranking alone ("hashae ranked", weight 0), over other weights (``--weights``)
+and over plain Hamming neighbours ("hashae").
 
     python bench/classify.py                     # six sets, k = 10
-    python bench/classify.py --sets coil20 --k 5 --effort fast
+    python bench/classify.py --sets coil20 --k 5 --effort fast --weights 0.5 2
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from hashae.codes import pack  # noqa: E402
 from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.search import HammingIndex  # noqa: E402
 from hashae.search.rank import Queries, Ranker, Scoring  # noqa: E402
-from hashae.search.vote import POWER, TIE_WIDTH, knn_vote, ranked_rows  # noqa: E402
+from hashae.search.vote import PERCEPTUAL_WEIGHT, POWER, TIE_WIDTH, knn_vote, ranked_rows  # noqa: E402
 
 SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
 PER_CLASS = {**QUERIES_PER_CLASS, "tinyimagenet_val": 10, "binaryalphadigits": 5}
@@ -41,15 +43,23 @@ def hamming_votes(q_codes, db_codes, db_labels, n_labels, k, bits, power):
     return knn_vote(d, i, db_labels, n_labels, k, bits, power).label
 
 
-def ranked_neighbours(model, q_images, db_images, db_codes, k):
-    """(scores, ids) rows as Collection.classify votes over them: each query's first
-    k * TIE_WIDTH + 1 hits of the two-stage ranking. The same for every vote power."""
+def ranked_neighbours(model, q_images, db_images, db_codes, k, weights):
+    """{perceptual weight: (scores, ids) rows} as Collection.classify votes over them: each
+    query's first k * TIE_WIDTH + 1 hits of the two-stage ranking with the perceptual distance
+    at that weight (0: search's order). The same for every vote power."""
     logits = model.logits(q_images)
     queries = Queries(pack(logits > 0), logits, perceptual_hashes(q_images))
     ranker = Ranker(HammingIndex.from_codes(db_codes), perceptual_hashes(db_images),
                     Scoring(noise_std=model.config.noise_std))
     width = min(len(db_codes), k * TIE_WIDTH + 1)
-    return ranked_rows(ranker.knn(queries, width), width)
+    return {w: ranked_rows(ranker.with_scoring(Scoring(model.config.noise_std, perceptual_weight=w))
+                           .knn(queries, width), width) for w in weights}
+
+
+def weight_name(w: float) -> str:
+    if w == 0:
+        return "hashae ranked"
+    return "hashae classify" if w == PERCEPTUAL_WEIGHT else f"hashae, perceptual weight {w:g}"
 
 
 def pixel_knn(q, db, db_labels, n_labels, k, weighted):
@@ -63,7 +73,7 @@ def pixel_knn(q, db, db_labels, n_labels, k, weighted):
     return votes.argmax(1)
 
 
-def run_set(name: str, cfg: HasherConfig, k: int) -> dict:
+def run_set(name: str, cfg: HasherConfig, k: int, weights=()) -> dict:
     images, labels = load_labelled(name, cfg.image_size)
     q, db = split(labels, PER_CLASS.get(name, 100), cfg.seed)
     n_labels = int(labels.max()) + 1
@@ -84,23 +94,23 @@ def run_set(name: str, cfg: HasherConfig, k: int) -> dict:
     for power in POWERS:
         pred = hamming_votes(qc, dc, labels[db], n_labels, k, cfg.bits, power)
         acc[f"hashae, vote power {power}"] = float((pred == labels[q]).mean())
-    dist, ids = ranked_neighbours(model, images[q], images[db], dc, k)
-    for power in POWERS:
-        pred = knn_vote(dist, ids, labels[db], n_labels, k, cfg.bits, power).label
-        acc[f"hashae ranked, vote power {power}"] = float((pred == labels[q]).mean())
+    rows = ranked_neighbours(model, images[q], images[db], dc, k, sorted({0.0, PERCEPTUAL_WEIGHT, *weights}))
+    for w, (dist, ids) in rows.items():
+        for power in POWERS:
+            pred = knn_vote(dist, ids, labels[db], n_labels, k, cfg.bits, power).label
+            acc[f"{weight_name(w)}, vote power {power}"] = float((pred == labels[q]).mean())
     base = max(v for m, v in acc.items() if m.startswith("raw"))
     print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)
     return dict(set=name, queries=len(q), accuracy=acc, best_raw=base, fit_s=fit_s)
 
 
 def leave_one_out(rows: list) -> list:
-    """The vote power each held-out set gets from the others, for the ranked vote (classify's; the
-    Hamming vote for results written before it)."""
-    name = "hashae ranked" if all("hashae ranked, vote power 0" in r["accuracy"] for r in rows) else "hashae"
-    powers = [p for p in POWERS if all(f"{name}, vote power {p}" in r["accuracy"] for r in rows)]
-    ratio = {(r["set"], p): r["accuracy"][f"{name}, vote power {p}"] / r["best_raw"] for r in rows for p in powers}
-    return [f"  held out {held:17s}: the others choose power {choice}; on {held}: {value:.3f}x the best raw-pixel k-NN"
-            for held, choice, value in leave_one_set_out(ratio, powers)]
+    """The vote (ranking and power) each held-out set gets from the others, among hashae's votes
+    that every row has."""
+    choices = [m for m in rows[0]["accuracy"] if m.startswith("hashae") and all(m in r["accuracy"] for r in rows)]
+    ratio = {(r["set"], m): r["accuracy"][m] / r["best_raw"] for r in rows for m in choices}
+    return [f"  held out {held:17s}: the others choose {choice}; on {held}: {value:.3f}x the best raw-pixel k-NN"
+            for held, choice, value in leave_one_set_out(ratio, choices)]
 
 
 def main(argv=None):
@@ -110,6 +120,8 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--effort", default="default", choices=["fast", "default", "best"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", type=float, nargs="*", default=[],
+                    help=f"perceptual weights to vote with besides 0 and classify's {PERCEPTUAL_WEIGHT:g}")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "classify.json"))
     ap.add_argument("--summarise", nargs="+", metavar="JSON",
                     help="print the leave-one-out check of earlier runs' results (later files replace a set's row)")
@@ -123,15 +135,16 @@ def main(argv=None):
         return
     cfg = HasherConfig.for_effort(args.effort).replace(bits=args.bits, seed=args.seed)
     t0 = time.monotonic()
-    rows = [run_set(name, cfg, args.k) for name in args.sets]
-    print(f"accuracy, hashae ranked (classify's vote, power {POWER}) / hashae over Hamming neighbours / "
+    rows = [run_set(name, cfg, args.k, args.weights) for name in args.sets]
+    print(f"accuracy (vote power {POWER}), hashae classify / search's ranking alone / Hamming neighbours / "
           "best raw-pixel k-NN / ITQ:")
     for r in rows:
         a = r["accuracy"]
-        print(f"  {r['set']:17s} {a[f'hashae ranked, vote power {POWER}']:.3f} / {a[f'hashae, vote power {POWER}']:.3f}"
+        print(f"  {r['set']:17s} {a[f'hashae classify, vote power {POWER}']:.3f}"
+              f" / {a[f'hashae ranked, vote power {POWER}']:.3f} / {a[f'hashae, vote power {POWER}']:.3f}"
               f" / {r['best_raw']:.3f} / {a[f'ITQ codes, vote power {POWER}']:.3f}")
     lines = leave_one_out(rows)
-    print("leave one set out (vote power chosen by its worst ratios to raw-pixel k-NN):")
+    print("leave one set out (vote chosen by its worst ratios to raw-pixel k-NN):")
     print("\n".join(lines))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -9,6 +9,7 @@ same for the rows of a vector file (vector_indexer.py); ``search`` / ``query`` /
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from typing import TYPE_CHECKING, NamedTuple, Sequence
@@ -568,9 +569,10 @@ class Collection:
         "votes": {label: count}}]. ``images``: image files (or an array; queries are then row
         numbers). Labels are the items' first folders (``labels``; ``level`` 2 the folders below
         them); each query takes the label with the most vote weight among its k nearest labelled
-        items in the order ``search`` ranks them (the two-stage ranking; search.vote; items tied
-        with the k-th vote too). A query that is itself an item does not vote for itself."""
-        from .search.vote import TIE_WIDTH, knn_vote, ranked_rows
+        items as ``search`` ranks them, with the perceptual distance weighed in for images
+        (search.vote.PERCEPTUAL_WEIGHT; items tied with the k-th vote too). A query that is itself
+        an item does not vote for itself."""
+        from .search.vote import PERCEPTUAL_WEIGHT, TIE_WIDTH, knn_vote, ranked_rows
         if k < 1:
             raise ValueError("k must be >= 1")
         labels, names = self.labels(level)
@@ -583,7 +585,8 @@ class Collection:
         queries = self.queries(list(images) if files else images)
         names_q = [os.fspath(f) for f in images] if files else list(range(len(queries)))
         width = min(len(self), k * TIE_WIDTH + 1)
-        ranked = self.ranker.knn(queries, width)
+        ranker = self.ranker.with_scoring(dataclasses.replace(self.ranker.scoring, perceptual_weight=PERCEPTUAL_WEIGHT))
+        ranked = ranker.knn(queries, width)
         if files:  # leave each query that is an item out of its own vote
             for r, f in enumerate(names_q):
                 rel = self._relative(f)

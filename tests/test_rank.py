@@ -242,6 +242,30 @@ def test_classify_votes_in_the_ranked_order(pictures, tmp_path):
     assert plain != truth  # the case is not one that Hamming order gets right anyway
 
 
+def test_the_perceptual_weight_averages_the_perceptual_distance_into_the_score():
+    # classify's vote reads the perceptual distance too: (expected distance + w * perceptual
+    # bits scaled to the code length) / (1 + w); a perceptual copy whose code tied with others
+    # comes before them, and weight 0 is search's score
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (500, BITS // 8), dtype=np.uint8)
+    hashes = _hashes(500, rng)
+    query_code = codes[[3]] ^ np.array([[1, 0, 0, 0]], np.uint8)
+    query_hashes = Perceptual(hashes.phash[[40]], hashes.phash_mirror[[40]], hashes.dhash[[40]])
+    query = Queries(query_code, _logits_of(query_code, rng) * 1000, query_hashes)
+    codes_tied = codes.copy()
+    codes_tied[40] = codes[3] ^ np.array([2, 0, 0, 0], np.uint8)  # 2 bits from the query, as item 3 is 1
+    ranker = Ranker(HammingIndex.from_codes(codes_tied), hashes, Scoring(copy_weight=0.0))
+    [plain] = ranker.knn(query, 20)
+    voting = ranker.with_scoring(Scoring(copy_weight=0.0, perceptual_weight=1.0))
+    assert voting.codes is ranker.codes and voting.hashes is ranker.hashes and ranker.scoring.perceptual_weight == 0
+    [weighed] = voting.knn(query, 20)
+    assert list(plain.ids[:2]) == [3, 40]  # the code alone: the nearer code first
+    assert weighed.ids[0] == 40  # its hashes are the query's: 0 perceptual bits against about 64
+    np.testing.assert_allclose(plain.score, plain.distance, atol=1e-4)
+    seen = hashes.distance(weighed.ids, np.zeros(len(weighed.ids), np.int64), query.hashes)
+    np.testing.assert_allclose(weighed.score, (weighed.distance + seen * BITS / 128) / 2, atol=1e-4)
+
+
 @pytest.mark.parametrize("k", [1, 10])
 def test_vector_queries_are_scored(k):
     rng = np.random.default_rng(4)

@@ -26,10 +26,16 @@ broken by file order. Two things a query has and the stored bits lack order the 
   look-alike to pass); an item takes the larger of its two bonuses, and the items with the
   nearest centre hashes join the shortlist as well.
 
+A k-NN vote (``classify``) can also weigh the perceptual distance itself into the score
+(``perceptual_weight``): among a query's nearest few dozen items the hashes are a second,
+untrained opinion of shape that steadies the vote; over a whole ranking they cost the semantic
+order, so search leaves them out (bench/README.md, "k-NN labels").
+
 bench/copies.py measures the parts and chooses the constants (bench/README.md, "Edited copies").
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import faiss
@@ -37,6 +43,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from ..codes import hamming, unpack
+from ..ingest.perceptual import BITS as HASH_BITS
 from ..ingest.perceptual import Perceptual
 
 SHORTLIST = 256  # items re-ranked per k-NN query (at least k), widened to keep ties at its edge
@@ -84,7 +91,9 @@ class Scoring:
     noise) and the copy bonus: ``copy_weight`` per perceptual bit below the query's bar,
     ``copy_margin`` bits under the ``copy_percentile``-th percentile of its distances to its
     Hamming shortlist and at most ``copy_within``; the reading of the stored pictures' centres
-    has a bar of its own, ``copy_centre_margin`` bits lower (see the module docstring)."""
+    has a bar of its own, ``copy_centre_margin`` bits lower (see the module docstring).
+    ``perceptual_weight`` w: the score becomes (score + w * p) / (1 + w), p the perceptual
+    distance scaled to the code length (0 in search; classify's vote uses search.vote's)."""
 
     noise_std: float = 4.0
     copy_within: int = COPY_WITHIN
@@ -92,6 +101,7 @@ class Scoring:
     copy_percentile: float = COPY_PERCENTILE
     copy_margin: float = COPY_MARGIN
     copy_centre_margin: float = COPY_CENTRE_MARGIN
+    perceptual_weight: float = 0.0
 
 
 def expected_distance(logits: np.ndarray, codes: np.ndarray, noise_std: float) -> np.ndarray:
@@ -114,6 +124,12 @@ class Ranker:
         self.hashes = stored_hashes
         self.scoring = scoring or Scoring()
         self._copy_index = None
+
+    def with_scoring(self, scoring: Scoring) -> "Ranker":
+        """This ranker scoring by ``scoring``, sharing its codes, hashes and indexes."""
+        other = copy.copy(self)
+        other.scoring = scoring
+        return other
 
     def knn(self, queries: Queries, k: int, hamming_only: bool = False) -> list:
         """The ``k`` best items of each query, as Ranked: the Hamming shortlist (``SHORTLIST``
@@ -149,10 +165,15 @@ class Ranker:
 
     # ---------------------------------------------------------------- parts
     def _can_score(self, queries: Queries) -> bool:
-        return queries.logits is not None or self._copies_scored(queries)
+        return queries.logits is not None or self._hashes_read(queries)
+
+    def _hashes_read(self, queries: Queries) -> bool:
+        """Whether the score reads perceptual hashes: both sides have them and a weight asks."""
+        s = self.scoring
+        return queries.hashes is not None and self.hashes is not None and bool(s.copy_weight or s.perceptual_weight)
 
     def _copies_scored(self, queries: Queries) -> bool:
-        return queries.hashes is not None and self.hashes is not None and bool(self.scoring.copy_weight)
+        return self._hashes_read(queries) and bool(self.scoring.copy_weight)
 
     def _order(self, queries: Queries, q: int, ids: np.ndarray, limit: int | None, reference) -> Ranked:
         ids = np.asarray(ids, np.int64)
@@ -173,16 +194,20 @@ class Ranker:
             score = expected_distance(queries.logits[q], stored, s.noise_std)
         else:
             score = distance.astype(np.float64)
-        if self._copies_scored(queries) and len(ids):
+        if not (self._hashes_read(queries) and len(ids)):
+            return score
+        seen = self._perceptual(queries, q, ids)
+        if s.copy_weight:
             bonus = np.zeros(len(ids))
-            reference = ids if reference is None else np.asarray(reference, np.int64)
+            refs = seen if reference is None else self._perceptual(queries, q, np.asarray(reference, np.int64))
             # each reading (whole picture, centre) against a bar from its own distances
-            readings = zip(self._perceptual(queries, q, ids), self._perceptual(queries, q, reference),
-                           (s.copy_margin, s.copy_margin + s.copy_centre_margin))
-            for seen, ref, margin in readings:
+            for near, ref, margin in zip(seen, refs, (s.copy_margin, s.copy_margin + s.copy_centre_margin)):
                 bar = min(s.copy_within, np.percentile(ref, s.copy_percentile) - margin) if len(ref) else 0
-                bonus = np.maximum(bonus, bar - seen)
+                bonus = np.maximum(bonus, bar - near)
             score = score - s.copy_weight * bonus
+        if s.perceptual_weight:
+            scaled = seen[0] * (8 * self.codes.shape[1]) / (2 * HASH_BITS)
+            score = (score + s.perceptual_weight * scaled) / (1 + s.perceptual_weight)
         return score
 
     def _perceptual(self, queries: Queries, q: int, ids: np.ndarray) -> list:
@@ -224,7 +249,7 @@ class Ranker:
         """Per query, the ids of the COPY_CANDIDATES items with the nearest pHash + dHash as the
         query is and mirrored, and where stored those with the nearest centre hashes; None
         without hashes."""
-        if not self._copies_scored(queries) or not len(self.hashes):
+        if not self._hashes_read(queries) or not len(self.hashes):
             return None
         if self._copy_index is None:
             self._copy_index = [faiss.IndexBinaryFlat(128)]

@@ -1,7 +1,8 @@
 """k-nearest-neighbour labels in code space (AEkNN, Pulgar et al. 2019): each query takes the
 label its nearest labelled items vote for. Pure functions over arrays. The neighbours and their
 distances come from the two-stage ranking (search.rank: its score, an expected Hamming distance
-less a copy bonus) or from plain Hamming search."""
+less a copy bonus, averaged for images with the perceptual distance at PERCEPTUAL_WEIGHT) or
+from plain Hamming search."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -10,6 +11,7 @@ import numpy as np
 
 TIE_WIDTH = 4  # neighbours tied with the k-th are counted too, up to this many times k
 POWER = 16  # of the vote weight (bench/classify.py compares 0, i.e. a plain majority, to 32)
+PERCEPTUAL_WEIGHT = 0.75  # of the perceptual distance in the score the neighbours are found and weighed by
 
 
 class Votes(NamedTuple):
