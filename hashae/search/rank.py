@@ -188,7 +188,8 @@ class Ranker:
         """Query ``q``'s score for items ``ids`` (their packed codes ``stored``, Hamming
         ``distance``): the expected distance (the plain one without logits) less the copy bonus,
         whose bar comes from the perceptual distances to the ``reference`` items (the query's
-        Hamming shortlist; default ``ids``)."""
+        Hamming shortlist; default ``ids``), averaged with the perceptual distance where the
+        scoring's ``perceptual_weight`` asks."""
         s = self.scoring
         if queries.logits is not None:
             score = expected_distance(queries.logits[q], stored, s.noise_std)
