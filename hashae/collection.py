@@ -455,8 +455,9 @@ class Collection:
     def duplicates(self, radius: int | None = None, verify: bool = True, confirm: int | None = None,
                    progress: bool | None = None) -> list:
         """Groups (size >= 2) of near-duplicate items, largest first: items joined when,
-        with ``verify``, the perceptual check passes: their pHash and dHash (the closer of
-        as-is and mirrored) differ in at most ``confirm`` of 128 bits (default 18) with codes
+        with ``verify``, the perceptual check passes: their pHash and dHash (the closest reading
+        of as-is, mirrored, and the pictures' centres: search.duplicates.perceptual_distance)
+        differ in at most ``confirm`` of 128 bits (default 18) with codes
         that agree on three quarters of their bits, in at most half of that whatever the codes
         say (greyscale copies), or in at most ``confirm`` + 6 with the codes' distance added
         (crops, rotations). Candidates are codes within ``radius`` (default bits // 16, e.g. 4

@@ -249,9 +249,10 @@ def _random_hashes(rng, n, families=30, noise=0.06):
 def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, centre, monkeypatch):
     # wide_items: fewer distinct dHashes than the collection has, so the narrower dHash search;
     # centre: the items' centre hashes too, a tenth of the items planted as crops of another
-    # (their whole picture's hashes are near that item's centre's)
+    # (their whole picture's hashes are near that item's centre's) and a tenth of the rest as
+    # turned copies (their centre's hashes near that item's centre's, their whole picture's not)
     import hashae.search.duplicates as dup
-    from hashae.search.duplicates import CENTRE_MARGIN, CLOSE, DHASH_CLOSE, PERCEPTUAL
+    from hashae.search.duplicates import CENTRE_MARGIN, CENTRES_MARGIN, CLOSE, DHASH_CLOSE, PERCEPTUAL
     if wide_items is not None:
         monkeypatch.setattr(dup, "DHASH_WIDE_ITEMS", wide_items)
     rng = np.random.default_rng(6)
@@ -271,7 +272,10 @@ def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, cen
         crop = ~keep & (rng.random(n) < 0.1)
         near = lambda whole, h: np.where(crop[:, None], h[src] ^ pack(rng.random((n, 64)) < 0.015), whole)  # noqa: E731
         ph, dh = near(ph, inner.phash), near(dh, inner.dhash)  # pm stays: a crop's mirror pHash is its own
-        hashes = Perceptual(ph, pm, dh, inner.phash, inner.dhash)
+        turn = ~keep & ~crop & (rng.random(n) < 0.1)
+        turned = lambda h: np.where(turn[:, None], h[src] ^ pack(rng.random((n, 64)) < 0.015),  # noqa: E731
+                                    h)
+        hashes = Perceptual(ph, pm, dh, turned(inner.phash), turned(inner.dhash))
     else:
         hashes = Perceptual(ph, pm, dh)
     got = near_duplicates(codes, radius, hashes, close=close, max_pairs=max_pairs)
@@ -282,6 +286,9 @@ def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, cen
     if centre:
         seen = np.minimum(seen, np.minimum(hashes.centre_distance(i, j, hashes),
                                            hashes.centre_distance(j, i, hashes)) + CENTRE_MARGIN)
+        both = hamming(hashes.phash_centre[i], hashes.phash_centre[j]) + \
+            hamming(hashes.dhash_centre[i], hashes.dhash_centre[j])
+        seen = np.minimum(seen, both + CENTRES_MARGIN)
     np.testing.assert_array_equal(dup.perceptual_distance(hashes, i, j), seen)  # the D that keep_plan reports
     candidate = code <= radius
     if close >= 0:
@@ -292,15 +299,16 @@ def test_full_rule_matches_brute_force(radius, max_pairs, close, wide_items, cen
         if centre:
             for key, inner, r in ((hashes.phash, hashes.phash_centre, close),
                                   (hashes.dhash, hashes.dhash_centre, wide)):
-                candidate |= (hamming(inner[i], key[j]) <= r) | (hamming(key[i], inner[j]) <= r)
+                candidate |= (hamming(inner[i], key[j]) <= r) | (hamming(key[i], inner[j]) <= r) | \
+                    (hamming(inner[i], inner[j]) <= r)
     accept = (seen <= PERCEPTUAL // 2) | ((seen <= PERCEPTUAL) & (code <= 16)) | (seen + code <= PERCEPTUAL + 6)
     joined = (candidate & accept).reshape(n, n)
     assert partition(got) == partition(components_reference(joined | joined.T))
     assert len(np.unique(got)) < n - 20  # the planted copies were found
-    if centre and close >= 0:  # ... the crops by their originals' centres, which they need
-        assert np.mean(got[crop] == got[src[crop]]) > 0.9
+    if centre and close >= 0:  # ... the crops by their originals' centres, which they need, and the turned copies
+        assert np.mean(got[crop] == got[src[crop]]) > 0.9 and np.mean(got[turn] == got[src[turn]]) > 0.9
         alone = near_duplicates(codes, radius, Perceptual(ph, pm, dh), close=close, max_pairs=max_pairs)
-        assert np.mean(alone[crop] == alone[src[crop]]) < 0.5
+        assert np.mean(alone[crop] == alone[src[crop]]) < 0.5 and np.mean(alone[turn] == alone[src[turn]]) < 0.5
 
 
 def test_mirrored_and_greyscale_copies_join_their_originals(tmp_path):

@@ -145,6 +145,14 @@ class Perceptual:
         pa, da = p[a], d[a]
         return np.minimum(_ones(pa ^ q[b]) + _ones(da ^ e[b]), _ones(pa ^ qm[b]) + _ones(da ^ em[b]))
 
+    def centres_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The bits (of 128) in which the centre's pHash and dHash of pictures a and b (index
+        arrays into these) differ: a slightly rotated copy's black corners fall outside both."""
+        if not self.has_centre:
+            raise ValueError("these hashes have no centre")
+        p, d = (h.view(np.uint64).ravel() for h in (self.phash_centre, self.dhash_centre))
+        return _ones(p[a] ^ p[b]) + _ones(d[a] ^ d[b])
+
     def joined_centre(self) -> np.ndarray:
         """The centre's pHash and dHash side by side, (N, 16) uint8, as ``joined``."""
         if not self.has_centre:

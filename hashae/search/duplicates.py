@@ -35,6 +35,10 @@ PERCEPTUAL = 18
 # cars on white, centred alike, were joined on cifar10_test (centre 18-19 bits apart); with it,
 # none (bench/README.md, "Near duplicates")
 CENTRE_MARGIN = 4
+# A copy rotated by a few degrees has black corners that its whole picture's hashes see (median
+# D 20 on 309 rotated photos) and the two centres do not (median 13): D is also read as the
+# two centres' distance plus CENTRES_MARGIN bits (bench/README.md, "Near duplicates")
+CENTRES_MARGIN = 0
 # candidate pairs for that check come from codes within the radius, and from pHashes within
 # CLOSE or dHashes within DHASH_CLOSE bits (either orientation): FAISS multi-hash searches,
 # where a radius of 18 in 128 bits would be an all-pairs scan. The dHash radius of 6 finds more
@@ -65,7 +69,7 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
     ``phash`` a ``Perceptual`` record (``hashae.perceptual_hashes``): candidates are codes
     within ``radius`` and hashes within ``close`` (pHash, default CLOSE) or DHASH_CLOSE bits
     (dHash; CLOSE above DHASH_WIDE_ITEMS items; negative ``close``: neither), each also against
-    the mirror's and the centre's; a pair is kept when its 128 perceptual bits
+    the mirror's and the centre's, and centre against centre; a pair is kept when its 128 perceptual bits
     (``perceptual_distance``) differ in at most half of ``confirm`` (default PERCEPTUAL) bits,
     in at most ``confirm`` with codes that agree on three quarters of their bits, or in at
     most ``confirm`` + 6 with the codes' distance added. ``phash`` an (N, 8) pHash array: codes within ``radius``
@@ -105,8 +109,9 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
         wide = DHASH_CLOSE if len(dh.keys) <= DHASH_WIDE_ITEMS else CLOSE
         searches += [(ph, None, close), (ph, _Groups.of(hashes.phash_mirror), close),
                      (dh, None, wide), (dh, _Groups.of(hashes.dhash_mirror), wide)]
-        if hashes.has_centre:  # each item's centre against the others' whole pictures: crops
-            searches += [(ph, _Groups.of(hashes.phash_centre), close), (dh, _Groups.of(hashes.dhash_centre), wide)]
+        if hashes.has_centre:  # each item's centre against the others' whole pictures (crops) and centres
+            pc, dc = _Groups.of(hashes.phash_centre), _Groups.of(hashes.dhash_centre)
+            searches += [(ph, pc, close), (dh, dc, wide), (pc, None, close), (dc, None, wide)]
     elif close >= 0:
         searches.append((_Groups.of(hashes), None, close))
     src, dst, tally = [], [], {"pairs": 0}
@@ -124,11 +129,12 @@ def near_duplicates(codes: np.ndarray, radius: int, phash: np.ndarray | Perceptu
 def perceptual_distance(hashes: Perceptual, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """D of the rule for item pairs (a[i], b[i]): the bits (of 128) in which their pHash and
     dHash differ, mirrored or not, or one's centre and the other's whole picture differ plus
-    CENTRE_MARGIN, whichever is least."""
+    CENTRE_MARGIN, or their two centres differ plus CENTRES_MARGIN, whichever is least."""
     seen = hashes.distance(a, b)
     if hashes.has_centre:
         centre = np.minimum(hashes.centre_distance(a, b, hashes), hashes.centre_distance(b, a, hashes))
         seen = np.minimum(seen, centre + CENTRE_MARGIN)
+        seen = np.minimum(seen, hashes.centres_distance(a, b) + CENTRES_MARGIN)
     return seen
 
 
