@@ -259,6 +259,7 @@ def test_the_perceptual_weight_averages_the_perceptual_distance_into_the_score()
     voting = ranker.with_scoring(Scoring(copy_weight=0.0, perceptual_weight=1.0))
     assert voting.codes is ranker.codes and voting.hashes is ranker.hashes and ranker.scoring.perceptual_weight == 0
     [weighed] = voting.knn(query, 20)
+    assert voting._built["copies"] is ranker._built["copies"]  # the indexes the first search built, shared
     assert list(plain.ids[:2]) == [3, 40]  # the code alone: the nearer code first
     assert weighed.ids[0] == 40  # its hashes are the query's: 0 perceptual bits against about 64
     np.testing.assert_allclose(plain.score, plain.distance, atol=1e-4)

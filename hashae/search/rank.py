@@ -123,7 +123,7 @@ class Ranker:
         self.codes = index.reconstruct_all()  # the stored codes that candidates are scored against
         self.hashes = stored_hashes
         self.scoring = scoring or Scoring()
-        self._copy_index = None
+        self._built = {}  # indexes built on first use; with_scoring's copies share this dict
 
     def with_scoring(self, scoring: Scoring) -> "Ranker":
         """This ranker scoring by ``scoring``, sharing its codes, hashes and indexes."""
@@ -252,15 +252,15 @@ class Ranker:
         without hashes."""
         if not self._hashes_read(queries) or not len(self.hashes):
             return None
-        if self._copy_index is None:
-            self._copy_index = [faiss.IndexBinaryFlat(128)]
-            self._copy_index[0].add(self.hashes.joined())
-            if self.hashes.has_centre:
-                self._copy_index.append(faiss.IndexBinaryFlat(128))
-                self._copy_index[1].add(self.hashes.joined_centre())
+        if "copies" not in self._built:
+            built = []
+            for key in [self.hashes.joined()] + ([self.hashes.joined_centre()] if self.hashes.has_centre else []):
+                built.append(faiss.IndexBinaryFlat(128))
+                built[-1].add(key)
+            self._built.setdefault("copies", built)  # one list for every thread, whichever built first
         m, n = min(COPY_CANDIDATES, len(self.hashes)), len(queries)
         both = np.concatenate([queries.hashes.joined(), queries.hashes.joined(mirrored=True)])
         # one pass over each kind of stored hash for both orientations
-        found = [index.search(both, m)[1] for index in self._copy_index]
+        found = [index.search(both, m)[1] for index in self._built["copies"]]
         return np.concatenate([part for ids in found for part in (ids[:n], ids[n:])], axis=1)
 
