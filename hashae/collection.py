@@ -493,7 +493,7 @@ class Collection:
         """For each group of duplicates (lists of paths, from ``duplicates``), the file to keep
         by ``rule`` and how far each member is from it: [{"cluster", "paths", "keep",
         "distances": [{"path", "code", "phash", "perceptual"}]}] (``perceptual``: the duplicate
-        rule's D, pHash + dHash bits of 128, either orientation or against the centre; None
+        rule's D, pHash + dHash bits of 128, either orientation or against a centre; None
         without those hashes). ``largest``: the biggest file; ``oldest``: the earliest
         modification time; ``sharpest``: the most high-frequency detail (reads the
         images). Ties go to the first path. hashae never deletes anything."""

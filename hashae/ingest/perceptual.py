@@ -24,7 +24,9 @@ sky) the few faint ones that set the hash bits are easily swapped: its pHash and
 apart from the original's. So the pHash and dHash of each picture's centre (CENTRE of each
 side, resized back to 32x32) are kept too: a copy cropped by about that much, or rotated and
 cropped so that its corners go, shows what they saw (``centre_distance``: one picture's centre
-against another's whole; search/rank.py and search/duplicates.py read it).
+against another's whole; search/rank.py and search/duplicates.py read it). Two centres against
+each other (``centres_distance``) leave out most of a copy's corners turned black by a small
+rotation (search/duplicates.py).
 """
 from __future__ import annotations
 
@@ -134,13 +136,18 @@ class Perceptual:
         """The hash fields this record holds, in its constructor's order."""
         return ALL_FIELDS if self.has_centre else FIELDS
 
+    @cached_property
+    def _centre_words(self) -> tuple:
+        """The centre's pHash and dHash, each hash one 64-bit word, as ``_words``."""
+        if not self.has_centre:
+            raise ValueError("these hashes have no centre")
+        return tuple(h.view(np.uint64).ravel() for h in (self.phash_centre, self.dhash_centre))
+
     def centre_distance(self, a: np.ndarray, b: np.ndarray, other: "Perceptual") -> np.ndarray:
         """The bits (of 128) in which the centre's pHash and dHash of these pictures (a) differ
         from those of ``other``'s whole pictures (b), as they are or mirrored, whichever is
         closer: a cropped copy of a is near."""
-        if not self.has_centre:
-            raise ValueError("these hashes have no centre")
-        p, d = (h.view(np.uint64).ravel() for h in (self.phash_centre, self.dhash_centre))
+        p, d = self._centre_words
         q, qm, e, em = other._words
         pa, da = p[a], d[a]
         return np.minimum(_ones(pa ^ q[b]) + _ones(da ^ e[b]), _ones(pa ^ qm[b]) + _ones(da ^ em[b]))
@@ -148,9 +155,7 @@ class Perceptual:
     def centres_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The bits (of 128) in which the centre's pHash and dHash of pictures a and b (index
         arrays into these) differ: a slightly rotated copy's black corners fall outside both."""
-        if not self.has_centre:
-            raise ValueError("these hashes have no centre")
-        p, d = (h.view(np.uint64).ravel() for h in (self.phash_centre, self.dhash_centre))
+        p, d = self._centre_words
         return _ones(p[a] ^ p[b]) + _ones(d[a] ^ d[b])
 
     def joined_centre(self) -> np.ndarray:
