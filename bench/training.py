@@ -10,10 +10,14 @@ phase (pretraining stages, fine-tuning).
     python bench/training.py --effort fast default best
     python bench/training.py --folder ~/photos --n 50000     # a larger folder: the step bound
     python bench/training.py --effort fast default --optimiser both   # fused Adam against per-tensor
+    python bench/training.py --effort fast default --precision both   # float32 against bfloat16
+    python bench/training.py --folder ../shared/data/hymenoptera --effort fast --precision both
 
 With ``--optimiser both`` each effort level is fitted twice, one after the other, with torch's
 per-tensor Adam loop and with the fused Adam that training uses, without early stopping so that
-both take the same steps; the ratio of their times is printed.
+both take the same steps; the ratio of their times is printed. ``--precision both`` does the
+same for the training steps' precision: float32, then bfloat16 (what "auto" picks on a CPU with
+native bfloat16 products).
 """
 from __future__ import annotations
 
@@ -92,8 +96,12 @@ def main(argv=None):
                     help="effort levels to time, one after the other")
     ap.add_argument("--optimiser", choices=["fused", "per-tensor", "both"], default="fused",
                     help="Adam as training runs it (fused), torch's per-tensor loop, or both side by side")
+    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16", "both"], default="auto",
+                    help="the training steps' precision (HasherConfig.precision), or float32 and bfloat16 side by side")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "training.json"))
     args = ap.parse_args(argv)
+    if args.optimiser == "both" and args.precision == "both":
+        ap.error("compare one thing at a time: --optimiser both or --precision both")
     if args.synthetic:
         images = np.random.default_rng(0).integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
     else:
@@ -102,8 +110,10 @@ def main(argv=None):
     results = {}
     fused = train_mod._adam
     optimisers = ["per-tensor", "fused"] if args.optimiser == "both" else [args.optimiser]
-    for effort, optimiser in [(e, o) for e in args.effort for o in optimisers]:
-        settings = dict(threads=args.threads)
+    precisions = ["float32", "bfloat16"] if args.precision == "both" else [args.precision]
+    runs = [(e, o, p) for e in args.effort for o in optimisers for p in precisions]
+    for effort, optimiser, precision in runs:
+        settings = dict(threads=args.threads, precision=precision)
         if len(optimisers) > 1:
             settings["patience"] = 0  # no early stopping: both optimisers take the same steps
         cfg = HasherConfig.for_effort(effort, **settings)
@@ -119,7 +129,8 @@ def main(argv=None):
         for row in model.history_.rows:
             phases[row["phase"]] = phases.get(row["phase"], 0.0) + row["seconds"]
         print(f"fit on {len(images):,d} images of 32x32x3 ({len(model.history_.phase('fine-tune'))} fine-tuning "
-              f"epochs), effort {effort}, {optimiser} Adam: {wall:.1f} s "
+              f"epochs), effort {effort}, {optimiser} Adam, trained in {model.config.extra['trained_in']}: "
+              f"{wall:.1f} s "
               f"({per_10k:.1f} s per 10,000 images), torch threads {threads} of {os.cpu_count()} cores, "
               f"CPU time / wall time {cpu / wall:.2f}", flush=True)
         for name, secs in phases.items():
@@ -130,9 +141,15 @@ def main(argv=None):
         if len(optimisers) > 1 and optimiser == "fused":
             before = results[f"{effort}/per-tensor"]["wall_s"]
             print(f"  fused / per-tensor Adam, same steps: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x", flush=True)
-        results[effort if len(optimisers) == 1 else f"{effort}/{optimiser}"] = dict(n=len(images), optimiser=optimiser, wall_s=wall, cpu_s=cpu, per_10k_s=per_10k, threads=threads,
-                               cores=os.cpu_count(), phases=phases, epochs=len(model.history_.phase("fine-tune")),
-                               eta_predicted_over_actual=eta)
+        if len(precisions) > 1 and precision == "bfloat16":
+            before = results[f"{effort}/float32"]["wall_s"]
+            print(f"  bfloat16 / float32: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x", flush=True)
+        key = "/".join([effort] + ([optimiser] if len(optimisers) > 1 else [])
+                       + ([precision] if len(precisions) > 1 else []))
+        results[key] = dict(n=len(images), optimiser=optimiser, precision=precision,
+                            trained_in=model.config.extra["trained_in"], wall_s=wall, cpu_s=cpu, per_10k_s=per_10k,
+                            threads=threads, cores=os.cpu_count(), phases=phases,
+                            epochs=len(model.history_.phase("fine-tune")), eta_predicted_over_actual=eta)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

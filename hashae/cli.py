@@ -106,6 +106,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 @click.option("--effort", type=click.Choice(["fast", "default", "best"]), default="default", show_default=True,
               help="training time budget for a new model: about 20 s / 1.5 min / 5.5 min per 10,000 images on 2 cores")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+              help="what the widest layers' products run in while training: auto is bfloat16 on a CPU that has it "
+                   "(about 1.4x as fast), float32 elsewhere; float32 gives the same codes for a seed on any CPU kind")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="image-decoding processes (0: none); with --engine ray, training workers")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -118,8 +121,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 @click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_friendly
-def index(folder, store, bits, model_store, epochs, image_size, arch, effort, seed, workers, engine, shard_size,
-          follow_links, allow_shrink, quiet):
+def index(folder, store, bits, model_store, epochs, image_size, arch, effort, seed, precision, workers, engine,
+          shard_size, follow_links, allow_shrink, quiet):
     """Index the images under FOLDER (recursively) into a collection; re-runs are incremental."""
     from .collection import Collection, default_store
     from .model.config import HasherConfig
@@ -130,7 +133,8 @@ def index(folder, store, bits, model_store, epochs, image_size, arch, effort, se
         if epochs is not None:
             overrides["min_steps"] = 0  # an explicit --epochs is what the user gets, however small the folder
         store_bits = Collection.open(store).bits if os.path.exists(store) else None
-        config = HasherConfig.for_effort(effort, bits=bits or store_bits or 64, seed=seed, **overrides)
+        config = HasherConfig.for_effort(effort, bits=bits or store_bits or 64, seed=seed, precision=precision,
+                                         **overrides)
     report = Collection(store).index(folder, bits=bits, model=model_store, config=config, workers=workers,
                                      progress=False if quiet else None, follow_links=follow_links,
                                      allow_shrink=allow_shrink, engine=engine, shard_items=shard_size)

@@ -223,9 +223,11 @@ def test_effort_levels_train_encode_repeat_and_are_recorded(tmp_path):
             np.testing.assert_array_equal(codes[0], codes[1])  # same seed, same codes
     assert HasherConfig.for_effort("fast", epochs=7).epochs == 7  # an explicit setting wins
     r = run("index", folder, "--store", tmp_path / "cli.h5", "--effort", "fast", "--image-size", "16", "--quiet",
-            "--workers", "0")
+            "--workers", "0", "--precision", "float32")
     assert r.exit_code == 0, r.output
-    assert "effort=fast" in run("info", "--store", tmp_path / "cli.h5").output
+    assert "effort=fast trained_in=float32" in run("info", "--store", tmp_path / "cli.h5").output
+    with Collection.open(tmp_path / "cli.h5") as c:
+        assert c.model.config.precision == "float32"
 
 
 def test_effort_time_stops_growing_with_the_folder():

@@ -304,9 +304,11 @@ def test_stored_config_rebuilds_the_network_and_training_is_a_record(fitted, clu
     fitted.save(tmp_path / "m.h5")
     with h5py.File(tmp_path / "m.h5", "r") as f:
         model_cfg, training = json.loads(f.attrs["config"]), json.loads(f.attrs["training"])
-    from hashae.model.config import VECTOR_FIELDS  # written by vector models only
-    assert set(model_cfg) == {f.name for f in dataclasses.fields(ModelConfig)} - set(VECTOR_FIELDS)
-    assert set(training) == {f.name for f in dataclasses.fields(TrainConfig)} - set(VECTOR_FIELDS)
+    # written by vector models only, and later fields while at their defaults
+    from hashae.model.config import LATER_FIELDS, VECTOR_FIELDS
+    left_out = set(VECTOR_FIELDS) | set(LATER_FIELDS)
+    assert set(model_cfg) == {f.name for f in dataclasses.fields(ModelConfig)} - left_out
+    assert set(training) == {f.name for f in dataclasses.fields(TrainConfig)} - left_out
     assert training["epochs"] == fitted.config.epochs and model_cfg["bits"] == fitted.config.bits
 
 
@@ -502,3 +504,67 @@ def test_step_floor_is_chosen_by_input_and_pretraining_keeps_its_own():
     assert stage_epochs(HasherConfig(batch_size=32, min_steps=800).training, 58) == 100  # explicit: a quarter of it
     with pytest.raises(ValueError, match="pass the HasherConfig"):
         finetune_epochs(HasherConfig().training, 58)  # a TrainConfig alone does not know the input
+
+
+def test_bfloat16_training_finds_the_clusters_repeats_for_a_seed_and_is_recorded(clusters, tmp_path):
+    # precision="bfloat16": the wide layers' products in bfloat16 while training (emulated where
+    # the CPU lacks it); weights stay float32 and encoding runs in float32. 16x16 grey images
+    # through a first layer of 128 are too narrow to count as wide (trained_in says so), so
+    # this net is widened
+    import torch
+    images, labels = clusters
+    cfg = dict(CFG, seed=3, precision="bfloat16", hidden=(6144, 64), min_steps=150, pretrain_epochs=1)
+    a = SemanticHasher(**cfg).fit(images, progress=False)
+    b = SemanticHasher(**cfg).fit(images, progress=False)
+    codes = a.encode(images)
+    np.testing.assert_array_equal(codes, b.encode(images))
+    d = hamming_matrix(codes, codes)
+    np.fill_diagonal(d, 10**6)
+    assert (labels[d.argmin(1)] == labels).mean() > 0.95
+    assert a.config.extra["trained_in"] == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in a.net.parameters())
+    a.save(tmp_path / "m.h5")
+    again = SemanticHasher.load(tmp_path / "m.h5")
+    assert again.config.precision == "bfloat16" and again.config.extra["trained_in"] == "bfloat16"
+    narrow = SemanticHasher(**dict(CFG, precision="bfloat16", epochs=1, min_steps=1, pretrain_epochs=0))
+    assert narrow.fit(images, progress=False).config.extra["trained_in"] == "float32"
+
+
+def test_only_wide_layers_take_the_lower_precision_and_only_while_training():
+    import torch
+    from hashae.model.network import WIDE, Dense, HashNet
+    assert not HashNet(HasherConfig(channels=1).model).wide_layers()  # 1024 -> 1024: narrow enough
+    net = HashNet(HasherConfig.for_effort("fast").model)  # 32x32 colour: 3072 -> 512 -> 256 -> 64
+    dense = [m for m in net.modules() if isinstance(m, Dense)]
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        net.eval()
+        before = net.logits(x)
+        with net.wide_products(torch.bfloat16):
+            wide = [m for m in dense if m.compute is not None]
+            assert {(m.in_features, m.out_features) for m in wide} == {(3072, 512), (512, 3072)}
+            assert all(m.in_features * m.out_features >= WIDE for m in wide)
+            torch.testing.assert_close(net.logits(x), before, rtol=0, atol=0)  # eval: float32
+            net.train()
+            low = net.logits(x)
+            assert low.dtype == torch.float32 and 0 < (low - before).abs().max() < 0.02 * before.abs().max()
+        assert all(m.compute is None for m in dense)  # left as it was, even after a raise below
+        with pytest.raises(RuntimeError), net.wide_products(torch.bfloat16):
+            raise RuntimeError
+        assert all(m.compute is None for m in dense)
+        net.eval()
+        # the weights' names are nn.Linear's: files written before Dense read as they did
+        assert all(name.endswith(("weight", "bias")) for name, _ in net.named_parameters())
+
+
+def test_precision_auto_follows_the_cpu_and_stays_out_of_stored_json():
+    import torch
+    from hashae.model.train import native_bfloat16, training_dtype
+    assert training_dtype("float32") == torch.float32 and training_dtype("bfloat16") == torch.bfloat16
+    assert training_dtype("auto") == (torch.bfloat16 if native_bfloat16() else torch.float32)
+    # "auto" is left out, so that a file stays readable by the hashae before the field
+    assert "precision" not in json.loads(HasherConfig().to_json())
+    assert "precision" not in json.loads(HasherConfig(kind="vector", dim=8).to_json())
+    assert HasherConfig.from_json(HasherConfig(precision="float32").to_json()).precision == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        HasherConfig(precision="float16").validate()

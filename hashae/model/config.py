@@ -24,11 +24,18 @@ SCALINGS = ("standard", "log")
 # values): an image model's JSON stays what hashae 0.1 reads
 VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, "vector_drop": 0.2, "vector_noise": 0.1,
                  "temperature": None}
+# fields that any model leaves out of its stored JSON while they hold these values, so that a
+# file stays readable by the hashae before them
+LATER_FIELDS = {"precision": "auto"}
 # principal components a vector model reads when its ``pca`` is None: wide vectors (pixels,
 # word counts, embeddings) are first projected onto the training rows' top 128 directions
 # (bench/README.md, "Vectors": "Principal components first")
 PCA_DIMS = 128
 PRETRAIN = ("dae", "none")
+# what the widest layers' products run in while training (network.HashNet.wide_products):
+# "auto" is bfloat16 where the CPU multiplies it natively (model/train.training_dtype), float32
+# elsewhere. Everything else, and encoding, runs in float32
+PRECISIONS = ("auto", "float32", "bfloat16")
 CORRUPTIONS = ("mask", "gaussian", "none")
 SPARSITY = ("kl", "l1")
 # where an image's neighbours (the neighbour term's positives) are looked for: its pixels, or
@@ -214,6 +221,8 @@ class TrainConfig:
     max_train: int = 20_000  # images trained on, a seeded sample of a larger folder
     seed: int = 0
     threads: int | None = None
+    # PRECISIONS; the fit notes what it ran in as extra["trained_in"]
+    precision: str = "auto"
     extra: dict = field(default_factory=dict)  # free-form notes kept with the model
 
     def epochs_for(self, n_train: int, epochs: int, min_steps: int, max_steps: int | None = None) -> int:
@@ -235,6 +244,7 @@ class TrainConfig:
         _choice("sparsity_kind", self.sparsity_kind, SPARSITY)
         _choice("effort", self.effort, tuple(EFFORTS))
         _choice("neighbour_space", self.neighbour_space, NEIGHBOUR_SPACES)
+        _choice("precision", self.precision, PRECISIONS)
         for name in ("pretrain_epochs", "epochs", "patience"):
             _int(name, getattr(self, name), 0, 100_000)
         if self.min_steps is not None:
@@ -413,9 +423,10 @@ IMAGE_MIN_STEPS, VECTOR_MIN_STEPS, PRETRAIN_MIN_STEPS = 800, 400, 400
 
 
 def without_image_defaults(fields: dict, kind: str | None = None) -> dict:
-    """A config's fields without the vector-only ones when they hold their defaults on an image
-    model (``kind``, default: the fields' own), so that an image model's stored JSON is what
-    hashae before vectors reads."""
+    """A config's fields without the later ones (LATER_FIELDS) and, on an image model
+    (``kind``, default: the fields' own), the vector-only ones, while they hold their defaults:
+    an image model's stored JSON is what hashae before vectors reads."""
+    fields = {k: v for k, v in fields.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     if (kind or fields.get("kind", "image")) != "image":
         return fields
     return {k: v for k, v in fields.items() if not (k in VECTOR_FIELDS and v == VECTOR_FIELDS[k])}
@@ -434,8 +445,10 @@ def describe_settings(settings: dict | None) -> str:
     shape = f"vectors d={cfg.dim} {cfg.scaling}" if cfg.is_vector else f"{cfg.image_size}px x{cfg.channels}"
     if cfg.pca_dims:
         shape += f" pca={cfg.pca_dims}"
+    trained_in = cfg.extra.get("trained_in")  # what the wide layers' products ran in (model/hasher.py)
     return (f"{cfg.arch} {shape} layers {widths} "
-            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}")
+            f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}"
+            + (f" trained_in={trained_in}" if isinstance(trained_in, str) else ""))
 
 
 def parse_json_object(text, what: str) -> dict:

@@ -8,11 +8,13 @@ a binarizer's business (binarizers/), so encoding needs nothing but this module.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -23,6 +25,13 @@ MAX_PARAMS = 50_000_000
 MAX_ACTIVATIONS = 4_000_000
 # inference batches are cut so that one batch's activations stay under this many values (1 GB)
 BATCH_ACTIVATIONS = 1 << 28
+# multiply-adds per row from which a dense layer's products may run in a lower precision while
+# training (HashNet.wide_products): the layers that read and rebuild the pixels of a 32x32 colour
+# image (3072 x 512 at fast, 3072 x 1024 at default). Not the grey default's 1024 x 1024: with it
+# in bfloat16 the three grey sets lost 0.005 mAP on average and orl_faces on each of three seeds,
+# where the colour sets' changes averaged zero (bench/README.md, "Training time": "bfloat16
+# products"). A layer's speed-up is much the same at any of these sizes; this bound is quality's
+WIDE = 1_500_000
 
 
 class Output(NamedTuple):
@@ -79,9 +88,22 @@ class WithStats(nn.Module):
         return self.layer(x) + self.side(image_stats(x) * self.SCALE)
 
 
+class Dense(nn.Linear):
+    """nn.Linear whose product runs in ``compute`` (a lower precision) while it trains, if set;
+    its weights, gradients and outputs stay float32, and in eval mode it is nn.Linear."""
+
+    compute: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = self.compute
+        if dt is None or not self.training:
+            return super().forward(x)
+        return F.linear(x.to(dt), self.weight.to(dt), self.bias.to(dt)).float()
+
+
 def _dense(a: int, b: int, out_act: nn.Module, is_code: bool, unflatten=None) -> Stage:
-    enc = [nn.Linear(a, b)] if is_code else [nn.Linear(a, b), nn.ReLU()]
-    dec = [nn.Linear(b, a), out_act]
+    enc = [Dense(a, b)] if is_code else [Dense(a, b), nn.ReLU()]
+    dec = [Dense(b, a), out_act]
     if unflatten is not None:  # first dense stage: images / conv maps in, vectors out
         enc.insert(0, nn.Flatten())
         dec.append(nn.Unflatten(1, unflatten))
@@ -160,6 +182,25 @@ class HashNet(nn.Module):
         for stage in reversed(self.stages):
             h = stage.dec(h)
         return h
+
+    def wide_layers(self) -> list:
+        """The dense layers of at least WIDE multiply-adds a row (wide_products)."""
+        return [m for m in self.modules() if isinstance(m, Dense) and m.in_features * m.out_features >= WIDE]
+
+    @contextlib.contextmanager
+    def wide_products(self, dtype: torch.dtype):
+        """Within: the products of the wide layers run in ``dtype`` while training (float32:
+        nothing changes). The code layer, the losses and the narrower layers stay float32: with
+        every product in bfloat16 (torch's autocast) the default lost mAP on all six shared sets
+        (bench/README.md, "Training time": "bfloat16 products")."""
+        wide = self.wide_layers()
+        for m in wide:
+            m.compute = None if dtype == torch.float32 else dtype
+        try:
+            yield
+        finally:
+            for m in wide:
+                m.compute = None
 
     def forward(self, x: torch.Tensor, binarize: Callable | None = None) -> Output:
         """Encode and decode ``x``; the decoder sees ``binarize(z)`` (a training binarizer) or,

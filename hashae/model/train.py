@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -113,6 +114,37 @@ def fit_loop(module: torch.nn.Module, phase: Phase, settings: TrainConfig, rng: 
         module.load_state_dict(best_state)
     module.eval()
     return history
+
+
+@functools.cache
+def ready() -> None:
+    """Pay once, before a fit's progress bar starts its clock, what torch's first optimiser in a
+    process costs: it imports torch._dynamo, about a second. Inside the bar that second was the
+    first step's, and the first ETA shown on 398 photos was 40-50 times the fit (bench/README.md,
+    "Training time")."""
+    _adam([torch.nn.Parameter(torch.zeros(1))], TrainConfig())
+
+
+def training_dtype(precision: str) -> torch.dtype:
+    """What the wide layers' products run in while training, for ``precision``
+    (config.PRECISIONS; network.HashNet.wide_products): "auto" is bfloat16 where the CPU
+    multiplies it natively (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated and slower, so
+    float32 (bench/README.md, "Training time": "bfloat16 products")."""
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto" and native_bfloat16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    try:
+        found = capabilities() if capabilities is not None else {}
+    except (RuntimeError, AttributeError):  # a torch build that cannot say
+        return False
+    return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
 
 
 def _adam(params: list, settings: TrainConfig) -> torch.optim.Optimizer:
