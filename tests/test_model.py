@@ -534,6 +534,7 @@ def test_only_wide_layers_take_the_lower_precision_and_only_while_training():
     import torch
     from hashae.model.network import WIDE, Dense, HashNet
     assert not HashNet(HasherConfig(channels=1).model).wide_layers()  # 1024 -> 1024: narrow enough
+    assert not HashNet(HasherConfig(kind="vector", dim=4096, pca=0).model).wide_layers()  # not measured
     net = HashNet(HasherConfig.for_effort("fast").model)  # 32x32 colour: 3072 -> 512 -> 256 -> 64
     dense = [m for m in net.modules() if isinstance(m, Dense)]
     x = torch.rand(4, 3, 32, 32)

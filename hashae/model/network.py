@@ -184,7 +184,10 @@ class HashNet(nn.Module):
         return h
 
     def wide_layers(self) -> list:
-        """The dense layers of at least WIDE multiply-adds a row (wide_products)."""
+        """The dense layers of at least WIDE multiply-adds a row (wide_products); none in a
+        vector model, where bfloat16 was not measured (with ``pca=0`` its first layer can be wide)."""
+        if self.cfg.is_vector:
+            return []
         return [m for m in self.modules() if isinstance(m, Dense) and m.in_features * m.out_features >= WIDE]
 
     @contextlib.contextmanager
