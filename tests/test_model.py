@@ -534,6 +534,8 @@ def test_only_wide_layers_take_the_lower_precision_and_only_while_training():
     import torch
     from hashae.model.network import WIDE, Dense, HashNet
     assert not HashNet(HasherConfig(channels=1).model).wide_layers()  # 1024 -> 1024: narrow enough
+    with HashNet(HasherConfig(channels=1).model).wide_products(torch.bfloat16) as dtype:
+        assert dtype == torch.float32  # nothing to lower: what the fit records
     assert not HashNet(HasherConfig(kind="vector", dim=4096, pca=0).model).wide_layers()  # not measured
     net = HashNet(HasherConfig.for_effort("fast").model)  # 32x32 colour: 3072 -> 512 -> 256 -> 64
     dense = [m for m in net.modules() if isinstance(m, Dense)]
@@ -541,7 +543,8 @@ def test_only_wide_layers_take_the_lower_precision_and_only_while_training():
     with torch.no_grad():
         net.eval()
         before = net.logits(x)
-        with net.wide_products(torch.bfloat16):
+        with net.wide_products(torch.bfloat16) as dtype:
+            assert dtype == torch.bfloat16
             wide = [m for m in dense if m.compute is not None]
             assert {(m.in_features, m.out_features) for m in wide} == {(3072, 512), (512, 3072)}
             assert all(m.in_features * m.out_features >= WIDE for m in wide)

@@ -79,9 +79,6 @@ class Hasher:
             self.config = self.config.replace(stats=0.0)
             self._fit_once(data, progress)
         self.fit_seconds_ = time.monotonic() - t0
-        # a record of what the wide layers' products ran in: the same seed gives the same codes
-        # on one kind of CPU, and bfloat16 on one against float32 on another round differently
-        self.config = self.config.replace(extra={**self.config.extra, "trained_in": self._trained_in})
         return self
 
     def _fit_once(self, data, progress) -> tuple[torch.Tensor, int]:
@@ -110,9 +107,11 @@ class Hasher:
         # one bar for the whole fit (pretraining stages and fine-tuning), its ETA from the plan
         plan = fit_plan(cfg, len(split.train), len(split.val))
         ready()  # torch's one-time optimiser import, outside the bar's clock
-        dtype = training_dtype(cfg.precision) if net.wide_layers() else torch.float32
-        self._trained_in = str(dtype).removeprefix("torch.")
-        with (PhasedProgress(plan, "fit", enabled=False if rank else progress) as bar, net.wide_products(dtype)):
+        with (PhasedProgress(plan, "fit", enabled=False if rank else progress) as bar,
+              net.wide_products(training_dtype(cfg.precision)) as dtype):
+            # a record of what the wide layers' products ran in: the same seed gives the same
+            # codes on one kind of CPU, and bfloat16 on one against float32 on another round differently
+            self.config = cfg.replace(extra={**cfg.extra, "trained_in": str(dtype).removeprefix("torch.")})
             return self._train(net, data, split, rng, bar)
 
     def _train(self, net: HashNet, data, split: Split, rng: np.random.Generator, bar) -> tuple[torch.Tensor, int]:

@@ -193,14 +193,15 @@ class HashNet(nn.Module):
     @contextlib.contextmanager
     def wide_products(self, dtype: torch.dtype):
         """Within: the products of the wide layers run in ``dtype`` while training (float32:
-        nothing changes). The code layer, the losses and the narrower layers stay float32: with
-        every product in bfloat16 (torch's autocast) the default lost mAP on all six shared sets
-        (bench/README.md, "Training time": "bfloat16 products")."""
-        wide = self.wide_layers()
+        nothing changes); yields the dtype they run in, float32 when there are none. The code
+        layer, the losses and the narrower layers stay float32: with every product in bfloat16
+        (torch's autocast) the default lost mAP on all six shared sets (bench/README.md,
+        "Training time": "bfloat16 products")."""
+        wide = self.wide_layers() if dtype != torch.float32 else []
         for m in wide:
-            m.compute = None if dtype == torch.float32 else dtype
+            m.compute = dtype
         try:
-            yield
+            yield dtype if wide else torch.float32
         finally:
             for m in wide:
                 m.compute = None
