@@ -97,6 +97,27 @@ def test_graph_clusters_far_fewer_than_communities_join_whole_communities(monkey
     assert partition(graph_clusters(codes, 3, seed=2).labels) == partition(sub // 4)
 
 
+def test_polish_moves_border_codes_to_the_nearer_neighbouring_group():
+    """After the cut to k, a code labelled with the far group moves to the nearer centre of a
+    group it has an edge to; a code with no edge to that group stays, and so does a group's
+    only member (its own centre is itself)."""
+    from scipy.sparse import coo_matrix
+
+    from hashae.search.graph import polish
+    x = np.array([[0, 0], [0, 1], [1, 0], [7, 0], [6.5, 0],  # group 0; 3 and 4 sit nearer group 1's centre
+                  [10, 0], [10, 1], [11, 0],  # group 1
+                  [9, 0]], np.float32)  # group 2, alone, beside group 1
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2])
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 5], [0, 4], [5, 6], [6, 7], [8, 6]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(9, 9))
+    graph = (graph + graph.T).tocsr()
+    out = polish(x, graph, np.ones(9, np.int64), labels)
+    np.testing.assert_array_equal(out, [0, 0, 0, 1, 0, 1, 1, 1, 2])
+    # labels need not be numbered from 0 (merges leave gaps); the groups come back as 0..k-1
+    np.testing.assert_array_equal(polish(x, graph, np.ones(9, np.int64), labels * 3 + 4), out)
+    np.testing.assert_array_equal(polish(x, graph, np.ones(9, np.int64), labels, rounds=0), labels)
+
+
 def test_graph_clusters_with_the_inverted_file_search(monkeypatch):
     # past EXACT_MAX distinct codes the neighbours come from an IVF index: same groups here
     import hashae.search.graph as graph

@@ -19,6 +19,12 @@ not chains. Then the graph smooths instead: each code becomes the mean of its ±
 ``SMOOTH_STEPS`` steps of the graph's random walk (a low-pass filter on the graph, as in power
 iteration clustering, Lin & Cohen 2010), and k-means groups the smoothed codes
 (bench/README.md, "Clustering").
+
+Communities cut to ``k`` by the resolution search and greedy merges leave some codes on the
+wrong side of a border: each merge moves whole communities. So those k groups are polished:
+each distinct code moves to the nearest group centre, in the smoothed code space, among its own
+group and its neighbours' groups, until nothing moves (a few rounds of Lloyd's k-means, kept to
+the graph's edges, so a code never jumps to a group it has no edge to).
 """
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ SMOOTH_ABOVE = 2.0  # k-means of smoothed codes when the graph has more than thi
 SMOOTH_STEPS = 2  # random-walk steps of that smoothing
 SMOOTH_RESTARTS = 4  # k-means runs on the smoothed codes; the one with the lowest error is kept
 SMOOTH_TRAIN = 100_000  # distinct codes the k-means is fitted on at most (a seeded sample); all are assigned
+POLISH_ROUNDS = 10  # rounds of moving codes to the nearest neighbouring group's centre, at most (polish)
+POLISH_CHUNK = 4_096  # distinct codes whose candidate groups are weighed at once (bounded memory)
 
 
 class GraphClusters(NamedTuple):
@@ -107,10 +115,13 @@ def graph_clusters(codes: np.ndarray, k: int | None = None, neighbours: int = NE
         g = igraph.Graph(n=len(uniq), edges=np.column_stack([upper.row, upper.col])[upper.row <= upper.col],
                          edge_attrs={"weight": upper.data[upper.row <= upper.col]})
         labels = _louvain(g, 1.0, seed)
+        counts = np.bincount(inverse)
         if k is not None and int(labels.max()) + 1 > SMOOTH_ABOVE * k and k < len(uniq):
-            labels, resolution = smoothed_kmeans(uniq, graph, np.bincount(inverse), k, seed), float("nan")
+            labels, resolution = smoothed_kmeans(uniq, graph, counts, k, seed), float("nan")
         else:
             labels, resolution = _communities(g, k, seed, labels)
+            if k is not None:  # cut to k by merges: border codes may sit in the wrong group
+                labels = polish(smoothed(uniq, graph), graph, counts, labels)
         bar.update(1)
     modularity = g.modularity(labels.tolist(), weights="weight")
     return GraphClusters(relabel_by_size(labels[inverse]), float(modularity), resolution)
@@ -132,18 +143,55 @@ def smoothed_kmeans(uniq: np.ndarray, graph, counts: np.ndarray, k: int, seed: i
     bits averaged over SMOOTH_STEPS steps of the random walk on ``graph`` (each code keeps a
     share of itself), then k-means weighted by the counts, best of SMOOTH_RESTARTS, fitted on at
     most SMOOTH_TRAIN of them."""
-    walk = graph + identity(len(uniq), format="csr")
-    walk = (diags(1.0 / np.asarray(walk.sum(1)).ravel()) @ walk).astype(np.float32)
-    x = unpack(uniq).astype(np.float32) * 2 - 1
-    for _ in range(SMOOTH_STEPS):
-        x = walk @ x
-    x = np.ascontiguousarray(x, np.float32)
+    x = smoothed(uniq, graph)
     # fitted on at most SMOOTH_TRAIN codes (FAISS samples k x max_points_per_centroid), so that a
     # large k over a million codes stays minutes, not hours; a small folder is no reason to warn
     km = faiss.Kmeans(x.shape[1], k, niter=30, nredo=SMOOTH_RESTARTS, seed=seed + 1, verbose=False,
                       min_points_per_centroid=1, max_points_per_centroid=max(1, SMOOTH_TRAIN // k))
     km.train(x, weights=counts.astype(np.float32))
     return km.index.search(x, 1)[1][:, 0].astype(np.int64)
+
+
+def smoothed(uniq: np.ndarray, graph) -> np.ndarray:
+    """The distinct codes' ±1 bits averaged over SMOOTH_STEPS steps of the random walk on
+    ``graph`` (each code keeps a share of itself), (m, bits) float32."""
+    walk = graph + identity(len(uniq), format="csr")
+    walk = (diags(1.0 / np.asarray(walk.sum(1)).ravel()) @ walk).astype(np.float32)
+    x = unpack(uniq).astype(np.float32) * 2 - 1
+    for _ in range(SMOOTH_STEPS):
+        x = walk @ x
+    return np.ascontiguousarray(x, np.float32)
+
+
+def polish(x: np.ndarray, graph, counts: np.ndarray, labels: np.ndarray, rounds: int = POLISH_ROUNDS) -> np.ndarray:
+    """Labels of the rows of ``x`` (distinct codes, each standing for ``counts`` items) after
+    moving each to the nearest group centre among its own group's and its ``graph`` neighbours'
+    groups, round after round, until nothing moves, a round would empty a group, or ``rounds``
+    have run. Ties keep the code where it is. Returns labels numbered 0..groups-1."""
+    labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    m, groups = len(x), int(labels.max()) + 1 if len(labels) else 0
+    weight = counts.astype(np.float32)  # float32 like x: no float64 copy of a million codes
+    indptr, indices = graph.indptr, graph.indices
+    for _ in range(rounds):
+        members = csr_matrix((weight, (labels, np.arange(m))), shape=(groups, m))
+        centres = (members @ x) / np.asarray(members.sum(1), np.float32)
+        sq = (centres * centres).sum(1)
+        moved = labels.copy()
+        for s in range(0, m, POLISH_CHUNK):
+            e = min(m, s + POLISH_CHUNK)
+            own = np.arange(s, e)
+            # candidates: the code's own group first (so that a tie keeps it), then each neighbour's
+            node = np.concatenate([own, np.repeat(own, np.diff(indptr[s:e + 1]))])
+            group = np.concatenate([labels[s:e], labels[indices[indptr[s]:indptr[e]]]])
+            # squared distance to the centre, less the code's own squared norm (the same for all its candidates)
+            d = sq[group] - 2 * np.einsum("ij,ij->i", x[node], centres[group])
+            order = np.lexsort((d, node))  # stable: equal distances keep the candidates' order
+            first = np.r_[True, node[order][1:] != node[order][:-1]]
+            moved[node[order][first]] = group[order][first]
+        if np.array_equal(moved, labels) or np.bincount(moved, minlength=groups).min() == 0:
+            break
+        labels = moved
+    return labels
 
 
 def _communities(g, k: int | None, seed: int, labels: np.ndarray) -> tuple:
