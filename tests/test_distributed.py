@@ -75,6 +75,36 @@ def test_two_processes_take_the_step_of_one(tmp_path):
     np.testing.assert_array_equal(two["uneven"], [0, 1, 2, 10, 11])  # shares of 3 and 2 rows
 
 
+def _precision_worker(rank: int, world: int, init: str, out: str, native: tuple) -> None:
+    from hashae.model import train
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        train.native_bfloat16 = lambda: native[rank]  # this process's CPU, as the test describes it
+        chosen = [str(train.training_dtype(p)) for p in ("auto", "float32", "bfloat16")]
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(" ".join(chosen))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("native", [(True, False), (False, True), (True, True), (False, False)])
+def test_every_process_of_a_fit_trains_in_one_precision(tmp_path, native):
+    """"auto" takes bfloat16 only when every process's CPU has it: a cluster of mixed machines
+    trains all in float32, not half in each; an explicit precision is kept everywhere."""
+    ctx = mp.get_context("spawn")
+    out = str(tmp_path / "chosen")
+    procs = [ctx.Process(target=_precision_worker, args=(r, 2, str(tmp_path / "init"), out, native))
+             for r in range(2)]
+    for pr in procs:
+        pr.start()
+    for pr in procs:
+        pr.join(120)
+        assert pr.exitcode == 0
+    auto = "torch.bfloat16" if all(native) else "torch.float32"
+    for r in range(2):
+        assert open(f"{out}.{r}").read() == f"{auto} torch.float32 torch.bfloat16"
+
+
 # ---------------------------------------------------------------------------- the Ray engine
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'hashae[ray]'")

@@ -129,10 +129,12 @@ def training_dtype(precision: str) -> torch.dtype:
     """What the wide layers' products run in while training, for ``precision``
     (config.PRECISIONS; network.HashNet.wide_products): "auto" is bfloat16 where the CPU
     multiplies it natively (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated and slower, so
-    float32 (bench/README.md, "Training time": "bfloat16 products")."""
+    float32 (bench/README.md, "Training time": "bfloat16 products"). In a data-parallel fit
+    (parallel.py) every process must call it, and "auto" is bfloat16 only if every process's CPU
+    has it: one precision for the whole fit, whatever mix of machines a cluster has."""
     if precision == "bfloat16":
         return torch.bfloat16
-    if precision == "auto" and native_bfloat16():
+    if precision == "auto" and not parallel.any_true(not native_bfloat16()):
         return torch.bfloat16
     return torch.float32
 
