@@ -186,8 +186,9 @@ def polish(x: np.ndarray, graph, counts: np.ndarray, labels: np.ndarray, rounds:
             # squared distance to the centre, less the code's own squared norm (the same for all its candidates)
             d = sq[group] - 2 * np.einsum("ij,ij->i", x[node], centres[group])
             order = np.lexsort((d, node))  # stable: equal distances keep the candidates' order
-            first = np.r_[True, node[order][1:] != node[order][:-1]]
-            moved[node[order][first]] = group[order][first]
+            node, group = node[order], group[order]
+            first = np.r_[True, node[1:] != node[:-1]]  # each code's nearest candidate
+            moved[node[first]] = group[first]
         if np.array_equal(moved, labels) or np.bincount(moved, minlength=groups).min() == 0:
             break
         labels = moved
