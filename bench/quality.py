@@ -67,6 +67,7 @@ RULES = {
     "statistics input on every set": {"stats_input": True},
     "no statistics input on any set": {"stats_input": False},
     "neighbour term 0.5 on every set": {"neighbours": 0.5},
+    "neighbour term 0.5 gated at 0.5 on every set": {"neighbours": 0.5, "neighbour_gate": 0.5},
     "no neighbour term on any set": {"neighbours": 0.0},
 }
 

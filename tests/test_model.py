@@ -572,3 +572,66 @@ def test_precision_auto_follows_the_cpu_and_stays_out_of_stored_json():
     assert HasherConfig.from_json(HasherConfig(precision="float32").to_json()).precision == "float32"
     with pytest.raises(ValueError, match="precision"):
         HasherConfig(precision="float16").validate()
+
+
+def test_neighbour_gate_keeps_only_neighbours_inside_the_views_radius():
+    """A near copy is nearer than the image's own augmented views and passes the gate; an
+    unrelated nearest image is farther and does not. Without a gate the table is the same."""
+    import torch
+    from hashae.model.neighbours import nearest_neighbours
+    rng = np.random.default_rng(3)
+    base = rng.random((10, 1, 8, 8)).astype(np.float32)
+    images = torch.from_numpy(np.concatenate([base, base + 0.01 * rng.standard_normal(base.shape).astype(np.float32)]))
+    idx = np.arange(20)
+    batch = lambda rows: images[rows]  # noqa: E731
+    shaken = torch.Generator().manual_seed(0)
+    view = lambda x: x + 0.2 * torch.randn(x.shape, generator=shaken)  # noqa: E731
+    table, kept = nearest_neighbours(batch, idx, 3, gate=(0.5, view))
+    np.testing.assert_array_equal(table[:, 0], np.r_[np.arange(10, 20), np.arange(10)])  # each one's copy
+    assert kept[:, 0].all() and not kept[:, 1:].any()
+    np.testing.assert_array_equal(table, nearest_neighbours(batch, idx, 3))
+    assert not nearest_neighbours(batch, idx, 3, gate=(1e-9, view))[1].any()
+
+
+def test_contrastive_anchors_leave_pairs_out_of_the_mean():
+    import torch
+    import torch.nn.functional as F
+    from hashae.model.losses import contrastive
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    plain = contrastive(z1, z2, 0.3)
+    assert torch.allclose(contrastive(z1, z2, 0.3, torch.ones(6, dtype=torch.bool)), plain)
+    assert float(contrastive(z1, z2, 0.3, torch.zeros(6, dtype=torch.bool))) == 0.0
+    anchors = torch.tensor([True, False, True, True, False, True])
+    u = F.normalize(torch.tanh(torch.cat([z1, z2]) / 2), dim=1)
+    sim = (u @ u.T / 0.3).fill_diagonal_(float("-inf"))
+    each = F.cross_entropy(sim, torch.cat([torch.arange(6, 12), torch.arange(6)]), reduction="none")
+    assert torch.allclose(contrastive(z1, z2, 0.3, anchors), each[anchors.repeat(2)].sum() / 12)
+
+
+def test_wide_descriptors_are_reduced_to_the_same_principal_subspace():
+    """Past EXACT_PCA_MAX the reduction is a randomized range finder: on rows with a few
+    strong directions it finds the subspace an exact SVD finds."""
+    from hashae.model.neighbours import top_directions
+    rng = np.random.default_rng(0)
+    d = 1100
+    signal = rng.standard_normal((400, 8)) * np.arange(20, 4, -2) @ rng.standard_normal((8, d))
+    x = (signal + 0.1 * rng.standard_normal((400, d))).astype(np.float32)
+    x -= x.mean(0)
+    found = top_directions(x, 8, seed=0)
+    exact = np.linalg.svd(x, full_matrices=False)[2][:8].T
+    cosines = np.linalg.svd(found.T @ exact, compute_uv=False)  # of the principal angles
+    assert found.shape == (d, 8) and cosines.min() > 0.999
+
+
+def test_a_gated_neighbour_term_trains_and_is_stored_only_when_set(clusters):
+    images, _ = clusters
+    colour = np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
+    settings = dict(CFG, channels=3, neighbours=0.5, neighbour_gate=0.5)
+    a = SemanticHasher(**settings).fit(colour, progress=False)
+    b = SemanticHasher(**settings).fit(colour, progress=False)
+    np.testing.assert_array_equal(a.encode(colour), b.encode(colour))  # one seed, one set of codes
+    assert json.loads(a.config.to_json())["neighbour_gate"] == 0.5
+    assert "neighbour_gate" not in json.loads(HasherConfig().to_json())  # older hashae reads the default
+    with pytest.raises(ValueError, match="neighbour_gate"):
+        HasherConfig(neighbour_gate=-1.0).validate()

@@ -26,7 +26,7 @@ VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, 
                  "temperature": None}
 # fields that any model leaves out of its stored JSON while they hold these values, so that a
 # file stays readable by the hashae before them
-LATER_FIELDS = {"precision": "auto"}
+LATER_FIELDS = {"precision": "auto", "neighbour_gate": 0.0}
 # principal components a vector model reads when its ``pca`` is None: wide vectors (pixels,
 # word counts, embeddings) are first projected onto the training rows' top 128 directions
 # (bench/README.md, "Vectors": "Principal components first")
@@ -208,6 +208,11 @@ class TrainConfig:
     # images must be picked out, model/neighbours.py); None picks by channels (neighbour_weight)
     neighbours: float | None = None
     neighbour_k: int = 5
+    # images: a neighbour is a positive only if nearer (squared) than this many times the image's
+    # own distance to its augmented views; 0: every neighbour is. With neighbours=0.5 and 0.5
+    # here, colour photos gain where neighbours share a class and lose where they do not
+    # (bench/README.md, "Gated neighbours for colour images": not a default)
+    neighbour_gate: float = 0.0
     # NEIGHBOUR_SPACES; vectors: always their own space. Pixels beside grid statistics find
     # same-class neighbours more often than pixels alone on all six shared sets
     neighbour_space: str = "pixels+stats"
@@ -259,6 +264,7 @@ class TrainConfig:
         for name in ("noise_std", "lr", "weight_decay", "sparsity", "balance", "decorrelation",
                      "augment", "contrastive", "corruption_level"):
             _float(name, getattr(self, name), 0.0, 1e6)
+        _float("neighbour_gate", self.neighbour_gate, 0.0, 1e6)
         for name in ("stats", "neighbours"):
             if getattr(self, name) is not None:
                 _float(name, getattr(self, name), 0.0, 1e6)

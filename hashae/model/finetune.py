@@ -3,6 +3,8 @@ config switches on (contrast between augmented views, image statistics, pixel ne
 code regularisers). One object per fit, called by the trainer once per batch."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -19,10 +21,19 @@ def two_views(cfg: HasherConfig, neighbours: bool) -> bool:
     return cfg.augment > 0 or cfg.contrastive > 0 or neighbours
 
 
+@dataclass(frozen=True)
+class Positives:
+    """The neighbour term's positives: for each of the sorted training rows ``rows``, the
+    positions into them of its nearest neighbours (``table``, (rows, k), from
+    neighbours.nearest_neighbours) and which of them passed the gate (``kept``; None: all)."""
+    rows: np.ndarray
+    table: np.ndarray
+    kept: np.ndarray | None = None
+
+
 class FineTune:
-    """``objective(idx, frac) -> (loss, metrics)`` for fit_loop. ``neighbours``, if given, is
-    (sorted training rows, (rows, k) table of neighbour positions into them) from
-    neighbours.nearest_neighbours."""
+    """``objective(idx, frac) -> (loss, metrics)`` for fit_loop; ``neighbours``: Positives, if
+    the neighbour term is on."""
 
     def __init__(self, net: HashNet, data, cfg: HasherConfig, neighbours=None):
         self.net, self.data, self.cfg = net, data, cfg
@@ -50,8 +61,8 @@ class FineTune:
         if cfg.contrastive > 0:
             terms["contrastive"] = cfg.contrastive * losses.contrastive(z1, z2, cfg.contrast_temperature)
         if self.neighbours is not None:
-            terms["neighbours"] = self.neighbour_weight * losses.contrastive(z1, self._neighbour_logits(idx),
-                                                                             cfg.contrast_temperature)
+            partner, has = self._neighbour_logits(idx, z2)
+            terms["neighbours"] = self.neighbour_weight * losses.contrastive(z1, partner, cfg.contrast_temperature, has)
         if cfg.balance > 0:
             terms["balance"] = cfg.balance * losses.balance(p)
         if cfg.decorrelation > 0:
@@ -61,12 +72,25 @@ class FineTune:
             terms["sparsity"] = cfg.sparsity * sp
         return sum(terms.values()), {k: float(v.detach()) for k, v in terms.items()}
 
-    def _neighbour_logits(self, idx: np.ndarray) -> torch.Tensor:
-        """Code-layer logits of an augmented view of one random pixel neighbour of each image."""
-        train_sorted, table = self.neighbours
-        rows = table[np.searchsorted(train_sorted, idx)]
-        picked = train_sorted[rows[np.arange(len(idx)), self.rng.integers(0, rows.shape[1], len(idx))]]
-        return self.net.logits(self._view(self.data.batch(picked)))
+    def _neighbour_logits(self, idx: np.ndarray, own: torch.Tensor):
+        """Code-layer logits of an augmented view of one random kept neighbour of each image, and
+        which images have one (None: all). An image without one takes ``own`` (its second
+        view's logits, already computed): it is left out of the term as an anchor and stays a
+        negative for the others."""
+        pos = self.neighbours
+        at = np.searchsorted(pos.rows, idx)
+        table = pos.table[at]
+        if pos.kept is None:
+            picked = pos.rows[table[np.arange(len(idx)), self.rng.integers(0, table.shape[1], len(idx))]]
+            return self.net.logits(self._view(self.data.batch(picked))), None
+        kept = pos.kept[at]
+        choice = np.where(kept, self.rng.random(kept.shape), -1.0).argmax(1)  # a random kept one
+        has = kept.any(1)
+        partner = own.clone()
+        if has.any():  # only these images pay for a neighbour's view
+            picked = pos.rows[table[np.arange(len(idx)), choice]][has]
+            partner[torch.from_numpy(has)] = self.net.logits(self._view(self.data.batch(picked)))
+        return partner, torch.from_numpy(has)
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
         """One augmented view of each row: an image's crop and flip, a vector's drop and noise."""

@@ -18,7 +18,8 @@ from .. import codes as codes_mod
 from ..progress import PhasedProgress
 from . import losses, parallel
 from .config import HasherConfig
-from .finetune import FineTune
+from .augment import random_views
+from .finetune import FineTune, Positives
 from .inputs import as_input, for_data
 from .neighbours import flat, nearest_neighbours
 from .network import BATCH_ACTIVATIONS, HashNet, check_budget, grid_stats
@@ -132,9 +133,13 @@ class Hasher:
             # documents and embeddings by topic; images: pixels in [0, 1]
             batch = (lambda i: net.target(data.batch(i))) if cfg.is_vector else data.batch
             parts = (flat, grid_stats) if cfg.neighbour_space == "pixels+stats" and not cfg.is_vector else (flat,)
-            table = nearest_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed, parts)
+            gate = None
+            if cfg.neighbour_gate > 0 and not cfg.is_vector:
+                gate = (cfg.neighbour_gate, lambda x: random_views(x, cfg.crop_min))
+            found = nearest_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed, parts, gate)
+            table, kept = found if gate else (found, None)
             if table.shape[1]:
-                neighbours = (train_sorted, table)
+                neighbours = Positives(train_sorted, table, kept)
         phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
                       val_loss=(lambda: mean_over(split.val, cfg.batch_size * 4, recon_loss)) if len(split.val) else None,
                       rows=split.train, epochs=finetune_epochs(cfg, len(split.train)),

@@ -67,17 +67,21 @@ def consistency(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return (straight_through(z1) - straight_through(z2)).pow(2).mean()
 
 
-def contrastive(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrastive(z1: torch.Tensor, z2: torch.Tensor, temperature: float, anchors=None) -> torch.Tensor:
     """NT-Xent (Chen et al. 2020) between two views' relaxed codes tanh(z / 2) = 2p - 1: each
     view must pick its partner out of the batch. Unlike plain consistency, the other images
-    act as negatives, so collapsing every code to one point is not a minimum."""
+    act as negatives, so collapsing every code to one point is not a minimum. ``anchors`` (bool
+    per row, None: all) leaves the other pairs out of the mean, still negatives for the rest."""
     z1, z2 = parallel.gather(z1), parallel.gather(z2)
     u = F.normalize(torch.tanh(torch.cat([z1, z2]) / 2), dim=1)
     sim = u @ u.T / temperature
     n = len(z1)
     sim.fill_diagonal_(float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z1.device)
-    return F.cross_entropy(sim, target)
+    if anchors is None:
+        return F.cross_entropy(sim, target)
+    weight = parallel.gather(anchors.to(sim.dtype)).repeat(2)
+    return (F.cross_entropy(sim, target, reduction="none") * weight).sum() / (2 * n)
 
 
 def stats_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

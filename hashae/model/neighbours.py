@@ -5,6 +5,11 @@ an object from nearby angles, or two expressions of a face, belong together. The
 neighbours in PCA-reduced pixel space mostly do (the idea of neighbourhood positives in
 unsupervised hashing, e.g. SSDH, Yang et al. 2018, and of NNCLR, Dwibedi et al. 2021), so
 fine-tuning also asks each image's code to pick out a view of one of them.
+
+Among photos of many kinds the nearest few are mostly of other classes, and pulling them
+together costs more than it gives. A gate keeps a neighbour only when it is nearer than the
+image's own augmented views are to it: what the crops already teach is "the same", and a
+neighbour inside that radius is as good as a view.
 """
 from __future__ import annotations
 
@@ -14,6 +19,12 @@ import torch
 
 PCA_DIMS = 64  # enough to rank neighbours by shape; denoises, and makes the search cheap
 PCA_SAMPLE = 10_000  # rows the PCA is fitted on: bounded memory on large folders
+# a part whose sample is larger than this both ways (rows and values) is reduced by a randomized
+# range finder: faiss's exact PCA of 10,000 colour pictures of 32x32 took 38 s, the range finder
+# 2.6 s (bench/README.md, "Gated neighbours for colour images"); every default grey model of the
+# shared sets stays below it, and keeps its exact PCA
+EXACT_PCA_MAX = 2048
+GATE_DRAWS = 2  # augmented views whose mean distance is an image's own radius
 CHUNK = 4096
 
 
@@ -22,24 +33,29 @@ def flat(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
-def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(flat,)) -> np.ndarray:
+def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(flat,), gate=None):
     """For each row of ``idx`` (sorted), the ``k`` nearest other rows of ``idx`` by Euclidean
     distance of PCA-reduced descriptors; ``batch(indices)`` returns input tensors, and each of
     ``parts`` turns them into one part of the descriptor (several parts: each standardised per
     value, reduced, and scaled to a mean square norm of 1, so that each counts alike). Returns an
-    (len(idx), k) array of positions into ``idx``; streams the inputs in chunks."""
+    (len(idx), k) array of positions into ``idx``; streams the inputs in chunks.
+
+    With ``gate`` = (ratio, view), returns (positions, kept): ``kept`` (len(idx), k) says which
+    neighbours are nearer (squared distance) than ``ratio`` times the row's mean squared distance
+    to ``view(inputs)``, its augmented views."""
     n = len(idx)
     k = min(k, n - 1)
     if k < 1:
-        return np.zeros((n, 0), np.int64)
+        empty = np.zeros((n, 0), np.int64)
+        return empty if gate is None else (empty, np.zeros((n, 0), bool))
     rng = np.random.default_rng(seed)
     sample = idx if n <= PCA_SAMPLE else np.sort(rng.choice(idx, PCA_SAMPLE, replace=False))
     x = batch(sample)
-    reducers = [_Reducer(_numpy(part(x)), standardise=len(parts) > 1) for part in parts]
+    reducers = [_Reducer(_numpy(part(x)), standardise=len(parts) > 1, seed=seed) for part in parts]
     del x
 
-    def describe(rows):
-        x = batch(rows)
+    def describe(rows, change=lambda x: x):
+        x = change(batch(rows))
         return np.hstack([r(_numpy(part(x))) for r, part in zip(reducers, parts)])
 
     # each input is read and described once: the descriptors (n x 64 floats a part) are what
@@ -47,38 +63,71 @@ def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(fla
     reduced = np.ascontiguousarray(np.concatenate([describe(idx[s:s + CHUNK]) for s in range(0, n, CHUNK)]))
     index = faiss.IndexFlatL2(reduced.shape[1])
     index.add(reduced)
-    out = np.empty((n, k), np.int64)
+    out, dist = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
     for s in range(0, n, CHUNK):
-        _, found = index.search(reduced[s:s + CHUNK], k + 1)
+        found_dist, found = index.search(reduced[s:s + CHUNK], k + 1)
         for r, row in enumerate(found):  # drop the row itself (first, unless tied with a duplicate)
             own = s + r
-            row = row[row != own]
+            mine = row != own
+            row, d = row[mine], found_dist[r][mine]
             out[own] = row[:k] if len(row) >= k else np.resize(row, k)
-    return out
+            dist[own] = d[:k] if len(d) >= k else np.resize(d, k)
+    if gate is None:
+        return out
+    ratio, view = gate
+    radius = np.zeros(n, np.float64)
+    for s in range(0, n, CHUNK):
+        rows = idx[s:s + CHUNK]
+        for _ in range(GATE_DRAWS):
+            radius[s:s + len(rows)] += ((describe(rows, view) - reduced[s:s + len(rows)]) ** 2).sum(1) / GATE_DRAWS
+    return out, dist < ratio * radius[:, None]
 
 
 class _Reducer:
     """A PCA to PCA_DIMS fitted on a sample; with ``standardise``, each value is first scaled
     to the sample's spread and the result to a mean square norm of 1."""
 
-    def __init__(self, x: np.ndarray, standardise: bool):
+    def __init__(self, x: np.ndarray, standardise: bool, seed: int = 0):
         self.mean, self.std = x.mean(0), np.ones(x.shape[1], np.float32)
         if standardise:
             std = x.std(0)
             self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
             x = (x - self.mean) / self.std
         dims = min(PCA_DIMS, x.shape[1], len(x))
-        self.pca = faiss.PCAMatrix(x.shape[1], dims)
-        self.pca.train(np.ascontiguousarray(x, dtype=np.float32))
+        self.pca = self.directions = None
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if min(x.shape) <= EXACT_PCA_MAX:
+            self.pca = faiss.PCAMatrix(x.shape[1], dims)
+            self.pca.train(x)
+        else:
+            self.centre = x.mean(0)
+            self.directions = top_directions(x - self.centre, dims, seed)
         self.standardise, self.scale = standardise, 1.0
         if standardise:
-            self.scale = 1.0 / max(float(np.sqrt((self.pca.apply(np.ascontiguousarray(x, np.float32)) ** 2)
-                                                 .sum(1).mean())), 1e-12)
+            self.scale = 1.0 / max(float(np.sqrt((self._project(x) ** 2).sum(1).mean())), 1e-12)
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        if self.pca is not None:  # faiss's PCA centres the values itself
+            return self.pca.apply(np.ascontiguousarray(x, dtype=np.float32))
+        return (x - self.centre) @ self.directions
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if not self.standardise:  # faiss's PCA centres the values itself
-            return self.pca.apply(x)
-        return self.pca.apply(np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)) * self.scale
+        if not self.standardise:
+            return self._project(x)
+        return self._project((x - self.mean) / self.std) * self.scale
+
+
+def top_directions(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The top ``k`` principal directions (d, k) of centred rows ``x``: a randomized range
+    finder with two power iterations (Halko, Martinsson & Tropp 2011), about as exact for
+    ranking neighbours and far cheaper than a d x d eigendecomposition."""
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    width = min(k + 10, *x.shape)
+    y = x @ torch.from_numpy(np.random.default_rng(seed).standard_normal((x.shape[1], width)).astype(np.float32))
+    for _ in range(2):
+        y = x @ torch.linalg.qr(x.T @ torch.linalg.qr(y)[0])[0]
+    _, _, vt = torch.linalg.svd(torch.linalg.qr(y)[0].T @ x, full_matrices=False)
+    return np.ascontiguousarray(vt[:k].T.numpy())
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
