@@ -635,3 +635,5 @@ def test_a_gated_neighbour_term_trains_and_is_stored_only_when_set(clusters):
     assert "neighbour_gate" not in json.loads(HasherConfig().to_json())  # older hashae reads the default
     with pytest.raises(ValueError, match="neighbour_gate"):
         HasherConfig(neighbour_gate=-1.0).validate()
+    with pytest.raises(ValueError, match="neighbour_gate applies to images"):
+        HasherConfig(kind="vector", dim=8, neighbour_gate=0.5).validate()

@@ -388,6 +388,9 @@ class HasherConfig(TrainConfig, ModelConfig):
         """Check every field; raise ValueError naming the field and the allowed values."""
         ModelConfig.validate(self)
         TrainConfig.validate(self)
+        if self.is_vector and self.neighbour_gate:
+            raise ValueError("neighbour_gate applies to images (it compares a neighbour with the image's own crops); "
+                             "set it to 0 for vectors")
         return self
 
     def to_json(self) -> str:
