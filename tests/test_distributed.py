@@ -33,11 +33,14 @@ def _batch_gradients(n_rows: int = 16) -> dict:
     torch.manual_seed(0)
     enc, dec = torch.nn.Linear(48, 8), torch.nn.Linear(8, 48)
     x = torch.rand(n_rows, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    x = x[torch.from_numpy(parallel.share(np.arange(n_rows)))]
+    mine = torch.from_numpy(parallel.share(np.arange(n_rows)))
+    x = x[mine]
+    anchors = (torch.arange(n_rows) % 3 != 1)[mine]  # the neighbour term's rows with a kept neighbour
     z1, z2 = enc(x.flatten(1)), enc(0.9 * x.flatten(1))
     p = torch.sigmoid(z1)
     recon = torch.sigmoid(dec(p)).view_as(x)
     loss = (losses.reconstruction(recon, x) + losses.contrastive(z1, z2, 0.5) + losses.stats_loss(recon, x)
+            + losses.contrastive(z1, 1.1 * z2, 0.5, anchors)
             + losses.balance(p) + losses.decorrelation(p) + losses.sparsity_kl(p, 0.3))
     loss.backward()
     params = list(enc.parameters()) + list(dec.parameters())
