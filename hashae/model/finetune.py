@@ -86,11 +86,11 @@ class FineTune:
         kept = pos.kept[at]
         choice = np.where(kept, self.rng.random(kept.shape), -1.0).argmax(1)  # a random kept one
         has = kept.any(1)
-        partner = own.clone()
+        partner, rows = own.clone(), torch.from_numpy(has)
         if has.any():  # only these images pay for a neighbour's view
             picked = pos.rows[table[np.arange(len(idx)), choice]][has]
-            partner[torch.from_numpy(has)] = self.net.logits(self._view(self.data.batch(picked)))
-        return partner, torch.from_numpy(has)
+            partner[rows] = self.net.logits(self._view(self.data.batch(picked)))
+        return partner, rows
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
         """One augmented view of each row: an image's crop and flip, a vector's drop and noise."""

@@ -54,13 +54,19 @@ def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(fla
     reducers = [_Reducer(_numpy(part(x)), standardise=len(parts) > 1, seed=seed) for part in parts]
     del x
 
-    def describe(rows, change=lambda x: x):
-        x = change(batch(rows))
+    def describe(x):
         return np.hstack([r(_numpy(part(x))) for r, part in zip(reducers, parts)])
 
     # each input is read and described once: the descriptors (n x 64 floats a part) are what
-    # the index holds anyway, and the queries are the same rows
-    reduced = np.ascontiguousarray(np.concatenate([describe(idx[s:s + CHUNK]) for s in range(0, n, CHUNK)]))
+    # the index holds anyway, and the queries are the same rows. With a gate, the same read
+    # also gives each row's radius: its mean squared distance to GATE_DRAWS augmented views
+    described, radius = [], np.zeros(n, np.float64)
+    for s in range(0, n, CHUNK):
+        x = batch(idx[s:s + CHUNK])
+        described.append(describe(x))
+        for _ in range(GATE_DRAWS if gate is not None else 0):
+            radius[s:s + len(x)] += ((describe(gate[1](x)) - described[-1]) ** 2).sum(1) / GATE_DRAWS
+    reduced = np.ascontiguousarray(np.concatenate(described))
     index = faiss.IndexFlatL2(reduced.shape[1])
     index.add(reduced)
     out, dist = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
@@ -72,15 +78,7 @@ def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(fla
             row, d = row[mine], found_dist[r][mine]
             out[own] = row[:k] if len(row) >= k else np.resize(row, k)
             dist[own] = d[:k] if len(d) >= k else np.resize(d, k)
-    if gate is None:
-        return out
-    ratio, view = gate
-    radius = np.zeros(n, np.float64)
-    for s in range(0, n, CHUNK):
-        rows = idx[s:s + CHUNK]
-        for _ in range(GATE_DRAWS):
-            radius[s:s + len(rows)] += ((describe(rows, view) - reduced[s:s + len(rows)]) ** 2).sum(1) / GATE_DRAWS
-    return out, dist < ratio * radius[:, None]
+    return out if gate is None else (out, dist < gate[0] * radius[:, None])
 
 
 class _Reducer:
