@@ -54,6 +54,7 @@ ABLATIONS = {
     "statistics term 0.05 (the grey weight) on colour too": {"stats": 0.05},
     "no neighbour term (neighbours 0)": {"neighbours": 0.0},
     "neighbours found by pixels alone": {"neighbour_space": "pixels"},
+    "neighbours by pixels, statistics and gradients": {"neighbour_space": "pixels+stats+gradients"},
     "plain noisy autoencoder (none of the additions)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False,
                                                        "neighbours": 0.0},
 }

@@ -235,7 +235,7 @@ def test_nearest_neighbours_match_brute_force():
     images = rng.random((40, 1, 6, 6)).astype(np.float32)  # 36 dims, PCA keeps all: exact ranks
     idx = np.arange(0, 80, 2)  # the caller's (sorted) rows of a larger array
     table = {i: images[n] for n, i in enumerate(idx)}
-    got = nearest_neighbours(lambda rows: torch.from_numpy(np.stack([table[r] for r in rows])), idx, 3)
+    got = nearest_neighbours(lambda rows: torch.from_numpy(np.stack([table[r] for r in rows])), idx, 3).table
     flat = images.reshape(40, -1)
     d = ((flat[:, None] - flat[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
@@ -400,10 +400,33 @@ def test_neighbour_descriptor_parts_count_alike_whatever_their_units():
     images = torch.from_numpy(rng.random((60, 3, 8, 8)).astype(np.float32))
     idx = np.arange(60)
     batch = lambda rows: images[rows]  # noqa: E731
-    both = nearest_neighbours(batch, idx, 4, parts=(flat, grid_stats))
-    scaled = nearest_neighbours(batch, idx, 4, parts=(flat, lambda x: 1024 * grid_stats(x)))
+    both = nearest_neighbours(batch, idx, 4, parts=(flat, grid_stats)).table
+    scaled = nearest_neighbours(batch, idx, 4, parts=(flat, lambda x: 1024 * grid_stats(x))).table
     np.testing.assert_array_equal(both, scaled)
-    assert (both != nearest_neighbours(batch, idx, 4)).any()
+    assert (both != nearest_neighbours(batch, idx, 4).table).any()
+
+
+def test_gradient_histograms_see_stroke_direction_wherever_it_lies():
+    import torch
+    from hashae.model.neighbours import gradient_histograms
+
+    def stroke(vertical: bool, at: int) -> torch.Tensor:
+        x = torch.zeros(1, 1, 16, 16)
+        if vertical:
+            x[..., 4:12, at:at + 2] = 1.0
+        else:
+            x[..., at:at + 2, 4:12] = 1.0
+        return x
+
+    h = gradient_histograms(torch.cat([stroke(True, 6), stroke(True, 7), stroke(False, 6)]), cells=1, bins=4)
+    assert h.shape == (3, 4)
+    # a vertical stroke has horizontal gradients (orientation 0), a horizontal one vertical (pi / 2)
+    assert h[0].argmax() == 0 and h[2].argmax() == 2
+    # moved by a pixel, its histogram stays, though half its pixels changed
+    assert (h[0] - h[1]).norm() < 0.05 < (h[0] - h[2]).norm()
+    assert torch.allclose(h.norm(dim=1), torch.ones(3), atol=0.01)
+    # colour images are read as grey
+    assert gradient_histograms(stroke(True, 6).expand(1, 3, 16, 16)).shape == (1, 8 * 16)
 
 
 def test_neighbour_space_default_and_older_models():
@@ -413,6 +436,7 @@ def test_neighbour_space_default_and_older_models():
     assert HasherConfig.from_dict(stored).neighbour_space == "pixels"
     with pytest.raises(ValueError, match="neighbour_space"):
         HasherConfig(neighbour_space="colour").validate()
+    assert HasherConfig(neighbour_space="pixels+stats+gradients").validate().neighbour_space.endswith("gradients")
 
 
 def test_collapse_means_few_codes_with_fixed_units():
@@ -586,11 +610,14 @@ def test_neighbour_gate_keeps_only_neighbours_inside_the_views_radius():
     batch = lambda rows: images[rows]  # noqa: E731
     shaken = torch.Generator().manual_seed(0)
     view = lambda x: x + 0.2 * torch.randn(x.shape, generator=shaken)  # noqa: E731
-    table, kept = nearest_neighbours(batch, idx, 3, gate=(0.5, view))
+    found = nearest_neighbours(batch, idx, 3, gate=(0.5, view))
+    table, kept = found.table, found.kept
     np.testing.assert_array_equal(table[:, 0], np.r_[np.arange(10, 20), np.arange(10)])  # each one's copy
     assert kept[:, 0].all() and not kept[:, 1:].any()
-    np.testing.assert_array_equal(table, nearest_neighbours(batch, idx, 3))
-    assert not nearest_neighbours(batch, idx, 3, gate=(1e-9, view))[1].any()
+    ungated = nearest_neighbours(batch, idx, 3)
+    np.testing.assert_array_equal(table, ungated.table)
+    assert ungated.kept is None
+    assert not nearest_neighbours(batch, idx, 3, gate=(1e-9, view)).kept.any()
 
 
 def test_contrastive_anchors_leave_pairs_out_of_the_mean():
@@ -637,3 +664,15 @@ def test_a_gated_neighbour_term_trains_and_is_stored_only_when_set(clusters):
         HasherConfig(neighbour_gate=-1.0).validate()
     with pytest.raises(ValueError, match="neighbour_gate applies to images"):
         HasherConfig(kind="vector", dim=8, neighbour_gate=0.5).validate()
+
+
+def test_neighbours_by_gradients_train_a_model_that_retrieves_its_clusters(clusters):
+    images, labels = clusters
+    settings = dict(CFG, neighbour_space="pixels+stats+gradients")
+    a = SemanticHasher(**settings).fit(images, progress=False)
+    codes = a.encode(images)
+    np.testing.assert_array_equal(codes, SemanticHasher(**settings).fit(images, progress=False).encode(images))
+    assert json.loads(a.config.to_json())["neighbour_space"] == "pixels+stats+gradients"
+    d = hamming_matrix(codes, codes)
+    np.fill_diagonal(d, 10**6)
+    assert (labels[d.argmin(1)] == labels).mean() > 0.95

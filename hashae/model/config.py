@@ -38,9 +38,10 @@ PRETRAIN = ("dae", "none")
 PRECISIONS = ("auto", "float32", "bfloat16")
 CORRUPTIONS = ("mask", "gaussian", "none")
 SPARSITY = ("kl", "l1")
-# where an image's neighbours (the neighbour term's positives) are looked for: its pixels, or
-# its pixels beside the colour and texture statistics of a coarse grid (model/neighbours.py)
-NEIGHBOUR_SPACES = ("pixels", "pixels+stats")
+# where an image's neighbours (the neighbour term's positives) are looked for: its pixels, its
+# pixels beside the colour and texture statistics of a coarse grid, or both beside histograms of
+# gradient orientation (model/neighbours.py; hasher.NEIGHBOUR_PARTS)
+NEIGHBOUR_SPACES = ("pixels", "pixels+stats", "pixels+stats+gradients")
 
 # Bounds for configs read from files: generous for real use, small enough that a hostile file
 # cannot ask for gigabytes. The weight and activation budgets are checked on the real modules
@@ -214,7 +215,9 @@ class TrainConfig:
     # (bench/README.md, "Gated neighbours for colour images": not a default)
     neighbour_gate: float = 0.0
     # NEIGHBOUR_SPACES; vectors: always their own space. Pixels beside grid statistics find
-    # same-class neighbours more often than pixels alone on all six shared sets
+    # same-class neighbours more often than pixels alone on all six shared sets. Adding gradient
+    # histograms lifts faces and glyphs and costs coil20 on every seed: an option, not the
+    # default (bench/README.md, "Gradient histograms in the neighbour space")
     neighbour_space: str = "pixels+stats"
     # the time budget the recipe came from (EFFORTS; set by HasherConfig.for_effort), a record
     effort: str = "default"

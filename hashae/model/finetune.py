@@ -3,8 +3,6 @@ config switches on (contrast between augmented views, image statistics, pixel ne
 code regularisers). One object per fit, called by the trainer once per batch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
@@ -21,19 +19,9 @@ def two_views(cfg: HasherConfig, neighbours: bool) -> bool:
     return cfg.augment > 0 or cfg.contrastive > 0 or neighbours
 
 
-@dataclass(frozen=True)
-class Positives:
-    """The neighbour term's positives: for each of the sorted training rows ``rows``, the
-    positions into them of its nearest neighbours (``table``, (rows, k), from
-    neighbours.nearest_neighbours) and which of them passed the gate (``kept``; None: all)."""
-    rows: np.ndarray
-    table: np.ndarray
-    kept: np.ndarray | None = None
-
-
 class FineTune:
-    """``objective(idx, frac) -> (loss, metrics)`` for fit_loop; ``neighbours``: Positives, if
-    the neighbour term is on."""
+    """``objective(idx, frac) -> (loss, metrics)`` for fit_loop; ``neighbours``:
+    neighbours.Positives, if the neighbour term is on."""
 
     def __init__(self, net: HashNet, data, cfg: HasherConfig, neighbours=None):
         self.net, self.data, self.cfg = net, data, cfg

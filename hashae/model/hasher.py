@@ -19,14 +19,19 @@ from ..progress import PhasedProgress
 from . import losses, parallel
 from .config import HasherConfig
 from .augment import random_views
-from .finetune import FineTune, Positives
+from .finetune import FineTune
 from .inputs import as_input, for_data
-from .neighbours import flat, nearest_neighbours
+from .neighbours import flat, gradient_histograms, nearest_neighbours
 from .network import BATCH_ACTIVATIONS, HashNet, check_budget, grid_stats
 from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
 from .state import ModelState
 from .train import History, Phase, fit_loop, mean_over, ready, training_dtype
+
+
+# the descriptor parts of each config.NEIGHBOUR_SPACES entry (images)
+NEIGHBOUR_PARTS = {"pixels": (flat,), "pixels+stats": (flat, grid_stats),
+                   "pixels+stats+gradients": (flat, grid_stats, gradient_histograms)}
 
 
 @dataclass
@@ -132,14 +137,13 @@ class Hasher:
             # vectors: neighbours as the network sees them (standardised), which is what ranks
             # documents and embeddings by topic; images: pixels in [0, 1]
             batch = (lambda i: net.target(data.batch(i))) if cfg.is_vector else data.batch
-            parts = (flat, grid_stats) if cfg.neighbour_space == "pixels+stats" and not cfg.is_vector else (flat,)
+            parts = NEIGHBOUR_PARTS[cfg.neighbour_space] if not cfg.is_vector else (flat,)
             gate = None
             if cfg.neighbour_gate > 0 and not cfg.is_vector:
                 gate = (cfg.neighbour_gate, lambda x: random_views(x, cfg.crop_min))
             found = nearest_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed, parts, gate)
-            table, kept = found if gate else (found, None)
-            if table.shape[1]:
-                neighbours = Positives(train_sorted, table, kept)
+            if found.table.shape[1]:
+                neighbours = found
         phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
                       val_loss=(lambda: mean_over(split.val, cfg.batch_size * 4, recon_loss)) if len(split.val) else None,
                       rows=split.train, epochs=finetune_epochs(cfg, len(split.train)),

@@ -13,6 +13,9 @@ neighbour inside that radius is as good as a view.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import faiss
 import numpy as np
 import torch
@@ -28,26 +31,53 @@ GATE_DRAWS = 2  # augmented views whose mean distance is an image's own radius
 CHUNK = 4096
 
 
+@dataclass(frozen=True)
+class Positives:
+    """The neighbour term's positives: for each of the sorted training rows ``rows``, the
+    positions into them of its nearest neighbours (``table``, (rows, k)) and which of them
+    passed the gate (``kept``, the same shape; None: all)."""
+    rows: np.ndarray
+    table: np.ndarray
+    kept: np.ndarray | None = None
+
+
 def flat(x: torch.Tensor) -> torch.Tensor:
     """Each row's values as one vector: an image's pixels, a vector as it is."""
     return x.flatten(1)
+
+
+def gradient_histograms(x: torch.Tensor, cells: int = 4, bins: int = 8) -> torch.Tensor:
+    """Histograms of gradient orientation (Dalal & Triggs 2005) of the grey image in a
+    ``cells`` x ``cells`` grid, (n, bins * cells**2): each pixel's central-difference gradient
+    votes its magnitude into one of ``bins`` unsigned orientations, and each cell's histogram
+    is scaled to unit length. Strokes and edges by direction, where pixels see them only
+    where they lie: a glyph or a face drawn a few pixels aside keeps its histograms."""
+    g = x.mean(1)  # (n, h, w): grey
+    gx, gy = torch.zeros_like(g), torch.zeros_like(g)
+    gx[:, :, 1:-1] = g[:, :, 2:] - g[:, :, :-2]
+    gy[:, 1:-1, :] = g[:, 2:, :] - g[:, :-2, :]
+    orientation = (torch.atan2(gy, gx) % math.pi) * (bins / math.pi)
+    votes = torch.zeros(g.shape[0], bins, *g.shape[1:], dtype=g.dtype)
+    votes.scatter_(1, orientation.long().clamp(max=bins - 1)[:, None], torch.hypot(gx, gy)[:, None])
+    hist = torch.nn.functional.adaptive_avg_pool2d(votes, cells)
+    return (hist / (hist.norm(dim=1, keepdim=True) + 1e-3)).flatten(1)
 
 
 def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(flat,), gate=None):
     """For each row of ``idx`` (sorted), the ``k`` nearest other rows of ``idx`` by Euclidean
     distance of PCA-reduced descriptors; ``batch(indices)`` returns input tensors, and each of
     ``parts`` turns them into one part of the descriptor (several parts: each standardised per
-    value, reduced, and scaled to a mean square norm of 1, so that each counts alike). Returns an
-    (len(idx), k) array of positions into ``idx``; streams the inputs in chunks.
+    value, reduced, and scaled to a mean square norm of 1, so that each counts alike). Returns
+    Positives(idx, table, kept): ``table`` (len(idx), k) holds positions into ``idx``; streams
+    the inputs in chunks.
 
-    With ``gate`` = (ratio, view), returns (positions, kept): ``kept`` (len(idx), k) says which
-    neighbours are nearer (squared distance) than ``ratio`` times the row's mean squared distance
-    to ``view(inputs)``, its augmented views."""
+    With ``gate`` = (ratio, view), ``kept`` (len(idx), k) says which neighbours are nearer
+    (squared distance) than ``ratio`` times the row's mean squared distance to
+    ``view(inputs)``, its augmented views; without one it is None."""
     n = len(idx)
     k = min(k, n - 1)
     if k < 1:
-        empty = np.zeros((n, 0), np.int64)
-        return empty if gate is None else (empty, np.zeros((n, 0), bool))
+        return Positives(idx, np.zeros((n, 0), np.int64), None if gate is None else np.zeros((n, 0), bool))
     rng = np.random.default_rng(seed)
     sample = idx if n <= PCA_SAMPLE else np.sort(rng.choice(idx, PCA_SAMPLE, replace=False))
     x = batch(sample)
@@ -78,7 +108,7 @@ def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(fla
             row, d = row[mine], found_dist[r][mine]
             out[own] = row[:k] if len(row) >= k else np.resize(row, k)
             dist[own] = d[:k] if len(d) >= k else np.resize(d, k)
-    return out if gate is None else (out, dist < gate[0] * radius[:, None])
+    return Positives(idx, out, None if gate is None else dist < gate[0] * radius[:, None])
 
 
 class _Reducer:
