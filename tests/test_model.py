@@ -666,12 +666,13 @@ def test_a_gated_neighbour_term_trains_and_is_stored_only_when_set(clusters):
         HasherConfig(kind="vector", dim=8, neighbour_gate=0.5).validate()
 
 
-def test_neighbours_by_gradients_train_a_model_that_retrieves_its_clusters(clusters):
+def test_neighbours_by_gradients_train_a_model_that_retrieves_its_clusters(clusters, fitted):
     images, labels = clusters
     settings = dict(CFG, neighbour_space="pixels+stats+gradients")
     a = SemanticHasher(**settings).fit(images, progress=False)
     codes = a.encode(images)
     np.testing.assert_array_equal(codes, SemanticHasher(**settings).fit(images, progress=False).encode(images))
+    assert (codes != fitted.encode(images)).any()  # the same seed with the default space: other positives
     assert json.loads(a.config.to_json())["neighbour_space"] == "pixels+stats+gradients"
     d = hamming_matrix(codes, codes)
     np.fill_diagonal(d, 10**6)

@@ -56,10 +56,11 @@ def gradient_histograms(x: torch.Tensor, cells: int = 4, bins: int = 8) -> torch
     gx, gy = torch.zeros_like(g), torch.zeros_like(g)
     gx[:, :, 1:-1] = g[:, :, 2:] - g[:, :, :-2]
     gy[:, 1:-1, :] = g[:, 2:, :] - g[:, :-2, :]
-    orientation = (torch.atan2(gy, gx) % math.pi) * (bins / math.pi)
-    votes = torch.zeros(g.shape[0], bins, *g.shape[1:], dtype=g.dtype)
-    votes.scatter_(1, orientation.long().clamp(max=bins - 1)[:, None], torch.hypot(gx, gy)[:, None])
-    hist = torch.nn.functional.adaptive_avg_pool2d(votes, cells)
+    which = ((torch.atan2(gy, gx) % math.pi) * (bins / math.pi)).long().clamp(max=bins - 1)
+    magnitude = torch.hypot(gx, gy)
+    # one orientation at a time: a (n, bins, h, w) tensor of votes would hold 8x the grey pixels
+    hist = torch.stack([torch.nn.functional.adaptive_avg_pool2d(magnitude * (which == b), cells)
+                        for b in range(bins)], 1)  # (n, bins, cells, cells)
     return (hist / (hist.norm(dim=1, keepdim=True) + 1e-3)).flatten(1)
 
 
