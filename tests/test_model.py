@@ -437,6 +437,9 @@ def test_neighbour_space_default_and_older_models():
     with pytest.raises(ValueError, match="neighbour_space"):
         HasherConfig(neighbour_space="colour").validate()
     assert HasherConfig(neighbour_space="pixels+stats+gradients").validate().neighbour_space.endswith("gradients")
+    from hashae.model.config import NEIGHBOUR_SPACES
+    from hashae.model.hasher import NEIGHBOUR_PARTS
+    assert set(NEIGHBOUR_PARTS) == set(NEIGHBOUR_SPACES)  # every space the config accepts has its parts
 
 
 def test_collapse_means_few_codes_with_fixed_units():

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
+from .pca import range_finder
 
 
 def in_any_order(idx, read):
@@ -133,10 +134,8 @@ class VectorArray:
                 out += rows(s).T @ y[s:s + batch_size]
             return out
 
-        y = times(torch.from_numpy(np.random.default_rng(seed).standard_normal((d, width))))
-        for _ in range(2):
-            y = times(torch.linalg.qr(transposed_times(torch.linalg.qr(y)[0]))[0])
-        _, sv, vt = torch.linalg.svd(transposed_times(torch.linalg.qr(y)[0]).T, full_matrices=False)
+        sv, vt = range_finder(times, transposed_times,
+                              torch.from_numpy(np.random.default_rng(seed).standard_normal((d, width))))
         found = min(k, len(sv))
         directions = torch.zeros(k, d)
         directions[:found] = vt[:found].float()

@@ -20,6 +20,8 @@ import faiss
 import numpy as np
 import torch
 
+from .pca import range_finder
+
 PCA_DIMS = 64  # enough to rank neighbours by shape; denoises, and makes the search cheap
 PCA_SAMPLE = 10_000  # rows the PCA is fitted on: bounded memory on large folders
 # a part whose sample is larger than this both ways (rows and values) is reduced by a randomized
@@ -152,10 +154,8 @@ def top_directions(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     ranking neighbours and far cheaper than a d x d eigendecomposition."""
     x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     width = min(k + 10, *x.shape)
-    y = x @ torch.from_numpy(np.random.default_rng(seed).standard_normal((x.shape[1], width)).astype(np.float32))
-    for _ in range(2):
-        y = x @ torch.linalg.qr(x.T @ torch.linalg.qr(y)[0])[0]
-    _, _, vt = torch.linalg.svd(torch.linalg.qr(y)[0].T @ x, full_matrices=False)
+    start = torch.from_numpy(np.random.default_rng(seed).standard_normal((x.shape[1], width)).astype(np.float32))
+    _, vt = range_finder(lambda m: x @ m, lambda y: x.T @ y, start)
     return np.ascontiguousarray(vt[:k].T.numpy())
 
 
