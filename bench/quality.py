@@ -69,6 +69,8 @@ RULES = {
     "no statistics input on any set": {"stats_input": False},
     "neighbour term 0.5 on every set": {"neighbours": 0.5},
     "neighbour term 0.5 gated at 0.5 on every set": {"neighbours": 0.5, "neighbour_gate": 0.5},
+    "neighbour term 0.5 gated at 0.5, by gradients too, on every set": {
+        "neighbours": 0.5, "neighbour_gate": 0.5, "neighbour_space": "pixels+stats+gradients"},
     "no neighbour term on any set": {"neighbours": 0.0},
 }
 
