@@ -71,6 +71,8 @@ RULES = {
     "neighbour term 0.5 gated at 0.5 on every set": {"neighbours": 0.5, "neighbour_gate": 0.5},
     "neighbour term 0.5 gated at 0.5, by gradients too, on every set": {
         "neighbours": 0.5, "neighbour_gate": 0.5, "neighbour_space": "pixels+stats+gradients"},
+    "neighbour term 0.5 gated at 0.5 and 3 shared, by gradients too, on every set": {
+        "neighbours": 0.5, "neighbour_gate": 0.5, "neighbour_shared": 3, "neighbour_space": "pixels+stats+gradients"},
     "no neighbour term on any set": {"neighbours": 0.0},
 }
 

@@ -605,7 +605,7 @@ def test_neighbour_gate_keeps_only_neighbours_inside_the_views_radius():
     """A near copy is nearer than the image's own augmented views and passes the gate; an
     unrelated nearest image is farther and does not. Without a gate the table is the same."""
     import torch
-    from hashae.model.neighbours import nearest_neighbours
+    from hashae.model.neighbours import Gate, nearest_neighbours
     rng = np.random.default_rng(3)
     base = rng.random((10, 1, 8, 8)).astype(np.float32)
     images = torch.from_numpy(np.concatenate([base, base + 0.01 * rng.standard_normal(base.shape).astype(np.float32)]))
@@ -613,14 +613,40 @@ def test_neighbour_gate_keeps_only_neighbours_inside_the_views_radius():
     batch = lambda rows: images[rows]  # noqa: E731
     shaken = torch.Generator().manual_seed(0)
     view = lambda x: x + 0.2 * torch.randn(x.shape, generator=shaken)  # noqa: E731
-    found = nearest_neighbours(batch, idx, 3, gate=(0.5, view))
+    found = nearest_neighbours(batch, idx, 3, gate=Gate(0.5, view))
     table, kept = found.table, found.kept
     np.testing.assert_array_equal(table[:, 0], np.r_[np.arange(10, 20), np.arange(10)])  # each one's copy
     assert kept[:, 0].all() and not kept[:, 1:].any()
     ungated = nearest_neighbours(batch, idx, 3)
     np.testing.assert_array_equal(table, ungated.table)
     assert ungated.kept is None
-    assert not nearest_neighbours(batch, idx, 3, gate=(1e-9, view)).kept.any()
+    assert not nearest_neighbours(batch, idx, 3, gate=Gate(1e-9, view)).kept.any()
+
+
+def test_shared_neighbours_count_what_two_lists_hold_in_common():
+    from hashae.model.neighbours import shared_neighbours
+    lists = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 4], [4, 5, 0], [3, 5, 2], [3, 4, 1]])
+    # row 0 and 1 share {2, 3}, and 0 is in 1's list: 3; row 0 and 2 share {1}, 0 in 2's: 2
+    # row 3 and 4 share {5}, 3 in 4's: 2; row 3 and 5 share {4}, 3 in 5's: 2
+    np.testing.assert_array_equal(shared_neighbours(lists, 2)[[0, 3]], [[3, 2], [2, 2]])
+
+
+def test_a_shared_neighbour_gate_keeps_pairs_inside_dense_groups():
+    """Two tight groups and a point between them: inside a group, neighbours share their lists
+    and pass; the lone point's neighbours do not share its list, and it keeps none. The table
+    is the ungated one, and the filter is exactly the shared count on the wider lists."""
+    import torch
+    from hashae.model.neighbours import Gate, nearest_neighbours, shared_neighbours
+    rng = np.random.default_rng(0)
+    groups = np.concatenate([rng.normal(0, 0.1, (8, 2)), rng.normal(10, 0.1, (8, 2)), [[4.0, 6.0]]])
+    images = torch.from_numpy(groups.astype(np.float32))
+    idx = np.arange(len(groups))
+    found = nearest_neighbours(lambda rows: images[rows], idx, 3, gate=Gate(shared=4))
+    plain = nearest_neighbours(lambda rows: images[rows], idx, 3)
+    np.testing.assert_array_equal(found.table, plain.table)
+    assert found.kept[:16].all() and not found.kept[16].any()
+    wide = nearest_neighbours(lambda rows: images[rows], idx, 6).table
+    np.testing.assert_array_equal(found.kept, shared_neighbours(wide, 3) >= 4)
 
 
 def test_contrastive_anchors_leave_pairs_out_of_the_mean():
@@ -662,6 +688,12 @@ def test_a_gated_neighbour_term_trains_and_is_stored_only_when_set(clusters):
     b = SemanticHasher(**settings).fit(colour, progress=False)
     np.testing.assert_array_equal(a.encode(colour), b.encode(colour))  # one seed, one set of codes
     assert json.loads(a.config.to_json())["neighbour_gate"] == 0.5
+    shared = SemanticHasher(**settings, neighbour_shared=3).fit(colour, progress=False)
+    assert json.loads(shared.config.to_json())["neighbour_shared"] == 3
+    assert (shared.encode(colour) != a.encode(colour)).any()  # the shared count reaches training
+    assert "neighbour_shared" not in json.loads(HasherConfig().to_json())
+    with pytest.raises(ValueError, match="neighbour_shared"):
+        HasherConfig(neighbour_shared=-1).validate()
     assert "neighbour_gate" not in json.loads(HasherConfig().to_json())  # older hashae reads the default
     with pytest.raises(ValueError, match="neighbour_gate"):
         HasherConfig(neighbour_gate=-1.0).validate()

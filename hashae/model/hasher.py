@@ -21,7 +21,7 @@ from .config import HasherConfig
 from .augment import random_views
 from .finetune import FineTune
 from .inputs import as_input, for_data
-from .neighbours import flat, gradient_histograms, nearest_neighbours
+from .neighbours import Gate, flat, gradient_histograms, nearest_neighbours
 from .network import BATCH_ACTIVATIONS, HashNet, check_budget, grid_stats
 from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
@@ -139,8 +139,8 @@ class Hasher:
             batch = (lambda i: net.target(data.batch(i))) if cfg.is_vector else data.batch
             parts = NEIGHBOUR_PARTS[cfg.neighbour_space] if not cfg.is_vector else (flat,)
             gate = None
-            if cfg.neighbour_gate > 0 and not cfg.is_vector:
-                gate = (cfg.neighbour_gate, lambda x: random_views(x, cfg.crop_min))
+            if cfg.neighbour_gate > 0 or cfg.neighbour_shared:  # a vector's gate ratio is 0 (validate)
+                gate = Gate(cfg.neighbour_gate, lambda x: random_views(x, cfg.crop_min), cfg.neighbour_shared)
             found = nearest_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed, parts, gate)
             if found.table.shape[1]:
                 neighbours = found

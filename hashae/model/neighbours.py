@@ -14,6 +14,7 @@ neighbour inside that radius is as good as a view.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -43,6 +44,17 @@ class Positives:
     kept: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Which of an image's nearest neighbours count as positives. ``ratio`` > 0: those nearer
+    (squared) than ``ratio`` times the image's mean squared distance to ``view(inputs)``, its
+    augmented views. ``shared`` > 0: those with which it shares at least that many of the two
+    images' 2k nearest (shared_neighbours). Where both are set, a neighbour passes both."""
+    ratio: float = 0.0
+    view: Callable | None = None
+    shared: int = 0
+
+
 def flat(x: torch.Tensor) -> torch.Tensor:
     """Each row's values as one vector: an image's pixels, a vector as it is."""
     return x.flatten(1)
@@ -66,7 +78,7 @@ def gradient_histograms(x: torch.Tensor, cells: int = 4, bins: int = 8) -> torch
     return (hist / (hist.norm(dim=1, keepdim=True) + 1e-3)).flatten(1)
 
 
-def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(flat,), gate=None):
+def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(flat,), gate: Gate | None = None):
     """For each row of ``idx`` (sorted), the ``k`` nearest other rows of ``idx`` by Euclidean
     distance of PCA-reduced descriptors; ``batch(indices)`` returns input tensors, and each of
     ``parts`` turns them into one part of the descriptor (several parts: each standardised per
@@ -74,9 +86,8 @@ def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(fla
     Positives(idx, table, kept): ``table`` (len(idx), k) holds positions into ``idx``; streams
     the inputs in chunks.
 
-    With ``gate`` = (ratio, view), ``kept`` (len(idx), k) says which neighbours are nearer
-    (squared distance) than ``ratio`` times the row's mean squared distance to
-    ``view(inputs)``, its augmented views; without one it is None."""
+    With a ``gate`` (Gate), ``kept`` (len(idx), k) says which neighbours pass it; without one
+    it is None."""
     n = len(idx)
     k = min(k, n - 1)
     if k < 1:
@@ -97,21 +108,45 @@ def nearest_neighbours(batch, idx: np.ndarray, k: int, seed: int = 0, parts=(fla
     for s in range(0, n, CHUNK):
         x = batch(idx[s:s + CHUNK])
         described.append(describe(x))
-        for _ in range(GATE_DRAWS if gate is not None else 0):
-            radius[s:s + len(x)] += ((describe(gate[1](x)) - described[-1]) ** 2).sum(1) / GATE_DRAWS
+        for _ in range(GATE_DRAWS if gate is not None and gate.ratio > 0 else 0):
+            radius[s:s + len(x)] += ((describe(gate.view(x)) - described[-1]) ** 2).sum(1) / GATE_DRAWS
     reduced = np.ascontiguousarray(np.concatenate(described))
     index = faiss.IndexFlatL2(reduced.shape[1])
     index.add(reduced)
-    out, dist = np.empty((n, k), np.int64), np.empty((n, k), np.float32)
+    wide = min(2 * k, n - 1) if gate is not None and gate.shared else k  # the shared count reads 2k
+    out, dist = np.empty((n, wide), np.int64), np.empty((n, wide), np.float32)
     for s in range(0, n, CHUNK):
-        found_dist, found = index.search(reduced[s:s + CHUNK], k + 1)
+        found_dist, found = index.search(reduced[s:s + CHUNK], wide + 1)
         for r, row in enumerate(found):  # drop the row itself (first, unless tied with a duplicate)
             own = s + r
             mine = row != own
             row, d = row[mine], found_dist[r][mine]
-            out[own] = row[:k] if len(row) >= k else np.resize(row, k)
-            dist[own] = d[:k] if len(d) >= k else np.resize(d, k)
-    return Positives(idx, out, None if gate is None else dist < gate[0] * radius[:, None])
+            out[own] = row[:wide] if len(row) >= wide else np.resize(row, wide)
+            dist[own] = d[:wide] if len(d) >= wide else np.resize(d, wide)
+    if gate is None:
+        return Positives(idx, out, None)
+    kept = np.ones((n, k), bool)
+    if gate.ratio > 0:
+        kept &= dist[:, :k] < gate.ratio * radius[:, None]
+    if gate.shared:
+        kept &= shared_neighbours(out, k) >= gate.shared
+    return Positives(idx, np.ascontiguousarray(out[:, :k]), kept)
+
+
+def shared_neighbours(lists: np.ndarray, k: int) -> np.ndarray:
+    """(n, k): for each row and each of its first ``k`` neighbours (``lists``, (n, m) positions
+    into the rows, nearest first), how many of their m nearest the two share, plus one if the
+    row is among the neighbour's (shared-nearest-neighbour similarity, Jarvis & Patrick 1973).
+    A pair inside one dense class shares many; two strangers that happen to be near share few."""
+    n = len(lists)
+    out = np.empty((n, k), np.int64)
+    for s in range(0, n, CHUNK):
+        mine = lists[s:s + CHUNK]
+        theirs = lists[mine[:, :k]]  # (c, k, m): each neighbour's own list
+        common = (mine[:, None, :, None] == theirs[:, :, None, :]).any(-1).sum(-1)
+        back = (theirs == np.arange(s, s + len(mine))[:, None, None]).any(-1)
+        out[s:s + len(mine)] = common + back
+    return out
 
 
 class _Reducer:
