@@ -629,6 +629,17 @@ def test_shared_neighbours_count_what_two_lists_hold_in_common():
     # row 0 and 1 share {2, 3}, and 0 is in 1's list: 3; row 0 and 2 share {1}, 0 in 2's: 2
     # row 3 and 4 share {5}, 3 in 4's: 2; row 3 and 5 share {4}, 3 in 5's: 2
     np.testing.assert_array_equal(shared_neighbours(lists, 2)[[0, 3]], [[3, 2], [2, 2]])
+    rng = np.random.default_rng(0)  # against sets, on lists long enough to be cut into chunks
+    n, m, k = 300, 40, 20
+    lists = np.stack([rng.permutation(np.delete(np.arange(n), i))[:m] for i in range(n)])
+    sets = [set(r) for r in lists]
+    expected = [[len(sets[i] & sets[j]) + (i in sets[j]) for j in lists[i, :k]] for i in range(n)]
+    import hashae.model.neighbours as neighbours
+    budget, neighbours.SHARED_BUDGET = neighbours.SHARED_BUDGET, 7 * k * 2 * m
+    try:
+        np.testing.assert_array_equal(shared_neighbours(lists, k), expected)
+    finally:
+        neighbours.SHARED_BUDGET = budget
 
 
 def test_a_shared_neighbour_gate_keeps_pairs_inside_dense_groups():
@@ -647,6 +658,8 @@ def test_a_shared_neighbour_gate_keeps_pairs_inside_dense_groups():
     assert found.kept[:16].all() and not found.kept[16].any()
     wide = nearest_neighbours(lambda rows: images[rows], idx, 6).table
     np.testing.assert_array_equal(found.kept, shared_neighbours(wide, 3) >= 4)
+    with pytest.raises(ValueError, match="needs view"):
+        Gate(0.5)
 
 
 def test_contrastive_anchors_leave_pairs_out_of_the_mean():

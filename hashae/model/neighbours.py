@@ -32,6 +32,7 @@ PCA_SAMPLE = 10_000  # rows the PCA is fitted on: bounded memory on large folder
 EXACT_PCA_MAX = 2048
 GATE_DRAWS = 2  # augmented views whose mean distance is an image's own radius
 CHUNK = 4096
+SHARED_BUDGET = 1 << 23  # list entries compared at once by shared_neighbours (64 MB of int64)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class Gate:
     ratio: float = 0.0
     view: Callable | None = None
     shared: int = 0
+
+    def __post_init__(self):
+        if self.ratio > 0 and self.view is None:
+            raise ValueError("a gate with a ratio needs view, the function that makes the augmented views")
 
 
 def flat(x: torch.Tensor) -> torch.Tensor:
@@ -138,12 +143,15 @@ def shared_neighbours(lists: np.ndarray, k: int) -> np.ndarray:
     into the rows, nearest first), how many of their m nearest the two share, plus one if the
     row is among the neighbour's (shared-nearest-neighbour similarity, Jarvis & Patrick 1973).
     A pair inside one dense class shares many; two strangers that happen to be near share few."""
-    n = len(lists)
+    n, m = lists.shape
     out = np.empty((n, k), np.int64)
-    for s in range(0, n, CHUNK):
-        mine = lists[s:s + CHUNK]
+    rows = max(1, min(CHUNK, SHARED_BUDGET // max(1, k * 2 * m)))  # bounded for any neighbour_k
+    for s in range(0, n, rows):
+        mine = lists[s:s + rows]
         theirs = lists[mine[:, :k]]  # (c, k, m): each neighbour's own list
-        common = (mine[:, None, :, None] == theirs[:, :, None, :]).any(-1).sum(-1)
+        # a list holds each row once, so equal neighbours in the sorted pair of lists are the shared ones
+        both = np.sort(np.concatenate([np.broadcast_to(mine[:, None, :], theirs.shape), theirs], axis=-1), axis=-1)
+        common = (both[..., 1:] == both[..., :-1]).sum(-1)
         back = (theirs == np.arange(s, s + len(mine))[:, None, None]).any(-1)
         out[s:s + len(mine)] = common + back
     return out
