@@ -623,7 +623,8 @@ def test_neighbour_gate_keeps_only_neighbours_inside_the_views_radius():
     assert not nearest_neighbours(batch, idx, 3, gate=Gate(1e-9, view)).kept.any()
 
 
-def test_shared_neighbours_count_what_two_lists_hold_in_common():
+def test_shared_neighbours_count_what_two_lists_hold_in_common(monkeypatch):
+    import hashae.model.neighbours as neighbours
     from hashae.model.neighbours import shared_neighbours
     lists = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 4], [4, 5, 0], [3, 5, 2], [3, 4, 1]])
     # row 0 and 1 share {2, 3}, and 0 is in 1's list: 3; row 0 and 2 share {1}, 0 in 2's: 2
@@ -634,12 +635,8 @@ def test_shared_neighbours_count_what_two_lists_hold_in_common():
     lists = np.stack([rng.permutation(np.delete(np.arange(n), i))[:m] for i in range(n)])
     sets = [set(r) for r in lists]
     expected = [[len(sets[i] & sets[j]) + (i in sets[j]) for j in lists[i, :k]] for i in range(n)]
-    import hashae.model.neighbours as neighbours
-    budget, neighbours.SHARED_BUDGET = neighbours.SHARED_BUDGET, 7 * k * 2 * m
-    try:
-        np.testing.assert_array_equal(shared_neighbours(lists, k), expected)
-    finally:
-        neighbours.SHARED_BUDGET = budget
+    monkeypatch.setattr(neighbours, "SHARED_BUDGET", 7 * k * 2 * m)  # chunks of 7 rows
+    np.testing.assert_array_equal(shared_neighbours(lists, k), expected)
 
 
 def test_a_shared_neighbour_gate_keeps_pairs_inside_dense_groups():
