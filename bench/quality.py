@@ -21,6 +21,7 @@ for every set.
     python bench/quality.py --sets coil20 --bits 32 --no-ablations
     python bench/quality.py --bits 64 --no-ablations --rules --also-effort fast best
     python bench/quality.py --set-config epochs=30 --set-config arch=conv
+    python bench/quality.py --sets ../shared/data/hymenoptera --bits 64 --no-ablations  # any labelled folder
 """
 from __future__ import annotations
 
@@ -77,16 +78,36 @@ RULES = {
 }
 
 
+def is_folder_set(name: str) -> bool:
+    """A set given as a path (``--sets ../photos/labelled``) rather than a shared set's name."""
+    return os.sep in name or name.startswith(".")
+
+
 def load_labelled(name: str, size: int):
-    """(images uint8 NHWC, labels) of a class-per-folder set; grey sets come back with 1 channel."""
-    images, paths, skipped = load_folder(os.path.join(DATA, name), size=size, channels=3, workers=2)
+    """(images uint8 NHWC, labels) of a class-per-folder set: a shared set's name, or the path of
+    any labelled folder, each image's class the folder it lies in (``train/ants/1.jpg``: ants);
+    grey sets come back with 1 channel."""
+    root = name if is_folder_set(name) else os.path.join(DATA, name)
+    if not os.path.isdir(root):
+        raise SystemExit(f"{name}: no such folder (a shared set's name, or the path of a labelled folder)")
+    images, paths, skipped = load_folder(root, size=size, channels=3, workers=2)
     if skipped:
         print(f"  {name}: {len(skipped)} files skipped", file=sys.stderr)
-    classes = sorted({p.split("/")[0] for p in paths})
-    labels = np.array([classes.index(p.split("/")[0]) for p in paths])
+    folder = [os.path.basename(os.path.dirname(p)) or "." for p in paths]
+    classes = sorted(set(folder))
+    labels = np.array([classes.index(f) for f in folder])
     if is_grey(images):
         images = images[..., :1]
     return images, labels
+
+
+def queries_per_class(name: str, labels: np.ndarray) -> int:
+    """The protocol's queries per class (QUERIES_PER_CLASS, else 100); a labelled folder given
+    by path takes at most a fifth of its smallest class, so that every class keeps most of its
+    images in the database."""
+    if not is_folder_set(name):
+        return QUERIES_PER_CLASS.get(name, 100)
+    return int(max(1, min(100, np.bincount(labels).min() // 5)))
 
 
 def split(labels: np.ndarray, per_class: int, seed: int = 0):
@@ -151,7 +172,7 @@ def run_set(name: str, bits_list, base: HasherConfig, variants: dict, seed: int,
     changes; one that trains as the default does takes its row) and each of ``efforts`` (name
     -> a base config)."""
     images, labels = load_labelled(name, base.image_size)
-    q, db = split(labels, QUERIES_PER_CLASS.get(name, 100), seed)
+    q, db = split(labels, queries_per_class(name, labels), seed)
     pixels = images.reshape(len(images), -1).astype(np.float64) / 255
     ql, dl = labels[q], labels[db]
     rows = []
@@ -238,7 +259,8 @@ def parse_settings(texts) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=["coil20", "orl_faces", "binaryalphadigits", "eurosat_val",
-                                                  "cifar10_test", "tinyimagenet_val"])
+                                                  "cifar10_test", "tinyimagenet_val"],
+                    help="shared sets by name, or labelled folders by path (each image's class: its folder)")
     ap.add_argument("--rerank", nargs="*", default=["default"], metavar="W/w/P/M",
                     help="copy-bonus settings of the two-stage ranking to score: WITHIN/WEIGHT/PERCENTILE/MARGIN "
                          "(search.rank.Scoring) or default; 48/0/10/8 is the expected distance alone")
