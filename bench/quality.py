@@ -107,7 +107,10 @@ def queries_per_class(name: str, labels: np.ndarray) -> int:
     images in the database."""
     if not is_folder_set(name):
         return QUERIES_PER_CLASS.get(name, 100)
-    return int(max(1, min(100, np.bincount(labels).min() // 5)))
+    smallest = int(np.bincount(labels).min())
+    if smallest < 2:  # its one image would be a query with nothing relevant to find
+        raise SystemExit(f"{name}: a class folder holds {smallest} image; each needs at least 2")
+    return max(1, min(100, smallest // 5))
 
 
 def split(labels: np.ndarray, per_class: int, seed: int = 0):
