@@ -19,25 +19,13 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import itq, kernel_lift, simple_features  # noqa: E402
-from quality import load_labelled, queries_per_class, split  # noqa: E402
+from baselines import itq, simple_features  # noqa: E402
+from quality import hashed_features, load_labelled, queries_per_class, split  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.metrics import hamming_retrieval  # noqa: E402
 
 SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
-
-
-def feature_codes(images, db, q, bits: int, seed: int) -> dict:
-    """feature name -> (query codes, database codes), ITQ of ``bits`` bits on each simple feature."""
-    out = {}
-    for name, (f, lift) in simple_features(images, db).items():
-        if lift:
-            f = kernel_lift(f[db], seed=seed)(f)
-        if f.shape[1] >= bits:
-            h = itq(f[db], bits, seed)
-            out[name] = (h(f[q]), h(f[db]))
-    return out
 
 
 def run_set(name: str, learnt: list, seed: int) -> dict:
@@ -49,6 +37,7 @@ def run_set(name: str, learnt: list, seed: int) -> dict:
     pixels = images.reshape(len(images), -1).astype(np.float64) / 255
     h = itq(pixels[db], 64, seed)
     base = hamming_retrieval(h(pixels[q]), h(pixels[db]), ql, dl)["map"]
+    features = simple_features(images, db)
     ratios = {}
     for bits in learnt:
         t0 = time.monotonic()
@@ -56,8 +45,8 @@ def run_set(name: str, learnt: list, seed: int) -> dict:
         cq, cd = model.encode(images[q]), model.encode(images[db])
         ratios[f"hashae {bits}"] = hamming_retrieval(cq, cd, ql, dl)["map"] / base
         if bits < 64:
-            for feature, (fq, fd) in feature_codes(images, db, q, 64 - bits, seed).items():
-                both = hamming_retrieval(np.hstack([cq, fq]), np.hstack([cd, fd]), ql, dl)["map"]
+            for feature, f, fh in hashed_features(features, db, 64 - bits, seed):
+                both = hamming_retrieval(np.hstack([cq, fh(f[q])]), np.hstack([cd, fh(f[db])]), ql, dl)["map"]
                 ratios[f"hashae {bits} + {feature} {64 - bits}"] = both / base
         print(f"  {name}: {bits} learnt bits, {time.monotonic() - t0:.0f} s", flush=True)
     for code, r in ratios.items():

@@ -113,6 +113,17 @@ def queries_per_class(name: str, labels: np.ndarray) -> int:
     return max(1, min(100, smallest // 5))
 
 
+def hashed_features(features: dict, db: np.ndarray, bits: int, seed: int):
+    """Each simple feature (simple_features) hashed to ``bits`` bits by ITQ fitted on the
+    database rows ``db``, kernel-lifted first where it needs it: yields (name, the feature's
+    rows as hashed, the hasher); a feature of fewer values than ``bits`` is left out."""
+    for name, (f, lift) in features.items():
+        if lift:
+            f = kernel_lift(f[db], seed=seed)(f)
+        if f.shape[1] >= bits:
+            yield name, f, itq(f[db], bits, seed)
+
+
 def split(labels: np.ndarray, per_class: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     q = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
@@ -200,12 +211,7 @@ def run_set(name: str, bits_list, base: HasherConfig, variants: dict, seed: int,
         for method, make in HASHERS.items():
             h = make(pixels[db], bits, seed)
             add(method, bits, hamming_retrieval(h(pixels[q]), h(pixels[db]), ql, dl))
-        for feature, (f, lift) in features.items():
-            if lift:
-                f = kernel_lift(f[db], seed=seed)(f)
-            if f.shape[1] < bits:
-                continue
-            h = itq(f[db], bits, seed)
+        for feature, f, h in hashed_features(features, db, bits, seed):
             add(f"{feature}, ITQ", bits, hamming_retrieval(h(f[q]), h(f[db]), ql, dl))
         runs = {"hashae": cfg_base.replace(bits=bits)}
         if bits == max(bits_list):
