@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hashae.codes import pack
-
-
-def _pca(x: np.ndarray, dims: int):
-    mean = x.mean(0)
-    xc = x - mean
-    # eigen-decomposition of the covariance: cheaper than an SVD of x when n >> d
-    cov = xc.T @ xc / max(len(x) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov)
-    return mean, vecs[:, ::-1][:, :dims]
+from hashae.model.features import itq_rotation, kernel_width, principal_directions
 
 
 def lsh(db: np.ndarray, bits: int, seed: int = 0):
@@ -25,25 +17,20 @@ def lsh(db: np.ndarray, bits: int, seed: int = 0):
 
 def pcah(db: np.ndarray, bits: int, seed: int = 0):
     """Sign of the top ``bits`` principal components."""
-    mean, w = _pca(db, bits)
+    mean, w = principal_directions(db, bits)
     return lambda x: pack((x - mean) @ w > 0)
 
 
 def itq(db: np.ndarray, bits: int, seed: int = 0, iterations: int = 50):
-    """Iterative quantisation: PCA, then the rotation that minimises quantisation error."""
-    mean, w = _pca(db, bits)
-    v = (db - mean) @ w
-    rng = np.random.default_rng(seed)
-    r, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
-    for _ in range(iterations):
-        b = np.where(v @ r >= 0, 1.0, -1.0)
-        u, _, vt = np.linalg.svd(b.T @ v)
-        r = (u @ vt).T
+    """Iterative quantisation: PCA, then the rotation that minimises quantisation error (the
+    model's feature bits use the same two steps, model/features.py)."""
+    mean, w = principal_directions(db, bits)
+    r = itq_rotation((db - mean) @ w, seed, iterations)
     return lambda x: pack((x - mean) @ w @ r >= 0)
 
 
 def pca_float(db: np.ndarray, dims: int):
-    mean, w = _pca(db, dims)
+    mean, w = principal_directions(db, dims)
     return lambda x: (x - mean) @ w
 
 
@@ -97,9 +84,7 @@ def kernel_lift(db: np.ndarray, dims: int = 1024, seed: int = 0):
     Lazebnik's shift-invariant kernel hashing), width the median distance of a database sample:
     a feature of fewer values than bits becomes one that ITQ can give every bit."""
     rng = np.random.default_rng(seed)
-    sample = db[rng.choice(len(db), min(len(db), 1000), replace=False)]
-    d2 = ((sample[:, None] - sample[None]) ** 2).sum(-1)
-    sigma = float(np.sqrt(np.median(d2[d2 > 0]))) if (d2 > 0).any() else 1.0
+    sigma = kernel_width(db, rng)
     w = rng.standard_normal((db.shape[1], dims)) / sigma
     b = rng.uniform(0, 2 * np.pi, dims)
     return lambda x: np.sqrt(2 / dims) * np.cos(x @ w + b)

@@ -38,13 +38,13 @@ import numpy as np
 from scipy.stats import rankdata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baselines import _pca  # noqa: E402
 from quality import DATA  # noqa: E402
 from selection import leave_one_set_out  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import is_grey, load_folder, model_input  # noqa: E402
 from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
+from hashae.model.features import principal_directions  # noqa: E402
 from hashae.sample import make_sample  # noqa: E402
 from hashae.search.index import HammingIndex  # noqa: E402
 from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, joint_evidence,  # noqa: E402
@@ -76,7 +76,7 @@ def load_rgb(name: str, size: int):
 
 
 def baseline_scores(pixels: np.ndarray, dims: int) -> dict:
-    mean, w = _pca(pixels.astype(np.float64), dims)
+    mean, w = principal_directions(pixels.astype(np.float64), dims)
     xc = pixels - mean
     pca_err = ((xc - (xc @ w) @ w.T) ** 2).mean(1)
     index = faiss.IndexFlatL2(pixels.shape[1])

@@ -56,6 +56,8 @@ ABLATIONS = {
     "no neighbour term (neighbours 0)": {"neighbours": 0.0},
     "neighbours found by pixels alone": {"neighbour_space": "pixels"},
     "neighbours by pixels, statistics and gradients": {"neighbour_space": "pixels+stats+gradients"},
+    "8 feature bits (channel statistics, model/features.py)": {"feature_bits": 8},
+    "16 feature bits (channel statistics)": {"feature_bits": 16},
     "plain noisy autoencoder (none of the additions)": {"contrastive": 0.0, "stats": 0.0, "stats_input": False,
                                                        "neighbours": 0.0},
 }

@@ -105,6 +105,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="architecture when training (default mlp)")
 @click.option("--effort", type=click.Choice(["fast", "default", "best"]), default="default", show_default=True,
               help="training time budget for a new model: about 20 s / 1.5 min / 5.5 min per 10,000 images on 2 cores")
+@click.option("--feature-bits", type=click.IntRange(min=0),
+              help="bits of a new model's code given to the whole image's colour and texture statistics (hashed by "
+                   "ITQ), the rest learnt (default 0)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="what the widest layers' products run in while training: auto is bfloat16 on a CPU that has it "
@@ -121,15 +124,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 @click.option("--allow-shrink", is_flag=True, help="accept a run that removes more than half of the items")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_friendly
-def index(folder, store, bits, model_store, epochs, image_size, arch, effort, seed, precision, workers, engine,
-          shard_size, follow_links, allow_shrink, quiet):
+def index(folder, store, bits, model_store, epochs, image_size, arch, effort, feature_bits, seed, precision, workers,
+          engine, shard_size, follow_links, allow_shrink, quiet):
     """Index the images under FOLDER (recursively) into a collection; re-runs are incremental."""
     from .collection import Collection, default_store
     from .model.config import HasherConfig
     store = store or default_store(folder)
     config = None
     if not model_store:
-        overrides = {k: v for k, v in dict(epochs=epochs, image_size=image_size, arch=arch).items() if v is not None}
+        overrides = {k: v for k, v in dict(epochs=epochs, image_size=image_size, arch=arch,
+                                           feature_bits=feature_bits).items() if v is not None}
         if epochs is not None:
             overrides["min_steps"] = 0  # an explicit --epochs is what the user gets, however small the folder
         store_bits = Collection.open(store).bits if os.path.exists(store) else None
@@ -341,7 +345,10 @@ def info(store, as_json):
         click.echo(f"{'folder' if data['kind'] == 'images' else 'vectors':12s}{shown(data['folder'])}")
         click.echo(f"items       {data['items']}")
         click.echo(f"skipped     {data['skipped']}")
-        click.echo(f"bits        {data['bits']}")
+        feature_bits = (data["model"] or {}).get("feature_bits")
+        split = f" ({data['bits'] - feature_bits} learnt, {feature_bits} from channel statistics)" \
+            if isinstance(feature_bits, int) and not isinstance(feature_bits, bool) and feature_bits > 0 else ""
+        click.echo(f"bits        {data['bits']}{split}")
         click.echo(f"model       {shown(describe_settings(data['model']))}")
         click.echo(f"optional    {', '.join(data['optional']) or 'none'}")
         if "parts" in data:

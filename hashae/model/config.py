@@ -26,11 +26,13 @@ VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, 
                  "temperature": None}
 # fields that any model leaves out of its stored JSON while they hold these values, so that a
 # file stays readable by the hashae before them
-LATER_FIELDS = {"precision": "auto", "neighbour_gate": 0.0, "neighbour_shared": 0}
+LATER_FIELDS = {"precision": "auto", "neighbour_gate": 0.0, "neighbour_shared": 0, "feature_bits": 0}
 # principal components a vector model reads when its ``pca`` is None: wide vectors (pixels,
 # word counts, embeddings) are first projected onto the training rows' top 128 directions
 # (bench/README.md, "Vectors": "Principal components first")
 PCA_DIMS = 128
+# an image model's code gives one bit in this many to its feature bits when feature_bits is None
+FEATURE_SHARE = 8
 PRETRAIN = ("dae", "none")
 # what the widest layers' products run in while training (network.HashNet.wide_products):
 # "auto" is bfloat16 where the CPU multiplies it natively (model/train.training_dtype), float32
@@ -75,6 +77,24 @@ class ModelConfig:
     # vectors: how many principal components of the scaled rows the first layer reads (None:
     # PCA_DIMS for rows of more values, else all of them; 0: the scaled rows themselves)
     pca: int | None = None
+    # images: how many of the ``bits`` are ITQ bits of the whole image's channel statistics
+    # (model/features.py), the code's last ones; the rest are learnt. 0: every bit is learnt;
+    # None: by input (feature_count), made a number when the model is fitted
+    feature_bits: int | None = None
+
+    @property
+    def feature_count(self) -> int:
+        """``feature_bits``, or when None an eighth of the code for images (8 of 64: the worst
+        of the six shared sets rose on each of three seeds; bench/README.md, "Feature bits, the
+        default") and none for vectors, which have no image statistics."""
+        if self.feature_bits is not None:
+            return self.feature_bits
+        return 0 if self.is_vector else self.bits // FEATURE_SHARE
+
+    @property
+    def learnt_bits(self) -> int:
+        """Units of the code layer: the bits that are not feature bits."""
+        return self.bits - self.feature_count
 
     @property
     def is_vector(self) -> bool:
@@ -127,6 +147,10 @@ class ModelConfig:
                 raise ValueError("vectors take arch='mlp' (a conv layer needs an image's neighbouring pixels)")
         elif self.dim:
             raise ValueError(f"dim is the length of a vector; an image model has dim 0, got {self.dim!r}")
+        if self.feature_bits is not None:
+            _int("feature_bits", self.feature_bits, 0, self.bits // 2)  # most bits stay learnt
+        if self.feature_bits and self.is_vector:
+            raise ValueError("feature_bits hash image statistics; a vector model has none, set it to 0")
         _int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         _int("channels", self.channels, 1, 3)
         if self.channels == 2:
@@ -414,14 +438,15 @@ class HasherConfig(TrainConfig, ModelConfig):
     def from_dict(cls, data: dict) -> "HasherConfig":
         """A config from a flat dict (unknown fields refused). Models saved before stats_input
         existed have no side branch among their weights, so a missing stats_input is False;
-        those saved before neighbour_space found neighbours by pixels; vector models saved
-        before pca read their scaled rows (pca 0)."""
+        those saved before neighbour_space found neighbours by pixels, those saved before
+        feature_bits learnt every bit; vector models saved before pca read their scaled rows
+        (pca 0)."""
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")
         unknown = sorted(set(data) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        before = {"stats_input": False, "neighbour_space": "pixels"}
+        before = {"stats_input": False, "neighbour_space": "pixels", "feature_bits": 0}
         if data.get("kind") == "vector":
             before["pca"] = 0
         return cls(**{**before, **data}).validate()
@@ -464,6 +489,8 @@ def describe_settings(settings: dict | None) -> str:
     shape = f"vectors d={cfg.dim} {cfg.scaling}" if cfg.is_vector else f"{cfg.image_size}px x{cfg.channels}"
     if cfg.pca_dims:
         shape += f" pca={cfg.pca_dims}"
+    if cfg.feature_count:
+        shape += f" bits={cfg.learnt_bits} learnt+{cfg.feature_count} statistics"
     trained_in = cfg.extra.get("trained_in")  # what the wide layers' products ran in (model/hasher.py)
     return (f"{cfg.arch} {shape} layers {widths} "
             f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}"

@@ -22,7 +22,8 @@ from .augment import random_views
 from .finetune import FineTune
 from .inputs import as_input, for_data
 from .neighbours import Gate, flat, gradient_histograms, nearest_neighbours
-from .network import BATCH_ACTIVATIONS, HashNet, check_budget, grid_stats
+from .network import BATCH_ACTIVATIONS, HashNet, check_budget
+from .statistics import grid_stats
 from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
 from .state import ModelState
@@ -72,6 +73,7 @@ class Hasher:
         term drove every code layer unit to saturation and all 1,190 images to one code; on the
         other five shared sets it never triggers (bench/README.md, "k-NN labels")."""
         self.config = for_data(self.config, images)
+        self.config = self.config.replace(feature_bits=self.config.feature_count)  # stored as a number
         self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
         data = as_input(images, self.config.model)
         if len(data) < 2:
@@ -106,6 +108,8 @@ class Hasher:
                 net.components.copy_(directions), net.spread.fill_(spread)
         else:
             net.mean.copy_(data.mean(rows))
+            if net.features is not None:
+                net.features.fit(data.batch, rows, cfg.seed, cfg.noise_std, cfg.crop_min)
         rank = parallel.world()[0]
         if rank:  # the same initial weights everywhere, other augmentations on each process
             torch.manual_seed(cfg.seed + rank)
@@ -173,7 +177,7 @@ class Hasher:
         with torch.inference_mode():
             for s in range(0, len(data), batch_size):
                 i = np.arange(s, min(s + batch_size, len(data)))
-                out[i] = net.logits(data.batch(i)).numpy()
+                out[i] = net.code_logits(data.batch(i)).numpy()
         return out
 
     def encode(self, images, batch_size: int = 1024) -> np.ndarray:
@@ -193,15 +197,16 @@ class Hasher:
                 i = np.arange(s, min(s + batch_size, len(data)))
                 x = data.batch(i)
                 out = net(x)
-                bits[i] = (out.logits > 0).numpy()
+                bits[i] = (net.code_logits(x, out.logits) > 0).numpy()
                 error[i] = (out.recon - net.target(x)).pow(2).flatten(1).mean(1).numpy()
         return codes_mod.pack(bits), error
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Reconstructions of packed codes: images (n, C, S, S) float32 in [0, 1], or vectors
-        as HashNet.target gives them (standardised, or their principal components)."""
+        """Reconstructions of packed codes from their learnt bits: images (n, C, S, S) float32
+        in [0, 1], or vectors as HashNet.target gives them (standardised, or their principal
+        components)."""
         net = self._require_fit()
-        bits = codes_mod.unpack(codes_mod.as_codes(codes, self.config.bits // 8))
+        bits = codes_mod.unpack(codes_mod.as_codes(codes, self.config.bits // 8))[:, :self.config.learnt_bits]
         with torch.inference_mode():
             return net.decode(torch.from_numpy(bits.astype(np.float32))).numpy()
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from . import parallel
 from .binarizers.ste import straight_through
-from .network import image_stats
+from .statistics import image_stats
 
 
 def reconstruction(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

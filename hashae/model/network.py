@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .features import FeatureBits
+from .statistics import image_stats
 
 # budgets for configs read from files, checked on the real modules (check_budget): weights
 # (200 MB of float32) and activations of one image through encoder and decoder (16 MB)
@@ -47,27 +49,6 @@ class Stage(nn.Module):
     def __init__(self, enc: nn.Module, dec: nn.Module, is_code: bool = False):
         super().__init__()
         self.enc, self.dec, self.is_code = enc, dec, is_code
-
-
-def image_stats(x: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-channel mean, standard deviation and mean absolute horizontal and
-    vertical gradient, (n, 4 * channels): colour and texture summaries that do not depend on
-    where things are in the image."""
-    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((2, 3))
-    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((2, 3))
-    mean = x.mean((2, 3), keepdim=True)
-    # the sample standard deviation in two passes: Tensor.std over two dimensions took 4-5x as
-    # long on CPU (a tenth of a colour fit; bench/README.md, "Training time"), same to 1e-7
-    std = ((x - mean).square().sum((2, 3)) / max(1, x.shape[2] * x.shape[3] - 1)).sqrt()
-    return torch.cat([mean.flatten(1), std, gx, gy], 1)
-
-
-def grid_stats(x: torch.Tensor, levels=(1, 2, 4)) -> torch.Tensor:
-    """image_stats of the whole image and of each cell of a 2x2 and a 4x4 grid, (n, 21 * 4 *
-    channels): where the colours and textures are, coarsely."""
-    h, w = x.shape[-2:]
-    return torch.cat([image_stats(x[..., i * h // g:(i + 1) * h // g, j * w // g:(j + 1) * w // g])
-                      for g in levels for i in range(g) for j in range(g)], 1)
 
 
 class WithStats(nn.Module):
@@ -116,7 +97,7 @@ def build_stages(cfg: ModelConfig) -> nn.ModuleList:
     [0, 1]) or, for vectors, nothing (standardised values), inner decoders in ReLU (they
     reconstruct ReLU activations)."""
     if cfg.is_vector:
-        dims = [cfg.pca_dims or cfg.dim, *cfg.dense_widths, cfg.bits]
+        dims = [cfg.pca_dims or cfg.dim, *cfg.dense_widths, cfg.learnt_bits]
         return nn.ModuleList(_dense(a, b, nn.ReLU() if i else nn.Identity(), is_code=i == len(dims) - 2)
                              for i, (a, b) in enumerate(zip(dims, dims[1:])))
     stages, c, s = [], cfg.channels, cfg.image_size
@@ -127,7 +108,7 @@ def build_stages(cfg: ModelConfig) -> nn.ModuleList:
             dec = nn.Sequential(nn.ConvTranspose2d(out, c, 4, stride=2, padding=1), act)
             stages.append(Stage(enc, dec))
             c, s = out, s // 2
-    dims = [c * s * s, *cfg.dense_widths, cfg.bits]
+    dims = [c * s * s, *cfg.dense_widths, cfg.learnt_bits]
     for i, (a, b) in enumerate(zip(dims, dims[1:])):
         act = nn.Sigmoid() if not stages else nn.ReLU()
         stages.append(_dense(a, b, act, is_code=i == len(dims) - 2, unflatten=(c, s, s) if i == 0 else None))
@@ -153,6 +134,8 @@ class HashNet(nn.Module):
             # spread for all of them, so that they keep their share of the variance
             self.register_buffer("components", torch.zeros(cfg.pca_dims, cfg.dim))
             self.register_buffer("spread", torch.ones(1))
+        # the code's last feature_bits bits: fixed functions of the image (model/features.py)
+        self.features = FeatureBits(cfg.channels, cfg.feature_count) if cfg.feature_count else None
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """What the decoder reconstructs: images as they are (pixels in [0, 1]); vectors
@@ -178,7 +161,14 @@ class HashNet(nn.Module):
             h = stage.enc(h)
         return h
 
+    def code_logits(self, x: torch.Tensor, learnt: torch.Tensor | None = None) -> torch.Tensor:
+        """The whole code's logits (n, bits): the code layer's (``learnt``, computed when not
+        given) and then the feature bits' ones."""
+        z = self.logits(x) if learnt is None else learnt
+        return z if self.features is None else torch.cat([z, self.features(x)], 1)
+
     def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """Reconstruct from the learnt bits (n, learnt_bits); feature bits are not decoded."""
         h = code
         for stage in reversed(self.stages):
             h = stage.dec(h)
