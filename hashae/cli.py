@@ -107,7 +107,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
               help="training time budget for a new model: about 20 s / 1.5 min / 5.5 min per 10,000 images on 2 cores")
 @click.option("--feature-bits", type=click.IntRange(min=0),
               help="bits of a new model's code given to the whole image's colour and texture statistics (hashed by "
-                   "ITQ), the rest learnt (default 0)")
+                   "ITQ), the rest learnt (default: an eighth of --bits, 8 of 64; 0 for none)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed for training")
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="what the widest layers' products run in while training: auto is bfloat16 on a CPU that has it "

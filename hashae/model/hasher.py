@@ -23,10 +23,10 @@ from .finetune import FineTune
 from .inputs import as_input, for_data
 from .neighbours import Gate, flat, gradient_histograms, nearest_neighbours
 from .network import BATCH_ACTIVATIONS, HashNet, check_budget
-from .statistics import grid_stats
 from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
 from .state import ModelState
+from .statistics import grid_stats
 from .train import History, Phase, fit_loop, mean_over, ready, training_dtype
 
 
