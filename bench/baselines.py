@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hashae.codes import pack
-from hashae.model.features import itq_rotation, kernel_width, principal_directions
+from hashae.model.features import fourier_lift, fourier_parameters, itq_rotation, principal_directions
 
 
 def lsh(db: np.ndarray, bits: int, seed: int = 0):
@@ -83,11 +83,8 @@ def kernel_lift(db: np.ndarray, dims: int = 1024, seed: int = 0):
     """Random Fourier features of a Gaussian kernel (Rahimi & Recht 2007; the lift of Raginsky &
     Lazebnik's shift-invariant kernel hashing), width the median distance of a database sample:
     a feature of fewer values than bits becomes one that ITQ can give every bit."""
-    rng = np.random.default_rng(seed)
-    sigma = kernel_width(db, rng)
-    w = rng.standard_normal((db.shape[1], dims)) / sigma
-    b = rng.uniform(0, 2 * np.pi, dims)
-    return lambda x: np.sqrt(2 / dims) * np.cos(x @ w + b)
+    weight, phase = fourier_parameters(db, np.random.default_rng(seed), dims)
+    return lambda x: fourier_lift(x, weight, phase)
 
 
 def simple_features(images: np.ndarray, db: np.ndarray) -> dict:

@@ -60,6 +60,20 @@ def kernel_width(x: np.ndarray, rng: np.random.Generator) -> float:
     return float(np.sqrt(np.median(d2[d2 > 0]))) if (d2 > 0).any() else 1.0
 
 
+def fourier_parameters(x: np.ndarray, rng: np.random.Generator, dims: int = LIFT) -> tuple[np.ndarray, np.ndarray]:
+    """Random Fourier features of a Gaussian kernel as wide as the median distance between rows
+    of ``x`` (kernel_width): the weight (d, dims) and phase (dims,) that ``fourier_lift`` takes."""
+    width = kernel_width(x, rng)
+    weight = rng.standard_normal((x.shape[1], dims)) / width
+    return weight, rng.uniform(0, 2 * np.pi, dims)
+
+
+def fourier_lift(x: np.ndarray, weight: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """Rows (n, d) -> their random Fourier features (n, dims), whose dot products approximate
+    the Gaussian kernel (Rahimi & Recht 2007)."""
+    return math.sqrt(2 / weight.shape[1]) * np.cos(x @ weight + phase)
+
+
 class FeatureBits(nn.Module):
     """Image statistics -> standardised -> random Fourier lift -> ITQ projection: ``bits`` code
     logits whose signs are the feature bits, scaled so that an augmentation-sized edit moves
@@ -94,11 +108,8 @@ class FeatureBits(nn.Module):
         mean, spread = stats.mean(0), stats.std(0)
         spread[spread < 1e-12] = 1.0
         z = (stats - mean) / spread
-        rng = np.random.default_rng(seed)
-        width = kernel_width(z, rng)
-        weight = rng.standard_normal((z.shape[1], LIFT)) / width
-        phase = rng.uniform(0, 2 * np.pi, LIFT)
-        lifted = math.sqrt(2 / LIFT) * np.cos(z @ weight + phase)
+        weight, phase = fourier_parameters(z, np.random.default_rng(seed))
+        lifted = fourier_lift(z, weight, phase)
         centre, directions = principal_directions(lifted, len(self.scale))
         projected = (lifted - centre) @ directions
         projection = directions @ itq_rotation(projected, seed)
