@@ -12,12 +12,14 @@ phase (pretraining stages, fine-tuning).
     python bench/training.py --effort fast default --optimiser both   # fused Adam against per-tensor
     python bench/training.py --effort fast default --precision both   # float32 against bfloat16
     python bench/training.py --folder ../shared/data/hymenoptera --effort fast --precision both
+    python bench/training.py --effort fast default --against feature_bits=0   # what feature bits cost
 
 With ``--optimiser both`` each effort level is fitted twice, one after the other, with torch's
 per-tensor Adam loop and with the fused Adam that training uses, without early stopping so that
 both take the same steps; the ratio of their times is printed. ``--precision both`` does the
 same for the training steps' precision: float32, then bfloat16 (what "auto" picks on a CPU with
-native bfloat16 products).
+native bfloat16 products). ``--against KEY=VALUE`` fits each effort level a second time with
+those HasherConfig settings, right after the first, and prints the ratio of the two times.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from hashae.ingest import load_folder  # noqa: E402
 from hashae.model import hasher as hasher_mod  # noqa: E402
 from hashae.model import train as train_mod  # noqa: E402
 from hashae.progress import PhasedProgress  # noqa: E402
+from quality import parse_settings  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "..", "shared", "data")
 
@@ -98,6 +101,8 @@ def main(argv=None):
                     help="Adam as training runs it (fused), torch's per-tensor loop, or both side by side")
     ap.add_argument("--precision", choices=["auto", "float32", "bfloat16", "both"], default="auto",
                     help="the training steps' precision (HasherConfig.precision), or float32 and bfloat16 side by side")
+    ap.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
+                    help="also fit each level with these HasherConfig settings, one after the other")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "training.json"))
     args = ap.parse_args(argv)
     if args.optimiser == "both" and args.precision == "both":
@@ -111,9 +116,11 @@ def main(argv=None):
     fused = train_mod._adam
     optimisers = ["per-tensor", "fused"] if args.optimiser == "both" else [args.optimiser]
     precisions = ["float32", "bfloat16"] if args.precision == "both" else [args.precision]
-    runs = [(e, o, p) for e in args.effort for o in optimisers for p in precisions]
-    for effort, optimiser, precision in runs:
-        settings = dict(threads=args.threads, precision=precision)
+    against = parse_settings(args.against)
+    variants = [{}, against] if against else [{}]
+    runs = [(e, o, p, v) for e in args.effort for o in optimisers for p in precisions for v in variants]
+    for effort, optimiser, precision, variant in runs:
+        settings = dict(threads=args.threads, precision=precision, **variant)
         if len(optimisers) > 1:
             settings["patience"] = 0  # no early stopping: both optimisers take the same steps
         cfg = HasherConfig.for_effort(effort, **settings)
@@ -146,7 +153,12 @@ def main(argv=None):
             print(f"  bfloat16 / float32: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x", flush=True)
         key = "/".join([effort] + ([optimiser] if len(optimisers) > 1 else [])
                        + ([precision] if len(precisions) > 1 else []))
-        results[key] = dict(n=len(images), optimiser=optimiser, precision=precision,
+        if variant:
+            before = results[key]["wall_s"]
+            print(f"  with {' '.join(args.against)} / without: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x",
+                  flush=True)
+            key += "/" + ",".join(args.against)
+        results[key] = dict(n=len(images), optimiser=optimiser, precision=precision, settings=variant,
                             trained_in=model.config.extra["trained_in"], wall_s=wall, cpu_s=cpu, per_10k_s=per_10k,
                             threads=threads, cores=os.cpu_count(), phases=phases,
                             epochs=len(model.history_.phase("fine-tune")), eta_predicted_over_actual=eta)

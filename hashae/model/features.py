@@ -56,7 +56,8 @@ def itq_rotation(v: np.ndarray, seed: int, iterations: int = ITQ_ITERATIONS) -> 
 def kernel_width(x: np.ndarray, rng: np.random.Generator) -> float:
     """The median distance between rows of a sample of ``x``: the Gaussian kernel's width."""
     sample = x[rng.choice(len(x), min(len(x), SAMPLE), replace=False)]
-    d2 = ((sample[:, None] - sample[None]) ** 2).sum(-1)
+    # a row at a time: the same sums as one broadcast, without its (SAMPLE, SAMPLE, d) array
+    d2 = np.stack([((row - sample) ** 2).sum(-1) for row in sample])
     return float(np.sqrt(np.median(d2[d2 > 0]))) if (d2 > 0).any() else 1.0
 
 
