@@ -35,6 +35,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)  # quality.py, for parse_settings
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.ingest import load_folder  # noqa: E402
 from hashae.model import hasher as hasher_mod  # noqa: E402
