@@ -125,6 +125,7 @@ def main(argv=None):
         if len(optimisers) > 1:
             settings["patience"] = 0  # no early stopping: both optimisers take the same steps
         cfg = HasherConfig.for_effort(effort, **settings)
+        tag = "/" + ",".join(args.against) if variant else ""  # each ratio compares runs of the same settings
         train_mod._adam = fused if optimiser == "fused" else per_tensor_adam
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         hasher_mod.PhasedProgress = WatchedBar  # the bar a user sees, watched
@@ -147,10 +148,10 @@ def main(argv=None):
         print("  ETA shown, as predicted total / actual, after " +
               ", ".join(f"{f:.0%} of the time: {r:.2f}" for f, r in eta.items()), flush=True)
         if len(optimisers) > 1 and optimiser == "fused":
-            before = results[f"{effort}/per-tensor"]["wall_s"]
+            before = results[f"{effort}/per-tensor{tag}"]["wall_s"]
             print(f"  fused / per-tensor Adam, same steps: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x", flush=True)
         if len(precisions) > 1 and precision == "bfloat16":
-            before = results[f"{effort}/float32"]["wall_s"]
+            before = results[f"{effort}/float32{tag}"]["wall_s"]
             print(f"  bfloat16 / float32: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x", flush=True)
         key = "/".join([effort] + ([optimiser] if len(optimisers) > 1 else [])
                        + ([precision] if len(precisions) > 1 else []))
@@ -158,7 +159,7 @@ def main(argv=None):
             before = results[key]["wall_s"]
             print(f"  with {' '.join(args.against)} / without: {wall:.1f} / {before:.1f} s = {wall / before:.2f}x",
                   flush=True)
-            key += "/" + ",".join(args.against)
+        key += tag
         results[key] = dict(n=len(images), optimiser=optimiser, precision=precision, settings=variant,
                             trained_in=model.config.extra["trained_in"], wall_s=wall, cpu_s=cpu, per_10k_s=per_10k,
                             threads=threads, cores=os.cpu_count(), phases=phases,
