@@ -117,7 +117,7 @@ def bench_encode(folder: str, n_files: int, tmp: str) -> dict:
             batch = paths * times
             t0 = time.monotonic()
             if engine == "local":
-                got = sum(len(b.positions) for b in iter_batches(batch, 32, 3, 2, encode=hasher.encode_with_error))
+                got = sum(len(b.positions) for b in iter_batches(batch, 32, 3, 2, encode=hasher.encode_for_index))
             else:
                 got = sum(len(b.positions) for b in ray_batches(batch, 32, 3, state))
             assert got == len(batch)

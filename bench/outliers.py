@@ -9,7 +9,9 @@ user's folder would be):
   broken renders, sensor noise);
 - rare: one class cut down to 2% of the rest (``--rare-classes`` classes, one at a time).
 Besides the six shared sets, ``sample`` is the built-in sample (hashae.sample: 6 classes of
-generated shapes x 40), a folder of simple pictures unlike any photo set.
+generated shapes x 40), a folder of simple pictures unlike any photo set. Beside hashae's scores
+(each with the channel statistics an index run stores), ``variant_scores`` measures other ways
+to join the statistics into *joint*, and none at all.
 
     python bench/outliers.py                          # six sets and the sample, all scenarios
     python bench/outliers.py --sets coil20 orl_faces --rare-classes 1 --effort fast
@@ -48,7 +50,8 @@ from hashae.model.features import principal_directions  # noqa: E402
 from hashae.sample import make_sample  # noqa: E402
 from hashae.search.index import HammingIndex  # noqa: E402
 from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, joint_evidence,  # noqa: E402
-                                    neighbour_table, outlier_scores, without_self)
+                                    neighbour_table, outlier_scores, standardised, statistics_norm,
+                                    without_self)
 
 SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
 SAMPLE = "sample"  # the built-in sample, generated: evaluated, never planted elsewhere
@@ -96,11 +99,14 @@ def evaluate(case: dict, cfg: HasherConfig) -> dict:
     t0 = time.monotonic()
     model = SemanticHasher(cfg.replace(channels=images.shape[-1])).fit(images)
     fit_s = time.monotonic() - t0
-    codes, error = model.encode_with_error(images)
+    enc = model.encode_for_index(images)  # codes, errors and channel statistics, as indexing stores them
+    codes, error, stats = enc.codes, enc.error, enc.stats
     phash = perceptual_hashes(case["rgb"]).phash
     table = neighbour_table(codes)
-    result = {f"hashae: {m}": auc(outlier_scores(error, codes, m, table=table, phash=phash), positive)
+    result = {f"hashae: {m}": auc(outlier_scores(error, codes, m, table=table, phash=phash, stats=stats), positive)
               for m in METHODS}
+    result.update({f"hashae: {v}": auc(score, positive)
+                   for v, score in variant_scores(error, table, phash, stats).items()})
     result.update({b: auc(s, positive) for b, s in baseline_scores(pixels, cfg.bits).items()})
     best = max(result[b] for b in BASELINES)
     line = "  ".join(f"{m.replace('hashae: ', '')} {v:.3f}" for m, v in result.items())
@@ -108,6 +114,30 @@ def evaluate(case: dict, cfg: HasherConfig) -> dict:
           f"(best baseline {best:.3f}; fit {fit_s:.0f} s)", flush=True)
     return dict(set=name, scenario=scenario, n=len(images), outliers=int(positive.sum()), auc=result,
                 best_baseline=best, fit_s=fit_s)
+
+
+def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np.ndarray) -> dict:
+    """Other ways to join the channel statistics into *joint*, measured beside it: none at all
+    (the default until 2026-11-29), with also the mean distance to the 10 nearest items in
+    standardised statistics (a neighbour search the product would need at every size), and with
+    the full-covariance (Mahalanobis) squared distance in place of the standardised norm."""
+    knn = table[0].mean(1).astype(np.float64)
+    near = neighbour_table(phash)[0].mean(1).astype(np.float64)
+    z = standardised(stats)
+    index = faiss.IndexFlatL2(z.shape[1])
+    zz = np.ascontiguousarray(z, np.float32)
+    index.add(zz)
+    d, _ = index.search(zz, NEIGHBOURS + 1)
+    sknn = np.sqrt(np.maximum(d[:, 1:], 0)).mean(1)
+    maha = np.einsum("ij,jk,ik->i", z, np.linalg.pinv(np.cov(z, rowvar=False), rcond=1e-6, hermitian=True), z)
+    return {"joint, no statistics": joint_evidence(error, knn, near),
+            "joint + statistics kNN": joint_evidence(error, knn, near, statistics_norm(stats), sknn),
+            "joint, Mahalanobis": joint_evidence(error, knn, near, maha)}
+
+
+def method_names(rows: list) -> list:
+    """hashae's scores in the rows, in the order first seen (the product's, then variants)."""
+    return list(dict.fromkeys(k.replace("hashae: ", "") for r in rows for k in r["auc"] if k.startswith("hashae: ")))
 
 
 def planted(name: str, data: dict, rng) -> tuple:
@@ -148,39 +178,41 @@ def summarise(rows: list) -> list:
     set-out check on alien images, planted and noise (the tasks every score can solve; on rare
     classes all are near chance): each set's worse shortfall of the two, by
     selection.leave_one_set_out."""
-    lines = []
+    lines, names = [], method_names(rows)
+    width = max(map(len, names))
     for kind in ("planted", "noise", "rare"):
         part = [r for r in rows if r["scenario"].startswith(kind)]
-        for m in METHODS:
+        for m in names:
             d = np.array([r["auc"][f"hashae: {m}"] - r["best_baseline"] for r in part if f"hashae: {m}" in r["auc"]])
             if len(d):
-                lines.append(f"  {kind:8s} {m:9s} AUC minus the best baseline: worst {d.min():+.3f}, mean "
+                lines.append(f"  {kind:8s} {m:{width}s} AUC minus the best baseline: worst {d.min():+.3f}, mean "
                              f"{d.mean():+.3f}, at or above it on {(d >= 0).sum()} of {len(d)}")
     alien = {}
     for r in rows:
         if r["scenario"] in ("planted", "noise"):
-            for m in METHODS:
+            for m in names:
                 if f"hashae: {m}" in r["auc"]:
                     d = r["auc"][f"hashae: {m}"] - r["best_baseline"]
                     alien[(r["set"], m)] = min(d, alien.get((r["set"], m), d))
-    methods = [m for m in METHODS if all((s, m) in alien for s, _ in alien)]
+    methods = [m for m in names if all((s, m) in alien for s, _ in alien)]
     for held, choice, value in leave_one_set_out(alien, methods):
-        lines.append(f"  held out {held:17s}: the other sets choose {choice:9s}; on {held} (planted and noise, "
+        lines.append(f"  held out {held:17s}: the other sets choose {choice:{width}s}; on {held} (planted and noise, "
                      f"the worse): {value:+.3f} against the best baseline")
     return lines
 
 
 def timing(sizes: list) -> None:
-    """Seconds and peak memory of the old and new default scores on random 64-bit codes and
-    hashes (the worst case for neighbour search), run side by side."""
+    """Seconds and peak memory of the old and new default scores on random 64-bit codes,
+    hashes (the worst case for neighbour search) and channel statistics, run side by side."""
     import resource
     for n in sizes:
         rng = np.random.default_rng(0)
         codes, phash = (rng.integers(0, 256, (n, 8), dtype=np.uint8) for _ in range(2))
         error = rng.random(n).astype(np.float32)
+        stats = rng.random((n, 12)).astype(np.float32)
         for m in ("combined", "joint"):
             t = time.monotonic()
-            outlier_scores(error, codes, m, phash=phash)
+            outlier_scores(error, codes, m, phash=phash, stats=stats)
             print(f"  n={n:9d} {m:9s} {time.monotonic() - t:7.1f} s, peak RSS so far "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
 

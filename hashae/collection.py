@@ -526,10 +526,12 @@ class Collection:
     def outliers(self, n: int = 20, method: str | None = None) -> list:
         """The ``n`` items that fit the collection least (0: every item), highest score first,
         as Outlier(path, score, id). Scores come from each item's reconstruction error through
-        its code and its distances to its nearest codes and perceptual hashes in the collection
-        (hashes: images only; search.outliers; ``method`` picks one of its scores, default
+        its code, its distances to its nearest codes and perceptual hashes in the collection and
+        how unusual its channel statistics are (hashes and statistics: images only;
+        search.outliers; ``method`` picks one of its scores, default
         search.outliers.DEFAULT). A collection without stored errors (codes alone, or an earlier
-        hashae: re-index to add them) is scored by code distances, with a warning."""
+        hashae: re-index to add them) is scored by code distances, with a warning; one without
+        channel statistics (an earlier hashae) without them, with a warning."""
         from .search.outliers import DEFAULT, outlier_scores
         method = method or DEFAULT
         if n < 0:
@@ -545,7 +547,13 @@ class Collection:
         if error is not None and np.isnan(error).any():  # unknown for some items: count them as typical
             error = np.where(np.isnan(error), np.nanmedian(error), error)
         phash = self.phash if self.kind == "images" else None
-        scores = outlier_scores(error, self.codes, method, phash=phash)
+        stats = self.reader.stats() if self.kind == "images" and error is not None else None
+        if stats is not None and np.isnan(stats).all():
+            stats = None
+        if stats is None and self.kind == "images" and method == "joint":
+            warnings.warn(f"{self.path} has no channel statistics (written by an earlier hashae; re-index its folder "
+                          "to add them): items are scored without them", stacklevel=2)
+        scores = outlier_scores(error, self.codes, method, phash=phash, stats=stats)
         order = np.argsort(-scores, kind="stable")[: n or None]
         return [Outlier(p, float(scores[i]), int(i)) for p, i in zip(self.paths(order), order)]
 

@@ -266,7 +266,7 @@ class _Job:
         """Which rows of the old store stay as they are: same path, size and mtime (``current``:
         the folder's entries by path), and how many of those are encoded again all the same. A
         store written before perceptual hashes or reconstruction errors (or before the mirror
-        pHash and dHash, or the centre's hashes) keeps none: re-encoding once adds them, and a
+        pHash and dHash, the centre's hashes, or the channel statistics) keeps none: re-encoding once adds them, and a
         warning says so before the work starts."""
         if old_items is None:
             return np.zeros(0, bool), 0
@@ -279,6 +279,8 @@ class _Job:
             lacking.append("the centre's perceptual hashes")
         if old_items.error is None:
             lacking.append("reconstruction errors")
+        if old_items.stats is None:
+            lacking.append("channel statistics")
         if not lacking:
             return same, 0
         n = int(same.sum())
@@ -336,7 +338,7 @@ class _Job:
             from .distributed.encode import ray_batches
             return ray_batches(paths, size, channels, hasher.state() if hasher is not None else None)
         return iter_batches(paths, size, channels, run.workers,
-                            encode=hasher.encode_with_error if hasher is not None else None)
+                            encode=hasher.encode_for_index if hasher is not None else None)
 
     def _fit(self, images: np.ndarray, cfg: HasherConfig) -> SemanticHasher:
         """A model trained here, or by ``workers`` Ray Train workers with the ray engine."""
@@ -371,7 +373,9 @@ class _Job:
                       for name in ALL_HASH_FIELDS} if buf else {}
             items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
                           np.concatenate([b.codes for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
-                          error=np.concatenate([b.error for b in buf]) if buf else None, **hashes)
+                          error=np.concatenate([b.error for b in buf]) if buf else None,
+                          stats=np.concatenate([b.stats for b in buf]) if buf and all(b.stats is not None for b in buf)
+                          else None, **hashes)
             failed = [(todo[i].path, r) for i, r in fails]
             self.journal.add_segment(items, failed)
             work.done.append(items)
@@ -382,7 +386,8 @@ class _Job:
             for b in batches:
                 if len(b.positions):
                     if b.codes is None:  # decoded for training: encoded here, pixels let go
-                        b = Batch(b.positions, None, b.failures, *hasher.encode_with_error(b.images), hashes=b.hashes)
+                        out = hasher.encode_for_index(b.images)
+                        b = Batch(b.positions, None, b.failures, out.codes, out.error, b.hashes, out.stats)
                     buf.append(b)
                 fails.extend(b.failures)
                 bar.update(len(b.positions) + len(b.failures))

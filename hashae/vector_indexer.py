@@ -150,7 +150,7 @@ def _execute(run: VectorRun, old: StoreReader | None, t0: float) -> IndexReport:
                 bar.update(len(rows))
         timing = dict(train_seconds=t_encode - t_train if trained else 0.0, encoded=len(todo),
                       encode_seconds=time.monotonic() - t_encode)
-    kept = old_items.take(keep) if old_items is not None else Items.empty(bits // 8, phash=False)
+    kept = old_items.take(keep) if old_items is not None else Items.empty(bits // 8, phash=False, stats=False)
     if old_items is not None:  # a kept row may have moved in the file: its row number follows it
         kept.size = old_rows[keep]
     items = Items.concat([kept, *done], bits // 8).sorted()

@@ -26,10 +26,11 @@ def test_ctrl_c_while_encoding_prints_no_worker_traceback(sample_dir):
     # as a terminal's Ctrl-C sends it; the parent stops as the CLI does, with one line
     script = """
 import sys, time
+from types import SimpleNamespace
 from hashae.ingest import iter_batches
-def slow(images):
+def slow(images):  # what model.hasher.Encoded holds, without loading torch here
     time.sleep(0.3)
-    return images[:, 0, 0, :1], images[:, 0, 0, 0] / 255
+    return SimpleNamespace(codes=images[:, 0, 0, :1], error=images[:, 0, 0, 0] / 255, stats=None)
 try:
     for b in iter_batches(sys.argv[1:] * 20, 16, 3, workers=2, chunk=4, encode=slow):
         print("batch", flush=True)

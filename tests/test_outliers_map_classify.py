@@ -16,7 +16,9 @@ from hashae.cli import main
 from hashae.codes import hamming_matrix
 from hashae.ingest import load_image
 from hashae.sample import make_sample
-from hashae.search.outliers import DEFAULT, METHODS, joint_evidence, neighbour_table, outlier_scores
+from hashae.search.outliers import (DEFAULT, METHODS, joint_evidence, neighbour_table, outlier_scores, standardised,
+                                    statistics_norm)
+from hashae.storage.items import STATS_WIDTH
 from hashae.search.projection import embed_2d, grid_cells
 from hashae.search.vote import knn_vote
 
@@ -85,6 +87,28 @@ def test_perceptual_hashes_count_in_the_default_score():
     assert DEFAULT == "joint"
 
 
+def test_channel_statistics_count_in_the_default_score():
+    # errors, codes and hashes alike for every item: only the statistics tell item 59 apart
+    rng = np.random.default_rng(6)
+    codes, phash = np.zeros((60, 8), np.uint8), np.zeros((60, 8), np.uint8)
+    error = np.full(60, 0.02)
+    stats = rng.normal(0.5, 0.05, (60, STATS_WIDTH)).astype(np.float32)
+    stats[-1, :3] = 0.95  # a far brighter picture than the rest
+    scores = outlier_scores(error, codes, phash=phash, stats=stats)
+    assert np.argmax(scores) == 59 and (scores[:59] < scores[59]).all()
+    assert np.ptp(outlier_scores(error, codes, phash=phash)) == 0  # without statistics: all tied
+    assert np.argmax(statistics_norm(stats)) == 59
+    assert np.ptp(outlier_scores(error, codes, "knn", stats=stats)) == 0  # only joint reads them
+
+
+def test_standardised_statistics_tolerate_constant_columns_and_unknown_rows():
+    x = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 1.0], [np.nan, 5.0, 2.0], [2.0, 5.0, 3.0]])
+    z = standardised(x)
+    assert np.isfinite(z).all() and (z[2] == 0).all()  # an unknown row reads as typical
+    assert (z[:, 1] == 0).all()  # a constant column adds nothing
+    np.testing.assert_allclose(z[[0, 1, 3], 0], [-np.sqrt(1.5), np.sqrt(1.5), 0])
+
+
 def test_joint_evidence_is_fishers_sum_over_percentile_ranks():
     a = np.array([1.0, 2.0, 3.0, 4.0])
     b = np.array([4.0, 3.0, 2.0, 1.0])
@@ -141,6 +165,65 @@ def test_encode_with_error_is_encode_plus_reconstruction(trained_store, sample_d
         np.testing.assert_allclose(stored[:10], error, rtol=1e-5)
 
 
+def test_stored_statistics_are_those_of_the_model_input(trained_store, sample_dir):
+    import torch
+
+    from hashae.model.statistics import STORED_WIDTH, image_stats, stored_stats
+    assert STORED_WIDTH == STATS_WIDTH  # the layout's width, written down twice to keep torch out of storage
+    with Collection.open(trained_store) as c:
+        model = c.model
+        files = [os.path.join(sample_dir, p) for p in c.paths()[:10]]
+        images = np.stack([load_image(f, model.config.image_size, model.config.channels) for f in files])
+        out = model.encode_for_index(images)
+        codes, error = model.encode_with_error(images)
+        np.testing.assert_array_equal(out.codes, codes)
+        np.testing.assert_array_equal(out.error, error)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        np.testing.assert_allclose(out.stats, image_stats(x).numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(c.reader.stats()[:10], out.stats, rtol=1e-5, atol=1e-7)
+    grey = x.mean(1, keepdim=True)  # one channel: its statistics read as three equal channels
+    np.testing.assert_array_equal(stored_stats(grey), np.repeat(image_stats(grey).numpy(), 3, axis=1))
+
+
+def test_a_store_without_statistics_is_scored_without_them_and_the_next_run_fills_them(trained_store, sample_dir,
+                                                                                        tmp_path):
+    store = tmp_path / "old.h5"
+    shutil.copy(trained_store, store)
+    with h5py.File(store, "a") as f:  # as hashae before 2026-11-29 wrote it
+        del f["items/stats"]
+    with Collection.open(store) as c:
+        assert c.reader.stats() is None
+        without = outlier_scores(c.reader.errors(), c.codes, phash=c.phash)
+        with pytest.warns(UserWarning, match="no channel statistics"):
+            found = c.outliers(0)
+        np.testing.assert_allclose(sorted(o.score for o in found), np.sort(without))
+    with pytest.warns(UserWarning, match="channel statistics"):
+        report = Collection(store).index(str(sample_dir), workers=0, progress=False)
+    assert not report.trained
+    with Collection.open(store) as c, Collection.open(trained_store) as fresh:
+        np.testing.assert_allclose(c.reader.stats(), fresh.reader.stats(), rtol=1e-5, atol=1e-7)
+
+
+def test_damaged_statistics_are_refused_or_read_as_unknown(trained_store, tmp_path):
+    from hashae.storage.store import StoreError
+    store = tmp_path / "damaged.h5"
+    shutil.copy(trained_store, store)
+    with h5py.File(store, "a") as f:
+        stats = f["items/stats"][()]
+        del f["items/stats"]
+        f["items/stats"] = stats[:, :4]  # another width
+    with pytest.raises(StoreError, match="items/stats"):
+        Collection.open(store)
+    with h5py.File(store, "a") as f:
+        del f["items/stats"]
+        stats[3, 0], stats[5, 7] = np.nan, -1.0  # values no image has
+        f["items/stats"] = stats
+    with Collection.open(store) as c:
+        read = c.reader.stats()
+        assert np.isnan(read[[3, 5]]).all() and np.isfinite(np.delete(read, [3, 5], 0)).all()
+        assert len(c.outliers(0)) == len(c)
+
+
 def test_a_store_without_errors_still_works_and_the_next_run_fills_them(trained_store, sample_dir, tmp_path):
     store = tmp_path / "old.h5"
     shutil.copy(trained_store, store)
@@ -190,8 +273,10 @@ def test_outliers_put_the_planted_images_first(planted_store):
         scores = [o.score for o in everything]
         assert scores == sorted(scores, reverse=True)
         assert c.paths([o.id for o in everything]) == [o.path for o in everything]
-        # the stored signals, perceptual hashes included, give the scores
-        expected = outlier_scores(c.reader.errors(), c.codes, phash=c.phash)
+        # the stored signals, perceptual hashes and channel statistics included, give the scores
+        stats = c.reader.stats()
+        assert stats.shape == (len(c), STATS_WIDTH) and np.isfinite(stats).all()
+        expected = outlier_scores(c.reader.errors(), c.codes, phash=c.phash, stats=stats)
         np.testing.assert_allclose([o.score for o in everything], expected[[o.id for o in everything]])
 
 

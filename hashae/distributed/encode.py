@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ingest.perceptual import Perceptual
 from ..ingest.pipeline import Batch, decode_chunk
-from ..storage.items import ALL_HASH_FIELDS, PHASH_BYTES
+from ..storage.items import ALL_HASH_FIELDS, PHASH_BYTES, STATS_WIDTH
 from . import cluster_cpus, connect
 
 CHUNK = 128  # images per decode-and-encode call inside an actor, as the local pipeline
@@ -25,7 +25,8 @@ BLOCK = 1024  # paths per Ray Data block: the unit Ray schedules, retries and st
 
 
 def _rows(b: Batch, pos: np.ndarray, nbytes: int) -> dict:
-    """One output row per path of a decoded chunk: ok, failure reason, code, error, hash."""
+    """One output row per path of a decoded chunk: ok, failure reason, code, error, channel
+    statistics, hashes."""
     n = len(pos)
     ok = np.zeros(n, bool)
     ok[b.positions] = True
@@ -34,9 +35,12 @@ def _rows(b: Batch, pos: np.ndarray, nbytes: int) -> dict:
         reason[i] = r
     codes = np.zeros((n, nbytes), np.uint8)
     error = np.full(n, np.nan, np.float32)
+    stats = np.full((n, STATS_WIDTH), np.nan, np.float32)
     if b.codes is not None:
         codes[b.positions], error[b.positions] = b.codes, b.error
-    out = {"pos": pos, "ok": ok, "reason": reason, "code": codes, "error": error}
+    if b.stats is not None:
+        stats[b.positions] = b.stats
+    out = {"pos": pos, "ok": ok, "reason": reason, "code": codes, "error": error, "stats": stats}
     for name in ALL_HASH_FIELDS:
         out[name] = np.zeros((n, PHASH_BYTES), np.uint8)
         out[name][b.positions] = getattr(b.hashes, name)
@@ -45,7 +49,8 @@ def _rows(b: Batch, pos: np.ndarray, nbytes: int) -> dict:
 
 class _Encoder:
     """Ray Data actor: holds one model (rebuilt once from its state, sent through the object
-    store) and turns paths into codes, errors and perceptual hashes, as a local worker does."""
+    store) and turns paths into codes, errors, channel statistics and perceptual hashes, as a
+    local worker does."""
 
     def __init__(self, state_ref, size: int, channels: int):
         import ray
@@ -57,7 +62,7 @@ class _Encoder:
 
     def __call__(self, batch: dict) -> dict:
         paths = [os.fsdecode(bytes(p)) for p in batch["path"]]
-        b = decode_chunk(paths, self.size, self.channels, encode=self.hasher.encode_with_error)
+        b = decode_chunk(paths, self.size, self.channels, encode=self.hasher.encode_for_index)
         return _rows(b, np.asarray(batch["pos"], np.int64), self.hasher.config.bits // 8)
 
 
@@ -106,6 +111,6 @@ def ray_batches(paths: Sequence[str], size: int, channels: int, model_state=None
         hashes = Perceptual(*(np.asarray(out[name])[ok] for name in ALL_HASH_FIELDS))
         if model_state is not None:
             yield Batch(pos[ok], None, failures, codes=np.asarray(out["code"])[ok],
-                        error=np.asarray(out["error"])[ok], hashes=hashes)
+                        error=np.asarray(out["error"])[ok], hashes=hashes, stats=np.asarray(out["stats"])[ok])
         else:
             yield Batch(pos[ok], np.asarray(out["image"])[ok], failures, hashes=hashes)

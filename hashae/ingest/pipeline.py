@@ -25,6 +25,7 @@ class Batch:
     codes: np.ndarray | None = None  # the ``encode`` function's codes, when one was given
     error: np.ndarray | None = None  # and its reconstruction errors
     hashes: Perceptual | None = None  # perceptual hashes of the decoded pictures (perceptual.py)
+    stats: np.ndarray | None = None  # and the ``encode`` function's channel statistics
 
 
 _worker_encode = None  # set in each worker by _init_worker (inherited, never pickled, with fork)
@@ -43,9 +44,9 @@ def _init_worker(encode) -> None:
 
 
 def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0, encode=None) -> Batch:
-    """Decode ``paths`` into model inputs and perceptual hashes (and codes and errors, with
-    ``encode``: images -> (codes, errors)); positions count from ``start``; failures are
-    recorded, never raised."""
+    """Decode ``paths`` into model inputs and perceptual hashes (and codes, errors and channel
+    statistics, with ``encode``: images -> a record of them, model.hasher.Encoded); positions
+    count from ``start``; failures are recorded, never raised."""
     ok, arrays, thumbs, failures = [], [], [], []
     with decoding_many():
         for i, p in enumerate(paths):
@@ -61,8 +62,8 @@ def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0,
     images = model_input(rgb, channels)
     positions = np.asarray(ok, dtype=np.int64)
     if encode is not None:
-        codes, error = encode(images)
-        return Batch(positions, None, failures, codes, error, hashes)
+        out = encode(images)
+        return Batch(positions, None, failures, out.codes, out.error, hashes, out.stats)
     return Batch(positions, images, failures, hashes=hashes)
 
 
@@ -75,9 +76,10 @@ def iter_batches(paths: Sequence[str], size: int, channels: int = 3, workers: in
                  chunk: int = 128, encode=None) -> Iterator[Batch]:
     """Decode ``paths`` in order, ``chunk`` files at a time, in ``workers`` processes (0: here).
 
-    With ``encode`` (images -> (codes, errors), e.g. a model's ``encode_with_error``), each chunk
-    is also encoded where it was decoded and comes back as ``codes`` and ``error`` without its
-    pixels: the work is spread over the workers, and the caller's process stays free.
+    With ``encode`` (images -> model.hasher.Encoded, e.g. a model's ``encode_for_index``), each
+    chunk is also encoded where it was decoded and comes back as ``codes``, ``error`` and
+    ``stats`` without its pixels: the work is spread over the workers, and the caller's process
+    stays free.
 
     Up to ``8 * workers`` chunks (at most ~64 MB of decoded pixels, and at least
     ``2 * workers``) are in flight, so memory stays bounded however many files, and the workers

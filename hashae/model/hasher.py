@@ -26,13 +26,24 @@ from .network import BATCH_ACTIVATIONS, HashNet, check_budget
 from .plan import finetune_epochs, fit_plan
 from .pretrain import pretrain_stages
 from .state import ModelState
-from .statistics import grid_stats
+from .statistics import STORED_WIDTH, grid_stats, stored_stats
 from .train import History, Phase, fit_loop, mean_over, ready, training_dtype
 
 
 # the descriptor parts of each config.NEIGHBOUR_SPACES entry (images)
 NEIGHBOUR_PARTS = {"pixels": (flat,), "pixels+stats": (flat, grid_stats),
                    "pixels+stats+gradients": (flat, grid_stats, gradient_histograms)}
+
+
+@dataclass
+class Encoded:
+    """What an index run stores of each image from one pass through the model: packed codes
+    (n, bits // 8), reconstruction errors (n,) and channel statistics (n, 12) of the model's
+    input (statistics.stored_stats; None for a vector model). Outlier scores read all three."""
+
+    codes: np.ndarray
+    error: np.ndarray
+    stats: np.ndarray | None = None
 
 
 @dataclass
@@ -186,12 +197,19 @@ class Hasher:
 
     def encode_with_error(self, images, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes and each image's reconstruction error through its code (mean squared
-        error in [0, 1] pixels), from one pass: what an index run stores (outlier scores)."""
+        error in [0, 1] pixels), from one pass."""
+        out = self.encode_for_index(images, batch_size)
+        return out.codes, out.error
+
+    def encode_for_index(self, images, batch_size: int = 1024) -> Encoded:
+        """Codes, reconstruction errors and (images) channel statistics from one pass: what an
+        index run stores of each item (outlier scores)."""
         net = self._require_fit()
         data = as_input(images, self.config.model)
         batch_size = min(batch_size, self._batch_cap)
         bits = np.empty((len(data), self.config.bits), bool)
         error = np.empty(len(data), np.float32)
+        stats = None if self.config.is_vector else np.empty((len(data), STORED_WIDTH), np.float32)
         with torch.inference_mode():
             for s in range(0, len(data), batch_size):
                 i = np.arange(s, min(s + batch_size, len(data)))
@@ -199,7 +217,9 @@ class Hasher:
                 out = net(x)
                 bits[i] = (net.code_logits(x, out.logits) > 0).numpy()
                 error[i] = (out.recon - net.target(x)).pow(2).flatten(1).mean(1).numpy()
-        return codes_mod.pack(bits), error
+                if stats is not None:
+                    stats[i] = stored_stats(x)
+        return Encoded(codes_mod.pack(bits), error, stats)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstructions of packed codes from their learnt bits: images (n, C, S, S) float32

@@ -2,7 +2,13 @@
 network's side branch, the statistics loss, the neighbour search and the feature bits read."""
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+# what a collection stores per image (/items/stats): image_stats as three channels, so that
+# grey and colour collections share one width
+STORED_CHANNELS = 3
+STORED_WIDTH = 4 * STORED_CHANNELS
 
 
 def image_stats(x: torch.Tensor) -> torch.Tensor:
@@ -24,3 +30,15 @@ def grid_stats(x: torch.Tensor, levels=(1, 2, 4)) -> torch.Tensor:
     h, w = x.shape[-2:]
     return torch.cat([image_stats(x[..., i * h // g:(i + 1) * h // g, j * w // g:(j + 1) * w // g])
                       for g in levels for i in range(g) for j in range(g)], 1)
+
+
+def stored_stats(x: torch.Tensor) -> np.ndarray:
+    """image_stats of a batch (n, C, S, S) in [0, 1] as stored per item, (n, STORED_WIDTH)
+    float32: a grey image's statistics read as three equal channels (the order of image_stats:
+    means, spreads, horizontal and vertical gradients)."""
+    s = image_stats(x.float())
+    if x.shape[1] == 1:
+        s = s.repeat_interleave(STORED_CHANNELS, 1)
+    elif x.shape[1] != STORED_CHANNELS:
+        raise ValueError(f"channel statistics are stored for 1 or 3 channels, not {x.shape[1]}")
+    return s.numpy().astype(np.float32)

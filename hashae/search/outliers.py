@@ -67,8 +67,46 @@ def joint_evidence(*signals: np.ndarray) -> np.ndarray:
     return sum(-np.log(1 - percentile_ranks(s) + 0.5 / n) for s in signals)
 
 
+def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, spread, known): each column's mean and standard deviation over the rows whose
+    values are all finite numbers (``known``), in float64; a spread under 1e-12 (a constant
+    column) is 1, so that the column is only shifted."""
+    known = np.isfinite(x).all(1)
+    if not known.any():
+        return np.zeros(x.shape[1]), np.ones(x.shape[1]), known
+    rows = x[known]
+    mean, spread = rows.mean(0, dtype=np.float64), rows.std(0, dtype=np.float64)
+    return mean, np.where(spread < 1e-12, 1.0, spread), known
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """Columns of ``x`` (n, d) shifted to mean 0 and scaled to spread 1 over the rows, float64
+    (column_moments); a row with a value that is not a finite number (unknown) reads as the
+    mean, 0."""
+    x = np.asarray(x)
+    mean, spread, known = column_moments(x)
+    z = (x - mean) / spread
+    z[~known] = 0.0
+    return z
+
+
+def statistics_norm(stats: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """How unusual each item's colour and texture summary is (``stats``: /items/stats, (n, d)):
+    the squared norm of its standardised statistics, the squared distance from the collection's
+    typical item in units of each statistic's spread; 0 for an unknown row. No neighbour search,
+    and ``block`` rows at a time, so it costs little at any size."""
+    stats = np.asarray(stats)
+    mean, spread, known = column_moments(stats)
+    out = np.zeros(len(stats))
+    for s in range(0, len(stats), block):
+        z = (stats[s:s + block] - mean) / spread
+        out[s:s + block] = np.where(known[s:s + block], np.square(z).sum(1), 0.0)
+    return out
+
+
 def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DEFAULT,
-                   k: int = NEIGHBOURS, table: tuple | None = None, *, phash: np.ndarray | None = None) -> np.ndarray:
+                   k: int = NEIGHBOURS, table: tuple | None = None, *, phash: np.ndarray | None = None,
+                   stats: np.ndarray | None = None) -> np.ndarray:
     """One score per item, higher = fits the collection less.
 
     ``error``: reconstruction error through the code; ``knn``: mean Hamming distance to the k
@@ -77,9 +115,11 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
     the mean of the percentile ranks of ``error`` and ``knn``; ``union``: the larger of the
     percentile ranks of ``error`` and of ``near``, the mean distance to the k nearest
     perceptual hashes (``phash``, (n, 8) uint8; without them ``near`` is ``knn``); ``joint``
-    (the default): ``joint_evidence`` of ``error``, ``knn`` and ``near`` (without hashes, of
-    ``error`` and ``knn``). The error misses plain alien images, code distances those the code
-    cannot tell apart, hash distances detailed images whose hashes scatter. ``table``: a
+    (the default): ``joint_evidence`` of ``error``, ``knn``, ``near`` (where there are hashes)
+    and ``statistics_norm`` of ``stats`` (each item's channel statistics, (n, d), where given).
+    The error misses plain alien images, code distances those the code cannot tell apart, hash
+    distances detailed images whose hashes scatter, the statistics odd images that are odd in
+    their layout only. ``table``: a
     ``neighbour_table`` of the codes already computed. Without errors (codes alone), every
     method but ``error`` falls back to ``knn``."""
     if method not in METHODS:
@@ -107,4 +147,7 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
         return (percentile_ranks(error) + percentile_ranks(knn)) / 2
     if method == "union":  # without hashes
         return np.maximum(percentile_ranks(error), percentile_ranks(knn))
-    return joint_evidence(error, knn) if near is None else joint_evidence(error, knn, near)
+    signals = [error, knn] + ([near] if near is not None else [])
+    if stats is not None:
+        signals.append(statistics_norm(stats))
+    return joint_evidence(*signals)

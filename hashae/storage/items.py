@@ -13,6 +13,9 @@ from ..ingest.perceptual import ALL_FIELDS as ALL_HASH_FIELDS  # ...and those of
 from ..ingest.perceptual import FIELDS as HASH_FIELDS  # each column (n, PHASH_BYTES) uint8
 
 PHASH_BYTES = HASH_BITS // 8
+# values per row of /items/stats: model.statistics.stored_stats's width, 4 statistics x 3
+# channels (not imported from there, which would load torch for every reader; a test checks)
+STATS_WIDTH = 12
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Items:
     # (n, 8) uint8 pHash and dHash of each picture's centre (ranking and duplicates find crops by them)
     phash_centre: np.ndarray | None = None
     dhash_centre: np.ndarray | None = None
+    # (n, STATS_WIDTH) float32 channel statistics of the model's input (model/statistics.py;
+    # outlier scores); None: not computed (codes alone, vectors, an earlier hashae)
+    stats: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.path)
@@ -46,6 +52,8 @@ class Items:
                 setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.uint8).reshape(-1, PHASH_BYTES))
         if self.error is not None:
             self.error = np.asarray(self.error, np.float32).reshape(-1)
+        if self.stats is not None:
+            self.stats = np.ascontiguousarray(self.stats, dtype=np.float32).reshape(-1, STATS_WIDTH)
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None and len(value) != n:
@@ -68,11 +76,11 @@ class Items:
         return {name: c for name, c in cols.items() if c is not None}
 
     @classmethod
-    def empty(cls, nbytes: int, phash: bool = True, error: bool = True) -> "Items":
+    def empty(cls, nbytes: int, phash: bool = True, error: bool = True, stats: bool = True) -> "Items":
         z = np.empty(0, np.int64)
         hashes = {name: np.empty((0, PHASH_BYTES), np.uint8) for name in ALL_HASH_FIELDS} if phash else {}
         return cls([], z, z, np.empty((0, nbytes), np.uint8), error=np.empty(0, np.float32) if error else None,
-                   **hashes)
+                   stats=np.empty((0, STATS_WIDTH), np.float32) if stats else None, **hashes)
 
     def take(self, rows) -> "Items":
         """The items at ``rows`` (an index array or boolean mask), in that order."""

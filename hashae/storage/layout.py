@@ -21,7 +21,7 @@ from ..model.config import HasherConfig, parse_json_object, without_image_defaul
 from ..model.state import ModelState
 from ..version import __version__
 from .atomic import FailSafeFile
-from .items import ALL_HASH_FIELDS, PHASH_BYTES, Items
+from .items import ALL_HASH_FIELDS, PHASH_BYTES, STATS_WIDTH, Items
 
 FORMAT, FORMAT_VERSION = "hashae", 1
 # a collection whose items live in part files (ATTR_SHARDS) or are vectors (ATTR_ITEMS) is
@@ -67,8 +67,8 @@ SPARSE_SLACK, SPARSE_RATIO = 64 << 20, 100
 
 @dataclass(frozen=True)
 class Column:
-    """One column of Items as stored: the Items field, its dataset path, dtype, bytes per row
-    for 2-D uint8 columns (0: one value per row; "code": bits // 8), and attributes."""
+    """One column of Items as stored: the Items field, its dataset path, dtype, values per row
+    of a 2-D column (0: one value per row; "code": bits // 8), and attributes."""
 
     field: str
     path: str
@@ -101,6 +101,10 @@ ITEM_COLUMNS = (
                             "resized back to 32x32 (bilinear)"}),
     Column("dhash_centre", "items/dhash_centre", np.uint8, PHASH_BYTES, optional=True,
            attrs={"method": "dHash, as items/dhash, of the picture that items/phash_centre hashes"}),
+    Column("stats", "items/stats", np.float32, STATS_WIDTH, optional=True,
+           attrs={"method": "the model's input in [0, 1] (a grey one as three equal channels): per channel R, G, B "
+                            "the mean, then the standard deviation, then the mean absolute horizontal and vertical "
+                            "difference of neighbouring pixels"}),
 )
 CODES = ITEM_COLUMNS[0].path
 COLUMN = {c.field: c for c in ITEM_COLUMNS}
@@ -283,7 +287,8 @@ def read_items(g: h5py.Group, nbytes: int) -> Items:
               for name in ALL_HASH_FIELDS if has[name]}
     return Items(read_strings(g[COLUMN["path"].path]), g[COLUMN["size"].path][()], g[COLUMN["mtime"].path][()],
                  g[CODES][()] if n else np.empty((0, nbytes), np.uint8),
-                 error=read_errors(g) if has["error"] else None, **hashes)
+                 error=read_errors(g) if has["error"] else None,
+                 stats=read_stats(g) if has["stats"] else None, **hashes)
 
 
 def read_errors(g: h5py.Group) -> np.ndarray:
@@ -293,6 +298,15 @@ def read_errors(g: h5py.Group) -> np.ndarray:
     error = ds[()].astype(np.float32) if ds.shape[0] else np.empty(0, np.float32)
     error[~(np.isfinite(error) & (error >= 0))] = np.nan
     return error
+
+
+def read_stats(g: h5py.Group, sel=slice(None)) -> np.ndarray:
+    """The channel statistics under ``g`` (checked by check_items); a row with a value that is
+    not a finite number >= 0 (a damaged or hand-made file) reads as NaN throughout: unknown."""
+    ds = g[COLUMN["stats"].path]
+    stats = ds[sel].astype(np.float32) if ds.shape[0] else np.empty((0, STATS_WIDTH), np.float32)
+    stats[~(np.isfinite(stats) & (stats >= 0)).all(1)] = np.nan
+    return stats
 
 
 def check_items(g: h5py.Group, nbytes: int) -> tuple:

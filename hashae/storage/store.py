@@ -210,6 +210,7 @@ class StoreReader:
         self.has_hashes = all(present[name] for name in HASH_FIELDS)  # phash, phash_mirror, dhash
         self.has_centre = self.has_hashes and present["phash_centre"] and present["dhash_centre"]
         self.has_error = present["error"]
+        self.has_stats = present["stats"]
         # the optional item datasets this file holds (hashes, errors): what `hashae info` lists
         self.optional = ["/" + c.path for c in layout.ITEM_COLUMNS if c.optional and present[c.field]]
         self.n_skipped = layout.check_skipped(f)
@@ -286,6 +287,13 @@ class StoreReader:
         """Each item's reconstruction error through its code (N,) float32, NaN where unknown;
         None for stores without them (written from codes alone, or by an earlier hashae)."""
         return layout.read_errors(self.file) if self.has_error else None
+
+    @_guarded
+    def stats(self) -> np.ndarray | None:
+        """Each item's channel statistics (N, 12) float32 (storage/layout.py, items/stats), rows
+        of NaN where unknown; None for stores without them (vectors, codes alone, or an earlier
+        hashae)."""
+        return layout.read_stats(self.file) if self.has_stats else None
 
     @_guarded
     def sizes(self) -> np.ndarray:
