@@ -79,12 +79,12 @@ def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, np.where(spread < 1e-12, 1.0, spread), known
 
 
-def standardised(x: np.ndarray) -> np.ndarray:
+def standardised(x: np.ndarray, moments: tuple | None = None) -> np.ndarray:
     """Columns of ``x`` (n, d) shifted to mean 0 and scaled to spread 1 over the rows, float64
-    (column_moments); a row with a value that is not a finite number (unknown) reads as the
-    mean, 0."""
+    (``moments``: column_moments of ``x``, or of the whole of which ``x`` is a block); a row
+    with a value that is not a finite number (unknown) reads as the mean, 0."""
     x = np.asarray(x)
-    mean, spread, known = column_moments(x)
+    mean, spread, known = moments if moments is not None else column_moments(x)
     z = (x - mean) / spread
     z[~known] = 0.0
     return z
@@ -97,10 +97,9 @@ def statistics_norm(stats: np.ndarray, block: int = 1 << 16) -> np.ndarray:
     and ``block`` rows at a time, so it costs little at any size."""
     stats = np.asarray(stats)
     mean, spread, known = column_moments(stats)
-    out = np.zeros(len(stats))
+    out = np.empty(len(stats))
     for s in range(0, len(stats), block):
-        z = (stats[s:s + block] - mean) / spread
-        out[s:s + block] = np.where(known[s:s + block], np.square(z).sum(1), 0.0)
+        out[s:s + block] = np.square(standardised(stats[s:s + block], (mean, spread, known[s:s + block]))).sum(1)
     return out
 
 

@@ -292,21 +292,24 @@ def read_items(g: h5py.Group, nbytes: int) -> Items:
 
 
 def read_errors(g: h5py.Group) -> np.ndarray:
-    """The reconstruction errors under ``g`` (checked by check_items); a value that is not a
-    finite number >= 0 (a damaged or hand-made file) reads as NaN: unknown."""
-    ds = g[COLUMN["error"].path]
-    error = ds[()].astype(np.float32) if ds.shape[0] else np.empty(0, np.float32)
-    error[~(np.isfinite(error) & (error >= 0))] = np.nan
-    return error
+    """The reconstruction errors under ``g`` (read_measures)."""
+    return read_measures(g, "error")
 
 
-def read_stats(g: h5py.Group, sel=slice(None)) -> np.ndarray:
-    """The channel statistics under ``g`` (checked by check_items); a row with a value that is
-    not a finite number >= 0 (a damaged or hand-made file) reads as NaN throughout: unknown."""
-    ds = g[COLUMN["stats"].path]
-    stats = ds[sel].astype(np.float32) if ds.shape[0] else np.empty((0, STATS_WIDTH), np.float32)
-    stats[~(np.isfinite(stats) & (stats >= 0)).all(1)] = np.nan
-    return stats
+def read_stats(g: h5py.Group) -> np.ndarray:
+    """The channel statistics under ``g`` (read_measures)."""
+    return read_measures(g, "stats")
+
+
+def read_measures(g: h5py.Group, name: str) -> np.ndarray:
+    """Column ``name`` of non-negative float32 measures under ``g`` (checked by check_items); a
+    row with a value that is not a finite number >= 0 (a damaged or hand-made file) reads as
+    NaN throughout: unknown."""
+    ds = g[COLUMN[name].path]
+    x = ds[()].astype(np.float32) if ds.shape[0] else np.empty((0,) + ds.shape[1:], np.float32)
+    valid = np.isfinite(x) & (x >= 0)
+    x[~valid.reshape(len(x), -1).all(1)] = np.nan
+    return x
 
 
 def check_items(g: h5py.Group, nbytes: int) -> tuple:
