@@ -49,6 +49,7 @@ from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.model.features import principal_directions  # noqa: E402
 from hashae.sample import make_sample  # noqa: E402
 from hashae.search.index import HammingIndex  # noqa: E402
+from hashae.storage.items import STATS_WIDTH  # noqa: E402
 from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, joint_evidence,  # noqa: E402
                                     neighbour_table, outlier_scores, standardised, statistics_norm,
                                     without_self)
@@ -57,6 +58,7 @@ SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test
 SAMPLE = "sample"  # the built-in sample, generated: evaluated, never planted elsewhere
 FRACTION = 0.02
 NOISE_BLOCKS = (1, 2, 4, 8)
+EDGES = 12  # the column of /items/stats that holds edge_disagreement
 BASELINES = ("PCA reconstruction error", "raw pixels, 1-NN distance", "raw pixels, mean 10-NN distance")
 
 
@@ -118,7 +120,8 @@ def evaluate(case: dict, cfg: HasherConfig) -> dict:
 
 def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np.ndarray) -> dict:
     """Other ways to join the channel statistics into *joint*, measured beside it: none at all
-    (the default until 2026-11-29), with also the mean distance to the 10 nearest items in
+    (the default until 2026-11-29), all but the edges' colour disagreement (the default of the
+    twentieth session), with also the mean distance to the 10 nearest items in
     standardised statistics (a neighbour search the product would need at every size), and with
     the full-covariance (Mahalanobis) squared distance in place of the standardised norm."""
     knn = table[0].mean(1).astype(np.float64)
@@ -131,6 +134,7 @@ def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np
     sknn = np.sqrt(np.maximum(d[:, 1:], 0)).mean(1)
     maha = np.einsum("ij,jk,ik->i", z, np.linalg.pinv(np.cov(z, rowvar=False), rcond=1e-6, hermitian=True), z)
     return {"joint, no statistics": joint_evidence(error, knn, near),
+            "joint, no edge disagreement": joint_evidence(error, knn, near, statistics_norm(stats[:, :EDGES])),
             "joint + statistics kNN": joint_evidence(error, knn, near, statistics_norm(stats), sknn),
             "joint, Mahalanobis": joint_evidence(error, knn, near, maha)}
 
@@ -209,7 +213,7 @@ def timing(sizes: list) -> None:
         rng = np.random.default_rng(0)
         codes, phash = (rng.integers(0, 256, (n, 8), dtype=np.uint8) for _ in range(2))
         error = rng.random(n).astype(np.float32)
-        stats = rng.random((n, 12)).astype(np.float32)
+        stats = rng.random((n, STATS_WIDTH)).astype(np.float32)
         for m in ("combined", "joint"):
             t = time.monotonic()
             outlier_scores(error, codes, m, phash=phash, stats=stats)

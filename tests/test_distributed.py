@@ -20,6 +20,7 @@ from hashae.ingest.perceptual import ALL_FIELDS
 from hashae.model import losses, parallel
 from hashae.sample import make_sample
 from hashae.storage import StoreReader
+from hashae.storage.items import STATS_WIDTH
 from hashae.storage.journal import Journal
 
 from conftest import SMALL
@@ -164,7 +165,7 @@ def test_ray_encoding_equals_a_local_run(cluster, folder, local_store):
     np.testing.assert_array_equal(codes, ref[1])
     np.testing.assert_array_equal(ph, ref[2])
     np.testing.assert_allclose(err, ref[3], rtol=1e-5)
-    assert stats.shape == (72, 12) and np.isfinite(stats).all()
+    assert stats.shape == (72, STATS_WIDTH) and np.isfinite(stats).all()
     np.testing.assert_allclose(stats, ref[5], rtol=1e-5, atol=1e-7)
     assert skipped == ref[4] and skipped[0][0] == "broken.png"
 

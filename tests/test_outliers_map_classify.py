@@ -101,6 +101,27 @@ def test_channel_statistics_count_in_the_default_score():
     assert np.ptp(outlier_scores(error, codes, "knn", stats=stats)) == 0  # only joint reads them
 
 
+def test_edge_disagreement_tells_channel_noise_from_pictures():
+    import torch
+
+    from hashae.model.statistics import edge_disagreement, stored_stats
+    rng = np.random.default_rng(3)
+    field = rng.random((41, 1, 24, 24)).astype(np.float32)
+    # 40 pictures whose channels change together (one field, each channel its own gain and
+    # offset) and one whose channels are independent noise: alike in every per-channel statistic
+    gain, offset = rng.uniform(0.5, 1.0, (41, 3, 1, 1)), rng.uniform(0.0, 0.5, (41, 3, 1, 1))
+    x = torch.from_numpy((field * gain + offset).astype(np.float32) / 1.5)
+    x[40] = torch.from_numpy(rng.random((3, 24, 24)).astype(np.float32) * 0.75 + 0.1)
+    d = edge_disagreement(x)
+    assert (d[:40] < 1e-5).all() and 0.8 < d[40] < 1.2
+    assert (edge_disagreement(x[:, :1]) == 0).all()  # one channel
+    assert edge_disagreement(torch.full((2, 3, 8, 8), 0.5)).tolist() == [0.0, 0.0]  # flat
+    assert edge_disagreement(torch.stack([x[0, 0], -x[0, 0], x[0, 0]])[None]).item() == pytest.approx(4 / 3)
+    stats = stored_stats(x)
+    assert stats.shape == (41, STATS_WIDTH)
+    assert np.argmax(statistics_norm(stats)) == 40  # the disagreement sets it apart
+
+
 def test_standardised_statistics_tolerate_constant_columns_and_unknown_rows():
     x = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 1.0], [np.nan, 5.0, 2.0], [2.0, 5.0, 3.0]])
     z = standardised(x)
@@ -168,7 +189,7 @@ def test_encode_with_error_is_encode_plus_reconstruction(trained_store, sample_d
 def test_stored_statistics_are_those_of_the_model_input(trained_store, sample_dir):
     import torch
 
-    from hashae.model.statistics import STORED_WIDTH, image_stats, stored_stats
+    from hashae.model.statistics import STORED_WIDTH, edge_disagreement, image_stats, stored_stats
     assert STORED_WIDTH == STATS_WIDTH  # the layout's width, written down twice to keep torch out of storage
     with Collection.open(trained_store) as c:
         model = c.model
@@ -179,20 +200,26 @@ def test_stored_statistics_are_those_of_the_model_input(trained_store, sample_di
         np.testing.assert_array_equal(out.codes, codes)
         np.testing.assert_array_equal(out.error, error)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-        np.testing.assert_allclose(out.stats, image_stats(x).numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(out.stats[:, :12], image_stats(x).numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(out.stats[:, 12], edge_disagreement(x).numpy(), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(c.reader.stats()[:10], out.stats, rtol=1e-5, atol=1e-7)
     grey = x.mean(1, keepdim=True)  # one channel: its statistics read as three equal channels
-    np.testing.assert_array_equal(stored_stats(grey), np.repeat(image_stats(grey).numpy(), 3, axis=1))
+    np.testing.assert_array_equal(stored_stats(grey)[:, :12], np.repeat(image_stats(grey).numpy(), 3, axis=1))
+    assert (stored_stats(grey)[:, 12] == 0).all()
 
 
+@pytest.mark.parametrize("earlier", ["none", "twelve"])
 def test_a_store_without_statistics_is_scored_without_them_and_the_next_run_fills_them(trained_store, sample_dir,
-                                                                                        tmp_path):
+                                                                                        tmp_path, earlier):
     store = tmp_path / "old.h5"
     shutil.copy(trained_store, store)
-    with h5py.File(store, "a") as f:  # as hashae before 2026-11-29 wrote it
+    with h5py.File(store, "a") as f:  # as hashae before 2026-11-29 wrote it, or on that day without the edges
+        stats = f["items/stats"][()]
         del f["items/stats"]
+        if earlier == "twelve":
+            f["items/stats"] = stats[:, :12]
     with Collection.open(store) as c:
-        assert c.reader.stats() is None
+        assert c.reader.stats() is None and "/items/stats" not in c.info()["optional"]
         without = outlier_scores(c.reader.errors(), c.codes, phash=c.phash)
         with pytest.warns(UserWarning, match="no channel statistics"):
             found = c.outliers(0)

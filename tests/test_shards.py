@@ -119,6 +119,26 @@ def test_shard_list_and_part_files_are_checked(sharded, tmp_path):
         StoreReader(str(store))
 
 
+def test_parts_with_statistics_of_an_earlier_width_read_as_without(sharded):
+    store, *_ = sharded
+    with StoreReader(str(store)) as r:
+        shards = r.shards  # (name relative to the collection's folder, rows)
+    with h5py.File(store, "a") as f:  # every part and the root's virtual column as written on 2026-11-29
+        del f["items/stats"]
+        layout = h5py.VirtualLayout(shape=(sum(rows for _, rows in shards), 12), dtype=np.float32)
+        start = 0
+        for name, rows in shards:
+            with h5py.File(store.parent / name, "a") as part:
+                stats = part["items/stats"][:, :12]
+                del part["items/stats"]
+                part["items/stats"] = stats
+            layout[start:start + rows] = h5py.VirtualSource(name, "items/stats", shape=(rows, 12))
+            start += rows
+        f.create_virtual_dataset("items/stats", layout)
+    with StoreReader(str(store)) as r:
+        assert not r.has_stats and r.stats() is None and len(r.codes()) == 72
+
+
 def _clustered_codes(n, bits=64, centres=50, flip=0.05, seed=0):
     rng = np.random.default_rng(seed)
     c = rng.integers(0, 2, (centres, bits), dtype=np.uint8)

@@ -38,7 +38,7 @@ NEIGHBOUR_PARTS = {"pixels": (flat,), "pixels+stats": (flat, grid_stats),
 @dataclass
 class Encoded:
     """What an index run stores of each image from one pass through the model: packed codes
-    (n, bits // 8), reconstruction errors (n,) and channel statistics (n, 12) of the model's
+    (n, bits // 8), reconstruction errors (n,) and channel statistics (n, 13) of the model's
     input (statistics.stored_stats; None for a vector model). Outlier scores read all three."""
 
     codes: np.ndarray

@@ -14,8 +14,9 @@ from ..ingest.perceptual import FIELDS as HASH_FIELDS  # each column (n, PHASH_B
 
 PHASH_BYTES = HASH_BITS // 8
 # values per row of /items/stats: model.statistics.stored_stats's width, 4 statistics x 3
-# channels (not imported from there, which would load torch for every reader; a test checks)
-STATS_WIDTH = 12
+# channels and the edges' colour disagreement (not imported from there, which would load torch
+# for every reader; a test checks)
+STATS_WIDTH = 13
 
 
 @dataclass

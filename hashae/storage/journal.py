@@ -22,9 +22,9 @@ from .atomic import fsync_path, write_guard
 from .items import Items
 
 SEGMENT = re.compile(r"^seg-(\d{6})\.h5$")
-# segments in the store's item layout, with every perceptual hash and the centre's
-# (4: no centre hashes; 3: pHash only; 2: no errors; 1: hashae 0.1)
-VERSION = 5
+# segments in the store's item layout, with every perceptual hash and the centre's, and 13
+# channel statistics (5: 12 or none; 4: no centre hashes; 3: pHash only; 2: no errors; 1: hashae 0.1)
+VERSION = 6
 
 
 @dataclass

@@ -76,10 +76,19 @@ class Column:
     width: int | str = 0
     optional: bool = False
     attrs: dict = field(default_factory=dict)
+    # widths an earlier hashae wrote: such a column reads as absent (the next index run encodes
+    # the items again and writes it at today's width), never as an error
+    earlier_widths: tuple = ()
 
     def row_shape(self, nbytes: int) -> tuple:
         width = nbytes if self.width == "code" else self.width
         return (width,) if width else ()
+
+    def stored(self, g: h5py.Group) -> bool:
+        """Whether ``g`` holds this column as this layout writes it (not at an earlier width)."""
+        ds = g.get(self.path)
+        return ds is not None and not (isinstance(ds, h5py.Dataset) and len(ds.shape) == 2
+                                       and ds.shape[1] in self.earlier_widths)
 
 
 ITEM_COLUMNS = (
@@ -101,10 +110,11 @@ ITEM_COLUMNS = (
                             "resized back to 32x32 (bilinear)"}),
     Column("dhash_centre", "items/dhash_centre", np.uint8, PHASH_BYTES, optional=True,
            attrs={"method": "dHash, as items/dhash, of the picture that items/phash_centre hashes"}),
-    Column("stats", "items/stats", np.float32, STATS_WIDTH, optional=True,
+    Column("stats", "items/stats", np.float32, STATS_WIDTH, optional=True, earlier_widths=(12,),
            attrs={"method": "the model's input in [0, 1] (a grey one as three equal channels): per channel R, G, B "
                             "the mean, then the standard deviation, then the mean absolute horizontal and vertical "
-                            "difference of neighbouring pixels"}),
+                            "difference of neighbouring pixels; last, 1 minus the mean over channel pairs of the "
+                            "cosine between their horizontal and vertical differences (0 for grey)"}),
 )
 CODES = ITEM_COLUMNS[0].path
 COLUMN = {c.field: c for c in ITEM_COLUMNS}
@@ -256,7 +266,7 @@ def check_parts(f: h5py.File, nbytes: int, shards: list) -> None:
     the collection's folder that passes check_structure (no links, no virtual datasets of its
     own), of this code length, with the declared rows and the root's columns."""
     folder = os.path.dirname(os.path.abspath(f.filename))
-    want = {c.field for c in ITEM_COLUMNS if c.path in f}
+    want = {c.field for c in ITEM_COLUMNS if c.stored(f)}
     for name, rows in shards:
         with open_file(os.path.join(folder, name)) as part:
             if part.attrs.get(ATTR_FORMAT) != PART_FORMAT:
@@ -316,7 +326,7 @@ def check_items(g: h5py.Group, nbytes: int) -> tuple:
     """Validate every item column under ``g``; returns (rows, {field: present})."""
     n, present = None, {}
     for col in ITEM_COLUMNS:
-        present[col.field] = col.path in g
+        present[col.field] = col.stored(g)
         if not present[col.field]:
             if col.optional:
                 continue

@@ -290,7 +290,7 @@ class StoreReader:
 
     @_guarded
     def stats(self) -> np.ndarray | None:
-        """Each item's channel statistics (N, 12) float32 (storage/layout.py, items/stats), rows
+        """Each item's channel statistics (N, 13) float32 (storage/layout.py, items/stats), rows
         of NaN where unknown; None for stores without them (vectors, codes alone, or an earlier
         hashae)."""
         return layout.read_stats(self.file) if self.has_stats else None
