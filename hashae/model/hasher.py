@@ -198,18 +198,18 @@ class Hasher:
     def encode_with_error(self, images, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes and each image's reconstruction error through its code (mean squared
         error in [0, 1] pixels), from one pass."""
-        out = self.encode_for_index(images, batch_size)
+        out = self.encode_for_index(images, batch_size, stats=False)
         return out.codes, out.error
 
-    def encode_for_index(self, images, batch_size: int = 1024) -> Encoded:
-        """Codes, reconstruction errors and (images) channel statistics from one pass: what an
-        index run stores of each item (outlier scores)."""
+    def encode_for_index(self, images, batch_size: int = 1024, stats: bool = True) -> Encoded:
+        """Codes, reconstruction errors and (images; ``stats``) channel statistics from one pass:
+        what an index run stores of each item (outlier scores)."""
         net = self._require_fit()
         data = as_input(images, self.config.model)
         batch_size = min(batch_size, self._batch_cap)
         bits = np.empty((len(data), self.config.bits), bool)
         error = np.empty(len(data), np.float32)
-        stats = None if self.config.is_vector else np.empty((len(data), STORED_WIDTH), np.float32)
+        stats = None if self.config.is_vector or not stats else np.empty((len(data), STORED_WIDTH), np.float32)
         with torch.inference_mode():
             for s in range(0, len(data), batch_size):
                 i = np.arange(s, min(s + batch_size, len(data)))
