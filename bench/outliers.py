@@ -49,16 +49,16 @@ from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.model.features import principal_directions  # noqa: E402
 from hashae.sample import make_sample  # noqa: E402
 from hashae.search.index import HammingIndex  # noqa: E402
-from hashae.storage.items import STATS_WIDTH  # noqa: E402
 from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, joint_evidence,  # noqa: E402
                                     neighbour_table, outlier_scores, standardised, statistics_norm,
                                     without_self)
+from hashae.storage.items import STATS_WIDTH  # noqa: E402
 
 SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
 SAMPLE = "sample"  # the built-in sample, generated: evaluated, never planted elsewhere
 FRACTION = 0.02
 NOISE_BLOCKS = (1, 2, 4, 8)
-EDGES = 12  # the column of /items/stats that holds edge_disagreement
+EDGES = STATS_WIDTH - 1  # the last column of /items/stats: edge_disagreement
 BASELINES = ("PCA reconstruction error", "raw pixels, 1-NN distance", "raw pixels, mean 10-NN distance")
 
 
