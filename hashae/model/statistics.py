@@ -1,6 +1,9 @@
 """Colour and texture summaries of images that do not depend on where things are: what the
-network's side branch, the statistics loss, the neighbour search and the feature bits read."""
+network's side branch, the statistics loss, the neighbour search and the feature bits read,
+and what a collection stores per item for the outlier scores (stored_stats)."""
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -46,7 +49,7 @@ def edge_disagreement(x: torch.Tensor, flat: float = 1e-6) -> torch.Tensor:
     norm = g.square().sum(2).sqrt()  # (n, c)
     edged = norm > flat * g.shape[2] ** 0.5
     cosines = []
-    for i, j in [(i, j) for i in range(c) for j in range(i + 1, c)]:
+    for i, j in itertools.combinations(range(c), 2):
         both = edged[:, i] & edged[:, j]
         cos = (g[:, i] * g[:, j]).sum(1) / (norm[:, i] * norm[:, j]).clamp_min(1e-30)
         cosines.append(torch.where(both, cos, torch.ones(())))

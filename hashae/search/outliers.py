@@ -118,9 +118,8 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
     and ``statistics_norm`` of ``stats`` (each item's channel statistics, (n, d), where given).
     The error misses plain alien images, code distances those the code cannot tell apart, hash
     distances detailed images whose hashes scatter, the statistics odd images that are odd in
-    their layout only. ``table``: a
-    ``neighbour_table`` of the codes already computed. Without errors (codes alone), every
-    method but ``error`` falls back to ``knn``."""
+    their layout only. ``table``: a ``neighbour_table`` of the codes already computed. Without
+    errors (codes alone), every method but ``error`` falls back to ``knn``."""
     if method not in METHODS:
         raise ValueError(f"outlier method must be one of {', '.join(METHODS)}, got {method!r}")
     if error is None and method == "error":
