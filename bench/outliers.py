@@ -10,8 +10,8 @@ user's folder would be):
 - rare: one class cut down to 2% of the rest (``--rare-classes`` classes, one at a time).
 Besides the six shared sets, ``sample`` is the built-in sample (hashae.sample: 6 classes of
 generated shapes x 40), a folder of simple pictures unlike any photo set. Beside hashae's scores
-(each with the channel statistics an index run stores), ``variant_scores`` measures other ways
-to join the statistics into *joint*, and none at all.
+(each with the channel statistics and residuals an index run stores), ``variant_scores``
+measures *joint* without the residual, and other ways to join the statistics into it.
 
     python bench/outliers.py                          # six sets and the sample, all scenarios
     python bench/outliers.py --sets coil20 orl_faces --rare-classes 1 --effort fast
@@ -102,13 +102,14 @@ def evaluate(case: dict, cfg: HasherConfig) -> dict:
     model = SemanticHasher(cfg.replace(channels=images.shape[-1])).fit(images)
     fit_s = time.monotonic() - t0
     enc = model.encode_for_index(images)  # codes, errors and channel statistics, as indexing stores them
-    codes, error, stats = enc.codes, enc.error, enc.stats
+    codes, error, stats, residual = enc.codes, enc.error, enc.stats, enc.residual
     phash = perceptual_hashes(case["rgb"]).phash
     table = neighbour_table(codes)
-    result = {f"hashae: {m}": auc(outlier_scores(error, codes, m, table=table, phash=phash, stats=stats), positive)
+    result = {f"hashae: {m}": auc(outlier_scores(error, codes, m, table=table, phash=phash, stats=stats,
+                                                 residual=residual), positive)
               for m in METHODS}
     result.update({f"hashae: {v}": auc(score, positive)
-                   for v, score in variant_scores(error, table, phash, stats).items()})
+                   for v, score in variant_scores(error, table, phash, stats, residual).items()})
     result.update({b: auc(s, positive) for b, s in baseline_scores(pixels, cfg.bits).items()})
     best = max(result[b] for b in BASELINES)
     line = "  ".join(f"{m.replace('hashae: ', '')} {v:.3f}" for m, v in result.items())
@@ -118,12 +119,15 @@ def evaluate(case: dict, cfg: HasherConfig) -> dict:
                 best_baseline=best, fit_s=fit_s)
 
 
-def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np.ndarray) -> dict:
-    """Other ways to join the channel statistics into *joint*, measured beside it: none at all
-    (the default until 2026-11-29), all but the edges' colour disagreement (the default of the
-    twentieth session), with also the mean distance to the 10 nearest items in
-    standardised statistics (a neighbour search the product would need at every size), and with
-    the full-covariance (Mahalanobis) squared distance in place of the standardised norm."""
+def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np.ndarray,
+                   residual: np.ndarray) -> dict:
+    """Other ways to make *joint*, measured beside it: without the linear twin's residual (the
+    default until the twenty-second session); and, with it, other joins of the channel
+    statistics: none at all (the default until 2026-11-29), all but the edges' colour
+    disagreement (the default of the twentieth session), with also the mean distance to the 10
+    nearest items in standardised statistics (a neighbour search the product would need at
+    every size), and with the full-covariance (Mahalanobis) squared distance in place of the
+    standardised norm."""
     knn = table[0].mean(1).astype(np.float64)
     near = neighbour_table(phash)[0].mean(1).astype(np.float64)
     z = standardised(stats)
@@ -133,10 +137,12 @@ def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np
     d, _ = index.search(zz, NEIGHBOURS + 1)
     sknn = np.sqrt(np.maximum(d[:, 1:], 0)).mean(1)
     maha = np.einsum("ij,jk,ik->i", z, np.linalg.pinv(np.cov(z, rowvar=False), rcond=1e-6, hermitian=True), z)
-    return {"joint, no statistics": joint_evidence(error, knn, near),
-            "joint, no edge disagreement": joint_evidence(error, knn, near, statistics_norm(stats[:, :EDGES])),
-            "joint + statistics kNN": joint_evidence(error, knn, near, statistics_norm(stats), sknn),
-            "joint, Mahalanobis": joint_evidence(error, knn, near, maha)}
+    return {"joint, no residual": joint_evidence(error, knn, near, statistics_norm(stats)),
+            "joint, no statistics": joint_evidence(error, knn, near, residual),
+            "joint, no edge disagreement": joint_evidence(error, knn, near, statistics_norm(stats[:, :EDGES]),
+                                                          residual),
+            "joint + statistics kNN": joint_evidence(error, knn, near, statistics_norm(stats), sknn, residual),
+            "joint, Mahalanobis": joint_evidence(error, knn, near, maha, residual)}
 
 
 def method_names(rows: list) -> list:

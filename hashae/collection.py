@@ -553,7 +553,12 @@ class Collection:
         if stats is None and self.kind == "images" and method == "joint":
             warnings.warn(f"{self.path} has no channel statistics (written by an earlier hashae; re-index its folder "
                           "to add them): items are scored without them", stacklevel=2)
-        scores = outlier_scores(error, self.codes, method, phash=phash, stats=stats)
+        residual = self.reader.residuals() if self.kind == "images" and error is not None else None
+        if residual is not None and np.isnan(residual).all():
+            residual = None
+        elif residual is not None:  # unknown for some items: typical, as errors are
+            residual = np.where(np.isnan(residual), np.nanmedian(residual), residual)
+        scores = outlier_scores(error, self.codes, method, phash=phash, stats=stats, residual=residual)
         order = np.argsort(-scores, kind="stable")[: n or None]
         return [Outlier(p, float(scores[i]), int(i)) for p, i in zip(self.paths(order), order)]
 

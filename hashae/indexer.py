@@ -144,6 +144,13 @@ def run_index(run: IndexRun) -> IndexReport:
                 old.close()
 
 
+def joined(batches: list, name: str) -> np.ndarray | None:
+    """Column ``name`` of encoded batches, end to end; None unless every batch has it."""
+    if not batches or any(getattr(b, name) is None for b in batches):
+        return None
+    return np.concatenate([getattr(b, name) for b in batches])
+
+
 def load_model(path) -> SemanticHasher:
     """The model of a collection file, or of a file written by SemanticHasher.save."""
     from .hasher import SemanticHasher
@@ -374,8 +381,7 @@ class _Job:
             items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
                           np.concatenate([b.codes for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
                           error=np.concatenate([b.error for b in buf]) if buf else None,
-                          stats=np.concatenate([b.stats for b in buf]) if buf and all(b.stats is not None for b in buf)
-                          else None, **hashes)
+                          stats=joined(buf, "stats"), residual=joined(buf, "residual"), **hashes)
             failed = [(todo[i].path, r) for i, r in fails]
             self.journal.add_segment(items, failed)
             work.done.append(items)
@@ -387,7 +393,8 @@ class _Job:
                 if len(b.positions):
                     if b.codes is None:  # decoded for training: encoded here, pixels let go
                         out = hasher.encode_for_index(b.images)
-                        b = Batch(b.positions, None, b.failures, out.codes, out.error, b.hashes, out.stats)
+                        b = Batch(b.positions, None, b.failures, out.codes, out.error, b.hashes, out.stats,
+                                  out.residual)
                     buf.append(b)
                 fails.extend(b.failures)
                 bar.update(len(b.positions) + len(b.failures))

@@ -149,17 +149,17 @@ def _state(path):
     with StoreReader(str(path)) as r:
         every = r.perceptual()
         hashes = np.hstack([getattr(every, name) for name in ALL_FIELDS])  # every perceptual hash
-        return r.paths(), r.codes(), hashes, r.errors(), r.skipped(), r.stats()
+        return r.paths(), r.codes(), hashes, r.errors(), r.skipped(), r.stats(), r.residuals()
 
 
 def test_ray_encoding_equals_a_local_run(cluster, folder, local_store):
     """The same model encodes through the Ray Data pipeline on two nodes: every item's code,
-    perceptual hash, error and channel statistics equal a local run's, and the broken file is
-    skipped the same way."""
+    perceptual hash, error, channel statistics and residual equal a local run's, and the broken
+    file is skipped the same way."""
     store = folder / "ray-encode.h5"
     report = Collection(str(store)).index(str(folder / "img"), model=str(local_store), engine="ray", progress=False)
     assert report.indexed == 72 and len(report.skipped) == 1
-    paths, codes, ph, err, skipped, stats = _state(store)
+    paths, codes, ph, err, skipped, stats, residual = _state(store)
     ref = _state(local_store)
     assert paths == ref[0]
     np.testing.assert_array_equal(codes, ref[1])
@@ -167,6 +167,8 @@ def test_ray_encoding_equals_a_local_run(cluster, folder, local_store):
     np.testing.assert_allclose(err, ref[3], rtol=1e-5)
     assert stats.shape == (72, STATS_WIDTH) and np.isfinite(stats).all()
     np.testing.assert_allclose(stats, ref[5], rtol=1e-5, atol=1e-7)
+    assert residual.shape == (72,) and np.isfinite(residual).all()
+    np.testing.assert_allclose(residual, ref[6], rtol=1e-5, atol=1e-9)
     assert skipped == ref[4] and skipped[0][0] == "broken.png"
 
 

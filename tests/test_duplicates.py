@@ -171,7 +171,8 @@ def test_reindex_adds_hashes_to_an_older_store(trained_store, sample_dir, tmp_pa
     assert report.indexed == report.upgraded == len(codes)  # re-encoded once, with the store's own model
     assert f"({len(codes)} of them to upgrade the store)" in str(report)
     with Collection.open(store) as c:
-        assert {f"/items/{name}" for name in ALL_FIELDS} | {"/items/error", "/items/stats"} == set(c.info()["optional"])
+        stored = {"/items/error", "/items/stats", "/items/residual"}
+        assert {f"/items/{name}" for name in ALL_FIELDS} | stored == set(c.info()["optional"])
         np.testing.assert_array_equal(c.codes, codes)
         for name in ALL_FIELDS:
             np.testing.assert_array_equal(getattr(c.perceptual, name), getattr(every, name))

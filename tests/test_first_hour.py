@@ -30,7 +30,7 @@ from types import SimpleNamespace
 from hashae.ingest import iter_batches
 def slow(images):  # what model.hasher.Encoded holds, without loading torch here
     time.sleep(0.3)
-    return SimpleNamespace(codes=images[:, 0, 0, :1], error=images[:, 0, 0, 0] / 255, stats=None)
+    return SimpleNamespace(codes=images[:, 0, 0, :1], error=images[:, 0, 0, 0] / 255, stats=None, residual=None)
 try:
     for b in iter_batches(sys.argv[1:] * 20, 16, 3, workers=2, chunk=4, encode=slow):
         print("batch", flush=True)

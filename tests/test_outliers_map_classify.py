@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hashae import Collection, HasherConfig
+from hashae import Collection, HasherConfig, SemanticHasher
 from hashae.cli import main
 from hashae.codes import hamming_matrix
 from hashae.ingest import load_image
@@ -99,6 +99,48 @@ def test_channel_statistics_count_in_the_default_score():
     assert np.ptp(outlier_scores(error, codes, phash=phash)) == 0  # without statistics: all tied
     assert np.argmax(statistics_norm(stats)) == 59
     assert np.ptp(outlier_scores(error, codes, "knn", stats=stats)) == 0  # only joint reads them
+
+
+def test_the_linear_twins_residual_counts_in_the_default_score():
+    # errors, codes, hashes and statistics alike for every item: only the residual tells item 59 apart
+    codes, phash = np.zeros((60, 8), np.uint8), np.zeros((60, 8), np.uint8)
+    error, stats = np.full(60, 0.02), np.full((60, STATS_WIDTH), 0.5, np.float32)
+    residual = np.linspace(0.001, 0.002, 60)
+    residual[-1] = 0.05
+    scores = outlier_scores(error, codes, phash=phash, stats=stats, residual=residual)
+    assert np.argmax(scores) == 59 and (scores[:59] < scores[59]).all()
+    assert np.ptp(outlier_scores(error, codes, phash=phash, stats=stats)) == 0  # without it: all tied
+    assert np.ptp(outlier_scores(error, codes, "knn", residual=residual)) == 0  # only joint reads it
+
+
+def test_the_linear_twin_is_the_training_pixels_principal_subspace():
+    import torch
+
+    from hashae.model.network import HashNet
+    rng = np.random.default_rng(4)
+    # 200 grey pictures made of 3 patterns, plus a little noise: 3 directions hold nearly all
+    patterns = rng.random((3, 16 * 16))
+    images = (rng.random((200, 3)) @ patterns + rng.normal(0, 0.01, (200, 16 * 16))).reshape(200, 16, 16)
+    images = (255 * images / images.max()).clip(0, 255).astype(np.uint8)
+    cfg = HasherConfig(bits=16, image_size=16, channels=1, epochs=1, min_steps=2, pretrain_epochs=0, residual_dims=3)
+    model = SemanticHasher(cfg).fit(images)
+    twin = model.net.twin
+    assert twin.shape == (3, 256)
+    np.testing.assert_allclose((twin @ twin.T).numpy(), np.eye(3), atol=1e-5)
+    x = torch.from_numpy(images[:, None].astype(np.float32) / 255)
+    centred = (x - model.net.mean).flatten(1).double().numpy()
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # the exact principal directions
+    np.testing.assert_allclose(np.abs(vt[:3] @ twin.double().numpy().T), np.eye(3), atol=1e-3)
+    expected = ((centred - centred @ vt[:3].T @ vt[:3]) ** 2).mean(1)
+    np.testing.assert_allclose(model.net.residual(x).numpy(), expected, rtol=1e-3, atol=1e-7)
+    noise = rng.integers(0, 256, (5, 16, 16), dtype=np.uint8)
+    out = model.encode_for_index(np.concatenate([images, noise]))
+    assert out.residual.shape == (205,) and out.residual[200:].min() > 10 * out.residual[:200].max()
+    assert model.encode_for_index(images, stats=False).residual is None
+    assert model.config.residual_dims == 3
+    none = SemanticHasher(cfg.replace(residual_dims=0)).fit(images)
+    assert none.encode_for_index(images).residual is None and not hasattr(none.net, "twin")
+    assert HashNet(cfg.replace(residual_dims=None).model).twin.shape == (32, 256)  # the default
 
 
 def test_edge_disagreement_tells_channel_noise_from_pictures():
@@ -220,7 +262,7 @@ def test_a_store_without_statistics_is_scored_without_them_and_the_next_run_fill
             f["items/stats"] = stats[:, :12]
     with Collection.open(store) as c:
         assert c.reader.stats() is None and "/items/stats" not in c.info()["optional"]
-        without = outlier_scores(c.reader.errors(), c.codes, phash=c.phash)
+        without = outlier_scores(c.reader.errors(), c.codes, phash=c.phash, residual=c.reader.residuals())
         with pytest.warns(UserWarning, match="no channel statistics"):
             found = c.outliers(0)
         np.testing.assert_allclose(sorted(o.score for o in found), np.sort(without))
@@ -249,6 +291,24 @@ def test_damaged_statistics_are_refused_or_read_as_unknown(trained_store, tmp_pa
         read = c.reader.stats()
         assert np.isnan(read[[3, 5]]).all() and np.isfinite(np.delete(read, [3, 5], 0)).all()
         assert len(c.outliers(0)) == len(c)
+
+
+def test_a_model_without_a_linear_twin_stores_no_residuals_and_is_scored_without_them(sample_dir, tmp_path):
+    # a model saved before the twin existed reads as residual_dims 0, the config this store is built with
+    assert HasherConfig.from_dict({"bits": 64}).residual_count == 0
+    assert "residual_dims" not in json.loads(HasherConfig(residual_dims=0).to_json())  # what older hashae reads
+    with pytest.raises(ValueError, match="set it to 0 for vectors"):
+        HasherConfig(kind="vector", dim=10, residual_dims=8).validate()
+    store = tmp_path / "untwinned.h5"
+    Collection(store).index(str(sample_dir), config=HasherConfig(bits=32, residual_dims=0, **SMALL), workers=0,
+                            progress=False)
+    with h5py.File(store, "r") as f:
+        assert "items/residual" not in f and "items/stats" in f
+    with Collection.open(store) as c:
+        assert c.reader.residuals() is None and c.model.config.residual_dims == 0
+        expected = outlier_scores(c.reader.errors(), c.codes, phash=c.phash, stats=c.reader.stats())
+        found = c.outliers(0)
+        np.testing.assert_allclose([o.score for o in found], expected[[o.id for o in found]])
 
 
 def test_a_store_without_errors_still_works_and_the_next_run_fills_them(trained_store, sample_dir, tmp_path):
@@ -303,8 +363,13 @@ def test_outliers_put_the_planted_images_first(planted_store):
         # the stored signals, perceptual hashes and channel statistics included, give the scores
         stats = c.reader.stats()
         assert stats.shape == (len(c), STATS_WIDTH) and np.isfinite(stats).all()
-        expected = outlier_scores(c.reader.errors(), c.codes, phash=c.phash, stats=stats)
+        residual = c.reader.residuals()
+        assert residual.shape == (len(c),) and np.isfinite(residual).all()
+        expected = outlier_scores(c.reader.errors(), c.codes, phash=c.phash, stats=stats, residual=residual)
         np.testing.assert_allclose([o.score for o in everything], expected[[o.id for o in everything]])
+        # the linear twin sees the noise: both planted pictures are among the tenth farthest
+        # from its span (the striped and ringed shapes, drawn at random places, are far too)
+        assert PLANTED <= set(c.paths(np.argsort(-residual)[:len(c) // 10]))
 
 
 def test_outliers_cli_json_and_sheet(planted_store, tmp_path):

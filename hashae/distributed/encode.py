@@ -41,6 +41,9 @@ def _rows(b: Batch, pos: np.ndarray, nbytes: int) -> dict:
     if b.stats is not None:
         stats[b.positions] = b.stats
     out = {"pos": pos, "ok": ok, "reason": reason, "code": codes, "error": error, "stats": stats}
+    if b.residual is not None:  # a model with a linear twin: every chunk has them
+        out["residual"] = np.full(n, np.nan, np.float32)
+        out["residual"][b.positions] = b.residual
     for name in ALL_HASH_FIELDS:
         out[name] = np.zeros((n, PHASH_BYTES), np.uint8)
         out[name][b.positions] = getattr(b.hashes, name)
@@ -111,6 +114,7 @@ def ray_batches(paths: Sequence[str], size: int, channels: int, model_state=None
         hashes = Perceptual(*(np.asarray(out[name])[ok] for name in ALL_HASH_FIELDS))
         if model_state is not None:
             yield Batch(pos[ok], None, failures, codes=np.asarray(out["code"])[ok],
-                        error=np.asarray(out["error"])[ok], hashes=hashes, stats=np.asarray(out["stats"])[ok])
+                        error=np.asarray(out["error"])[ok], hashes=hashes, stats=np.asarray(out["stats"])[ok],
+                        residual=np.asarray(out["residual"])[ok] if "residual" in out else None)
         else:
             yield Batch(pos[ok], np.asarray(out["image"])[ok], failures, hashes=hashes)

@@ -26,6 +26,7 @@ class Batch:
     error: np.ndarray | None = None  # and its reconstruction errors
     hashes: Perceptual | None = None  # perceptual hashes of the decoded pictures (perceptual.py)
     stats: np.ndarray | None = None  # and the ``encode`` function's channel statistics
+    residual: np.ndarray | None = None  # and its linear twin's residuals (None: a model without one)
 
 
 _worker_encode = None  # set in each worker by _init_worker (inherited, never pickled, with fork)
@@ -44,9 +45,9 @@ def _init_worker(encode) -> None:
 
 
 def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0, encode=None) -> Batch:
-    """Decode ``paths`` into model inputs and perceptual hashes (and codes, errors and channel
-    statistics, with ``encode``: images -> a record of them, model.hasher.Encoded); positions
-    count from ``start``; failures are recorded, never raised."""
+    """Decode ``paths`` into model inputs and perceptual hashes (and codes, errors, channel
+    statistics and residuals, with ``encode``: images -> a record of them,
+    model.hasher.Encoded); positions count from ``start``; failures are recorded, never raised."""
     ok, arrays, thumbs, failures = [], [], [], []
     with decoding_many():
         for i, p in enumerate(paths):
@@ -63,7 +64,7 @@ def decode_chunk(paths: Sequence[str], size: int, channels: int, start: int = 0,
     positions = np.asarray(ok, dtype=np.int64)
     if encode is not None:
         out = encode(images)
-        return Batch(positions, None, failures, out.codes, out.error, hashes, out.stats)
+        return Batch(positions, None, failures, out.codes, out.error, hashes, out.stats, out.residual)
     return Batch(positions, images, failures, hashes=hashes)
 
 
@@ -77,9 +78,9 @@ def iter_batches(paths: Sequence[str], size: int, channels: int = 3, workers: in
     """Decode ``paths`` in order, ``chunk`` files at a time, in ``workers`` processes (0: here).
 
     With ``encode`` (images -> model.hasher.Encoded, e.g. a model's ``encode_for_index``), each
-    chunk is also encoded where it was decoded and comes back as ``codes``, ``error`` and
-    ``stats`` without its pixels: the work is spread over the workers, and the caller's process
-    stays free.
+    chunk is also encoded where it was decoded and comes back as ``codes``, ``error``,
+    ``stats`` and ``residual`` without its pixels: the work is spread over the workers, and the
+    caller's process stays free.
 
     Up to ``8 * workers`` chunks (at most ~64 MB of decoded pixels, and at least
     ``2 * workers``) are in flight, so memory stays bounded however many files, and the workers

@@ -26,13 +26,16 @@ VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, 
                  "temperature": None}
 # fields that any model leaves out of its stored JSON while they hold these values, so that a
 # file stays readable by the hashae before them
-LATER_FIELDS = {"precision": "auto", "neighbour_gate": 0.0, "neighbour_shared": 0, "feature_bits": 0}
+LATER_FIELDS = {"precision": "auto", "neighbour_gate": 0.0, "neighbour_shared": 0, "feature_bits": 0,
+                 "residual_dims": 0}
 # principal components a vector model reads when its ``pca`` is None: wide vectors (pixels,
 # word counts, embeddings) are first projected onto the training rows' top 128 directions
 # (bench/README.md, "Vectors": "Principal components first")
 PCA_DIMS = 128
 # an image model's code gives one bit in this many to its feature bits when feature_bits is None
 FEATURE_SHARE = 8
+# principal directions of an image model's linear twin when residual_dims is None
+RESIDUAL_DIMS = 32
 PRETRAIN = ("dae", "none")
 # what the widest layers' products run in while training (network.HashNet.wide_products):
 # "auto" is bfloat16 where the CPU multiplies it natively (model/train.training_dtype), float32
@@ -81,6 +84,18 @@ class ModelConfig:
     # (model/features.py), the code's last ones; the rest are learnt. 0: every bit is learnt;
     # None: by input (feature_count), made a number when the model is fitted
     feature_bits: int | None = None
+    # images: how many principal directions of the training pixels the model keeps as a linear
+    # twin of the autoencoder, whose reconstruction error each indexed item stores for the
+    # outlier score (network.HashNet.residual). 0: none; None: by input (residual_count)
+    residual_dims: int | None = None
+
+    @property
+    def residual_count(self) -> int:
+        """``residual_dims``, or when None RESIDUAL_DIMS for images (bench/README.md,
+        "Outliers": "The pixels' principal residual") and none for vectors."""
+        if self.residual_dims is not None:
+            return self.residual_dims
+        return 0 if self.is_vector else RESIDUAL_DIMS
 
     @property
     def feature_count(self) -> int:
@@ -151,6 +166,10 @@ class ModelConfig:
             _int("feature_bits", self.feature_bits, 0, self.bits // 2)  # most bits stay learnt
         if self.feature_bits and self.is_vector:
             raise ValueError("feature_bits hash image statistics; a vector model has none, set it to 0")
+        if self.residual_dims is not None:
+            _int("residual_dims", self.residual_dims, 0, 1024)
+        if self.residual_dims and self.is_vector:
+            raise ValueError("residual_dims is the pixels' linear twin of an image model; set it to 0 for vectors")
         _int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         _int("channels", self.channels, 1, 3)
         if self.channels == 2:
@@ -439,14 +458,14 @@ class HasherConfig(TrainConfig, ModelConfig):
         """A config from a flat dict (unknown fields refused). Models saved before stats_input
         existed have no side branch among their weights, so a missing stats_input is False;
         those saved before neighbour_space found neighbours by pixels, those saved before
-        feature_bits learnt every bit; vector models saved before pca read their scaled rows
-        (pca 0)."""
+        feature_bits learnt every bit, those saved before residual_dims have no linear twin;
+        vector models saved before pca read their scaled rows (pca 0)."""
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")
         unknown = sorted(set(data) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        before = {"stats_input": False, "neighbour_space": "pixels", "feature_bits": 0}
+        before = {"stats_input": False, "neighbour_space": "pixels", "feature_bits": 0, "residual_dims": 0}
         if data.get("kind") == "vector":
             before["pca"] = 0
         return cls(**{**before, **data}).validate()
@@ -491,6 +510,8 @@ def describe_settings(settings: dict | None) -> str:
         shape += f" pca={cfg.pca_dims}"
     if cfg.feature_count:
         shape += f" bits={cfg.learnt_bits} learnt+{cfg.feature_count} statistics"
+    if cfg.residual_count:
+        shape += f" twin={cfg.residual_count}"
     trained_in = cfg.extra.get("trained_in")  # what the wide layers' products ran in (model/hasher.py)
     return (f"{cfg.arch} {shape} layers {widths} "
             f"binarizer={cfg.binarizer} pretrain={cfg.pretrain} effort={cfg.effort}"

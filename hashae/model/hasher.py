@@ -34,16 +34,31 @@ from .train import History, Phase, fit_loop, mean_over, ready, training_dtype
 NEIGHBOUR_PARTS = {"pixels": (flat,), "pixels+stats": (flat, grid_stats),
                    "pixels+stats+gradients": (flat, grid_stats, gradient_histograms)}
 
+# the linear twin (HashNet.residual) is fitted on at most this many training images, drawn
+# with the seed plus TWIN_SEED: 32 directions of 1,024 or 3,072 pixels are settled by far fewer
+TWIN_SAMPLE, TWIN_SEED, TWIN_IMAGES = 4096, 3, 8
+
+
+def twin_dims(cfg: HasherConfig, n: int) -> int:
+    """Directions of the linear twin for ``n`` training images: ``residual_dims``, or when None
+    RESIDUAL_DIMS, at most one per TWIN_IMAGES images (more would span the images themselves,
+    and an odd one would be rebuilt as well as the rest)."""
+    if cfg.residual_dims is not None:
+        return cfg.residual_dims
+    return min(cfg.residual_count, n // TWIN_IMAGES)
+
 
 @dataclass
 class Encoded:
     """What an index run stores of each image from one pass through the model: packed codes
-    (n, bits // 8), reconstruction errors (n,) and channel statistics (n, 13) of the model's
-    input (statistics.stored_stats; None for a vector model). Outlier scores read all three."""
+    (n, bits // 8), reconstruction errors (n,), channel statistics (n, 13) of the model's
+    input (statistics.stored_stats; None for a vector model) and the linear twin's residuals
+    (n,) (HashNet.residual; None for a model without one). Outlier scores read them all."""
 
     codes: np.ndarray
     error: np.ndarray
     stats: np.ndarray | None = None
+    residual: np.ndarray | None = None
 
 
 @dataclass
@@ -84,7 +99,9 @@ class Hasher:
         term drove every code layer unit to saturation and all 1,190 images to one code; on the
         other five shared sets it never triggers (bench/README.md, "k-NN labels")."""
         self.config = for_data(self.config, images)
-        self.config = self.config.replace(feature_bits=self.config.feature_count)  # stored as a number
+        # stored as numbers
+        self.config = self.config.replace(feature_bits=self.config.feature_count,
+                                          residual_dims=twin_dims(self.config, len(images)))
         self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
         data = as_input(images, self.config.model)
         if len(data) < 2:
@@ -119,6 +136,11 @@ class Hasher:
                 net.components.copy_(directions), net.spread.fill_(spread)
         else:
             net.mean.copy_(data.mean(rows))
+            if cfg.residual_count:
+                # its own draws: the fit's generator stays as it was
+                pick = np.random.default_rng(cfg.seed + TWIN_SEED).permutation(rows)[:TWIN_SAMPLE]
+                sample = np.sort(pick) if len(rows) > TWIN_SAMPLE else rows
+                net.twin.copy_(data.principal_directions(sample, net.mean, cfg.residual_count, cfg.seed))
             if net.features is not None:
                 net.features.fit(data.batch, rows, cfg.seed, cfg.noise_std, cfg.crop_min)
         rank = parallel.world()[0]
@@ -202,13 +224,15 @@ class Hasher:
         return out.codes, out.error
 
     def encode_for_index(self, images, batch_size: int = 1024, stats: bool = True) -> Encoded:
-        """Codes, reconstruction errors and (images; ``stats``) channel statistics from one pass:
-        what an index run stores of each item (outlier scores)."""
+        """Codes, reconstruction errors and (images; ``stats``) channel statistics and the
+        linear twin's residuals from one pass: what an index run stores of each item (outlier
+        scores). Without ``stats``, codes and errors only."""
         net = self._require_fit()
         data = as_input(images, self.config.model)
         batch_size = min(batch_size, self._batch_cap)
         bits = np.empty((len(data), self.config.bits), bool)
         error = np.empty(len(data), np.float32)
+        residual = np.empty(len(data), np.float32) if self.config.residual_count and stats else None
         stats = None if self.config.is_vector or not stats else np.empty((len(data), STORED_WIDTH), np.float32)
         with torch.inference_mode():
             for s in range(0, len(data), batch_size):
@@ -219,7 +243,9 @@ class Hasher:
                 error[i] = (out.recon - net.target(x)).pow(2).flatten(1).mean(1).numpy()
                 if stats is not None:
                     stats[i] = stored_stats(x)
-        return Encoded(codes_mod.pack(bits), error, stats)
+                if residual is not None:
+                    residual[i] = net.residual(x).numpy()
+        return Encoded(codes_mod.pack(bits), error, stats, residual)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstructions of packed codes from their learnt bits: images (n, C, S, S) float32

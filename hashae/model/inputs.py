@@ -7,11 +7,13 @@ numbers (embeddings, features, word counts); files of them are read by ingest/ve
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from .config import ModelConfig
-from .pca import range_finder
+from .pca import top_directions
 
 
 def in_any_order(idx, read):
@@ -119,27 +121,13 @@ class VectorArray:
         ``mean`` and ``scale`` (zero rows past the rank), and the root mean variance along them.
         A randomized range finder with two power iterations (Halko, Martinsson & Tropp 2011)
         that reads the rows in batches: memory is (n + d) x (k + 10), never d x d."""
-        n, d = len(idx), self.cfg.dim
-        width = max(1, min(k + 10, d, n))
+        n = len(idx)
 
-        def rows(s):
-            return (self.batch(idx[s:s + batch_size]).double() - mean.double()) / scale.double()
+        def rows(start, stop):
+            return (self.batch(idx[start:stop]).double() - mean.double()) / scale.double()
 
-        def times(m):  # Z @ m, (n, width)
-            return torch.cat([rows(s) @ m for s in range(0, n, batch_size)])
-
-        def transposed_times(y):  # Z^T @ y, (d, width)
-            out = torch.zeros(d, y.shape[1], dtype=torch.float64)
-            for s in range(0, n, batch_size):
-                out += rows(s).T @ y[s:s + batch_size]
-            return out
-
-        sv, vt = range_finder(times, transposed_times,
-                              torch.from_numpy(np.random.default_rng(seed).standard_normal((d, width))))
-        found = min(k, len(sv))
-        directions = torch.zeros(k, d)
-        directions[:found] = vt[:found].float()
-        spread = float(sv[:found].pow(2).sum().div(max(n, 1) * max(found, 1)).sqrt())
+        directions, sv = top_directions(rows, n, self.cfg.dim, k, seed, batch_size)
+        spread = float(sv.pow(2).sum().div(max(n, 1) * max(len(sv), 1)).sqrt())
         return directions, spread if spread > 0 else 1.0
 
 
@@ -190,6 +178,14 @@ class ImageArray:
         elif self.layout == "hw":
             a = a[:, None]
         return torch.from_numpy(np.ascontiguousarray(a))
+
+    def principal_directions(self, idx: np.ndarray, mean: torch.Tensor, k: int, seed: int,
+                             batch_size: int = 4096) -> torch.Tensor:
+        """The top ``k`` principal directions (k, C*S*S) of the images at ``idx`` less ``mean``,
+        flattened (pca.top_directions: never a pixels x pixels matrix)."""
+        def rows(start, stop):
+            return (self.batch(idx[start:stop]).double() - mean.double()).flatten(1)
+        return top_directions(rows, len(idx), math.prod(self.cfg.input_shape), k, seed, batch_size)[0]
 
     def mean(self, idx: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
         total = torch.zeros(self.cfg.input_shape, dtype=torch.float64)

@@ -136,6 +136,18 @@ class HashNet(nn.Module):
             self.register_buffer("spread", torch.ones(1))
         # the code's last feature_bits bits: fixed functions of the image (model/features.py)
         self.features = FeatureBits(cfg.channels, cfg.feature_count) if cfg.feature_count else None
+        if cfg.residual_count:  # the linear twin: the training pixels' top principal directions
+            self.register_buffer("twin", torch.zeros(cfg.residual_count, math.prod(cfg.input_shape)))
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Each image's mean squared distance, per pixel, from the subspace of the linear twin
+        (the centred image less its projection on ``twin``: PCA's reconstruction error, the
+        classic linear anomaly score); None for a model without one."""
+        if self.cfg.residual_count == 0:
+            return None
+        h = (x - self.mean).flatten(1)
+        kept = (h @ self.twin.T).pow(2).sum(1)
+        return (h.pow(2).sum(1) - kept).clamp_min(0) / h.shape[1]
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """What the decoder reconstructs: images as they are (pixels in [0, 1]); vectors

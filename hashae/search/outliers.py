@@ -105,7 +105,7 @@ def statistics_norm(stats: np.ndarray, block: int = 1 << 16) -> np.ndarray:
 
 def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DEFAULT,
                    k: int = NEIGHBOURS, table: tuple | None = None, *, phash: np.ndarray | None = None,
-                   stats: np.ndarray | None = None) -> np.ndarray:
+                   stats: np.ndarray | None = None, residual: np.ndarray | None = None) -> np.ndarray:
     """One score per item, higher = fits the collection less.
 
     ``error``: reconstruction error through the code; ``knn``: mean Hamming distance to the k
@@ -114,12 +114,15 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
     the mean of the percentile ranks of ``error`` and ``knn``; ``union``: the larger of the
     percentile ranks of ``error`` and of ``near``, the mean distance to the k nearest
     perceptual hashes (``phash``, (n, 8) uint8; without them ``near`` is ``knn``); ``joint``
-    (the default): ``joint_evidence`` of ``error``, ``knn``, ``near`` (where there are hashes)
-    and ``statistics_norm`` of ``stats`` (each item's channel statistics, (n, d), where given).
-    The error misses plain alien images, code distances those the code cannot tell apart, hash
-    distances detailed images whose hashes scatter, the statistics odd images that are odd in
-    their layout only. ``table``: a ``neighbour_table`` of the codes already computed. Without
-    errors (codes alone), every method but ``error`` falls back to ``knn``."""
+    (the default): ``joint_evidence`` of ``error``, ``knn``, ``near`` (where there are hashes),
+    ``statistics_norm`` of ``stats`` (each item's channel statistics, (n, d), where given) and
+    ``residual`` (each item's distance from the model's linear twin, the pixels' principal
+    subspace, (n,), where given). The error misses plain alien images, code distances those the
+    code cannot tell apart, hash distances detailed images whose hashes scatter, the statistics
+    odd images that are odd in their layout only; the residual sees pixels that no mix of the
+    collection's main patterns makes, as noise is. ``table``: a ``neighbour_table`` of the codes
+    already computed. Without errors (codes alone), every method but ``error`` falls back to
+    ``knn``."""
     if method not in METHODS:
         raise ValueError(f"outlier method must be one of {', '.join(METHODS)}, got {method!r}")
     if error is None and method == "error":
@@ -148,4 +151,6 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
     signals = [error, knn] + ([near] if near is not None else [])
     if stats is not None:
         signals.append(statistics_norm(stats))
+    if residual is not None:
+        signals.append(np.asarray(residual, np.float64))
     return joint_evidence(*signals)

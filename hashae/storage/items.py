@@ -40,6 +40,9 @@ class Items:
     # (n, STATS_WIDTH) float32 channel statistics of the model's input (model/statistics.py;
     # outlier scores); None: not computed (codes alone, vectors, an earlier hashae)
     stats: np.ndarray | None = None
+    # (n,) float32 distance of the model's input from its linear twin's subspace (outlier
+    # scores; model/network.py HashNet.residual); None: not computed (a model without a twin)
+    residual: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.path)
@@ -51,8 +54,9 @@ class Items:
         for name in ALL_HASH_FIELDS:
             if getattr(self, name) is not None:
                 setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.uint8).reshape(-1, PHASH_BYTES))
-        if self.error is not None:
-            self.error = np.asarray(self.error, np.float32).reshape(-1)
+        for name in ("error", "residual"):
+            if getattr(self, name) is not None:
+                setattr(self, name, np.asarray(getattr(self, name), np.float32).reshape(-1))
         if self.stats is not None:
             self.stats = np.ascontiguousarray(self.stats, dtype=np.float32).reshape(-1, STATS_WIDTH)
         for f in fields(self):

@@ -115,6 +115,10 @@ ITEM_COLUMNS = (
                             "the mean, then the standard deviation, then the mean absolute horizontal and vertical "
                             "difference of neighbouring pixels; last, 1 minus the mean over channel pairs of the "
                             "cosine between their horizontal and vertical differences (0 for grey)"}),
+    Column("residual", "items/residual", np.float32, optional=True,
+           attrs={"method": "mean squared distance per pixel of the model's input in [0, 1], less the model's mean "
+                            "image, from the span of the model's linear twin (the training images' top principal "
+                            "directions): PCA's reconstruction error"}),
 )
 CODES = ITEM_COLUMNS[0].path
 COLUMN = {c.field: c for c in ITEM_COLUMNS}
@@ -298,7 +302,8 @@ def read_items(g: h5py.Group, nbytes: int) -> Items:
     return Items(read_strings(g[COLUMN["path"].path]), g[COLUMN["size"].path][()], g[COLUMN["mtime"].path][()],
                  g[CODES][()] if n else np.empty((0, nbytes), np.uint8),
                  error=read_errors(g) if has["error"] else None,
-                 stats=read_stats(g) if has["stats"] else None, **hashes)
+                 stats=read_stats(g) if has["stats"] else None,
+                 residual=read_measures(g, "residual") if has["residual"] else None, **hashes)
 
 
 def read_errors(g: h5py.Group) -> np.ndarray:

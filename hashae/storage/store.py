@@ -211,6 +211,7 @@ class StoreReader:
         self.has_centre = self.has_hashes and present["phash_centre"] and present["dhash_centre"]
         self.has_error = present["error"]
         self.has_stats = present["stats"]
+        self.has_residual = present["residual"]
         # the optional item datasets this file holds (hashes, errors): what `hashae info` lists
         self.optional = ["/" + c.path for c in layout.ITEM_COLUMNS if c.optional and present[c.field]]
         self.n_skipped = layout.check_skipped(f)
@@ -294,6 +295,13 @@ class StoreReader:
         of NaN where unknown; None for stores without them (vectors, codes alone, or an earlier
         hashae)."""
         return layout.read_stats(self.file) if self.has_stats else None
+
+    @_guarded
+    def residuals(self) -> np.ndarray | None:
+        """Each item's distance from the model's linear twin (N,) float32 (storage/layout.py,
+        items/residual), NaN where unknown; None for stores without them (a model trained
+        before the twin existed, vectors, codes alone)."""
+        return layout.read_measures(self.file, "residual") if self.has_residual else None
 
     @_guarded
     def sizes(self) -> np.ndarray:
