@@ -113,7 +113,7 @@ def test_the_linear_twins_residual_counts_in_the_default_score():
     assert np.ptp(outlier_scores(error, codes, "knn", residual=residual)) == 0  # only joint reads it
 
 
-def test_the_linear_twin_is_the_training_pixels_principal_subspace():
+def test_the_linear_twin_is_the_training_pixels_principal_subspace(tmp_path):
     import torch
 
     from hashae.model.network import HashNet
@@ -138,6 +138,9 @@ def test_the_linear_twin_is_the_training_pixels_principal_subspace():
     assert out.residual.shape == (205,) and out.residual[200:].min() > 10 * out.residual[:200].max()
     assert model.encode_for_index(images, stats=False).residual is None
     assert model.config.residual_dims == 3
+    model.save(tmp_path / "m.h5")  # kept with the weights
+    np.testing.assert_allclose(SemanticHasher.load(tmp_path / "m.h5").encode_for_index(images).residual,
+                               out.residual[:200], rtol=1e-5)
     none = SemanticHasher(cfg.replace(residual_dims=0)).fit(images)
     assert none.encode_for_index(images).residual is None and not hasattr(none.net, "twin")
     assert HashNet(cfg.replace(residual_dims=None).model).twin.shape == (32, 256)  # the default
@@ -370,6 +373,7 @@ def test_outliers_put_the_planted_images_first(planted_store):
         # the linear twin sees the noise: both planted pictures are among the tenth farthest
         # from its span (the striped and ringed shapes, drawn at random places, are far too)
         assert PLANTED <= set(c.paths(np.argsort(-residual)[:len(c) // 10]))
+        assert c.model.config.residual_dims == len(c) // 8  # one direction per 8 training images, at most
 
 
 def test_outliers_cli_json_and_sheet(planted_store, tmp_path):

@@ -137,5 +137,6 @@ def outliers_page(found: list) -> str:
     """The items that fit the collection least; ``found`` (id, path, score), highest first."""
     grid = "".join(tile(i, p, f"{s:.3f} {p}") for i, p, s in found)
     body = (f"<h1>Outliers</h1><p>The {len(found)} items that fit the collection least, by how badly their "
-            f'code rebuilds them and how far they are from their nearest items.</p><div class="grid">{grid}</div>')
+            "code rebuilds them, how far they are from their nearest items, and how unusual their colours and "
+            f'pixels are.</p><div class="grid">{grid}</div>')
     return page("outliers", body)
