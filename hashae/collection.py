@@ -536,16 +536,12 @@ class Collection:
         method = method or DEFAULT
         if n < 0:
             raise ValueError("n must be >= 0 (0: every item)")
-        error = self.reader.errors()
-        if error is not None and np.isnan(error).all():
-            error = None
+        error = _typical_where_unknown(self.reader.errors())
         if error is None and method != "knn":
             warnings.warn(f"{self.path} has no reconstruction errors (built from codes alone or by an earlier hashae; "
                           "re-index its folder to add them): items are scored by distances between codes only",
                           stacklevel=2)
             method = "knn"
-        if error is not None and np.isnan(error).any():  # unknown for some items: count them as typical
-            error = np.where(np.isnan(error), np.nanmedian(error), error)
         phash = self.phash if self.kind == "images" else None
         stats = self.reader.stats() if self.kind == "images" and error is not None else None
         if stats is not None and np.isnan(stats).all():
@@ -553,11 +549,9 @@ class Collection:
         if stats is None and self.kind == "images" and method == "joint":
             warnings.warn(f"{self.path} has no channel statistics (written by an earlier hashae; re-index its folder "
                           "to add them): items are scored without them", stacklevel=2)
-        residual = self.reader.residuals() if self.kind == "images" and error is not None else None
-        if residual is not None and np.isnan(residual).all():
-            residual = None
-        elif residual is not None:  # unknown for some items: typical, as errors are
-            residual = np.where(np.isnan(residual), np.nanmedian(residual), residual)
+        residual = None
+        if self.kind == "images" and error is not None:
+            residual = _typical_where_unknown(self.reader.residuals())
         scores = outlier_scores(error, self.codes, method, phash=phash, stats=stats, residual=residual)
         order = np.argsort(-scores, kind="stable")[: n or None]
         return [Outlier(p, float(scores[i]), int(i)) for p, i in zip(self.paths(order), order)]
@@ -682,6 +676,15 @@ class Collection:
                                             allow_shrink=allow_shrink, shard_items=shard_items))
         self.close()
         return report
+
+
+def _typical_where_unknown(measure: np.ndarray | None) -> np.ndarray | None:
+    """A stored per-item measure (errors, residuals) for the outlier score: None where the
+    store has none or knows none; an item whose value is unknown (NaN) counts as typical, the
+    median."""
+    if measure is None or np.isnan(measure).all():
+        return None
+    return np.where(np.isnan(measure), np.nanmedian(measure), measure)
 
 
 def _effort_config(effort: str | None, config, bits: int | None, **settings):

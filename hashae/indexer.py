@@ -380,8 +380,8 @@ class _Job:
                       for name in ALL_HASH_FIELDS} if buf else {}
             items = Items([e.path for e in ents], [e.size for e in ents], [e.mtime_ns for e in ents],
                           np.concatenate([b.codes for b in buf]) if buf else np.empty((0, cfg.bits // 8), np.uint8),
-                          error=np.concatenate([b.error for b in buf]) if buf else None,
-                          stats=joined(buf, "stats"), residual=joined(buf, "residual"), **hashes)
+                          error=joined(buf, "error"), stats=joined(buf, "stats"), residual=joined(buf, "residual"),
+                          **hashes)
             failed = [(todo[i].path, r) for i, r in fails]
             self.journal.add_segment(items, failed)
             work.done.append(items)

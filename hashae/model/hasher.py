@@ -137,9 +137,9 @@ class Hasher:
         else:
             net.mean.copy_(data.mean(rows))
             if cfg.residual_count:
-                # its own draws: the fit's generator stays as it was
-                pick = np.random.default_rng(cfg.seed + TWIN_SEED).permutation(rows)[:TWIN_SAMPLE]
-                sample = np.sort(pick) if len(rows) > TWIN_SAMPLE else rows
+                sample = rows
+                if len(rows) > TWIN_SAMPLE:  # its own draws: the fit's generator stays as it was
+                    sample = np.sort(np.random.default_rng(cfg.seed + TWIN_SEED).permutation(rows)[:TWIN_SAMPLE])
                 net.twin.copy_(data.principal_directions(sample, net.mean, cfg.residual_count, cfg.seed))
             if net.features is not None:
                 net.features.fit(data.batch, rows, cfg.seed, cfg.noise_std, cfg.crop_min)

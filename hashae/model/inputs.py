@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
-from .pca import top_directions
+from .pca import streamed_directions
 
 
 def in_any_order(idx, read):
@@ -126,7 +126,7 @@ class VectorArray:
         def rows(start, stop):
             return (self.batch(idx[start:stop]).double() - mean.double()) / scale.double()
 
-        directions, sv = top_directions(rows, n, self.cfg.dim, k, seed, batch_size)
+        directions, sv = streamed_directions(rows, n, self.cfg.dim, k, seed, batch_size)
         spread = float(sv.pow(2).sum().div(max(n, 1) * max(len(sv), 1)).sqrt())
         return directions, spread if spread > 0 else 1.0
 
@@ -182,10 +182,10 @@ class ImageArray:
     def principal_directions(self, idx: np.ndarray, mean: torch.Tensor, k: int, seed: int,
                              batch_size: int = 4096) -> torch.Tensor:
         """The top ``k`` principal directions (k, C*S*S) of the images at ``idx`` less ``mean``,
-        flattened (pca.top_directions: never a pixels x pixels matrix)."""
+        flattened (pca.streamed_directions: never a pixels x pixels matrix)."""
         def rows(start, stop):
             return (self.batch(idx[start:stop]).double() - mean.double()).flatten(1)
-        return top_directions(rows, len(idx), math.prod(self.cfg.input_shape), k, seed, batch_size)[0]
+        return streamed_directions(rows, len(idx), math.prod(self.cfg.input_shape), k, seed, batch_size)[0]
 
     def mean(self, idx: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
         total = torch.zeros(self.cfg.input_shape, dtype=torch.float64)

@@ -19,12 +19,13 @@ def range_finder(times, transposed_times, start: torch.Tensor, iterations: int =
     return sv, vt
 
 
-def top_directions(rows: Callable[[int, int], torch.Tensor], n: int, d: int, k: int, seed: int,
-                   batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def streamed_directions(rows: Callable[[int, int], torch.Tensor], n: int, d: int, k: int, seed: int,
+                        batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``k`` right singular vectors (k, d) float32 of the n x d matrix whose rows
     ``rows(start, stop)`` gives (float64, already centred or scaled as the caller wants; zero
     rows past its rank), and their singular values (at most k): ``range_finder`` with two
-    power iterations, reading the rows in batches."""
+    power iterations, reading the rows in batches. (neighbours.top_directions is its float32
+    sibling for a matrix already in memory; the neighbour search was measured with it.)"""
     width = max(1, min(k + 10, d, n))
 
     def times(m):  # Z @ m, (n, width)
