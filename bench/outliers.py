@@ -15,9 +15,15 @@ measures *joint* without the residual, and other ways to join the statistics int
 
     python bench/outliers.py                          # six sets and the sample, all scenarios
     python bench/outliers.py --sets coil20 orl_faces --rare-classes 1 --effort fast
+    python bench/outliers.py --vectors                # the same scenarios as vector collections
     python bench/outliers.py --summarise bench/results/outliers.json   # the summary again
     python bench/outliers.py --timing 100000 1000000   # time and memory of the scores, no training
     python bench/outliers.py --fidelity cifar10_test  # large-collection neighbour search, simulated
+
+``--vectors``: each set as a vector collection (`hashae index-vectors`): flat pixels (the
+planted and noise pictures flattened too), and python_docstrings (bench/vectors.py), whose
+planted rows are docstrings of the packages too small to be its classes and whose noise is
+word salad. Baselines on the rows as given and as the vector model scales them.
 
 ``--fidelity``: past ``EXACT_MAX`` items (200,000) the neighbours come from an inverted-file
 index. A shared set is too small to reach that, so the bench simulates it: the default model
@@ -37,6 +43,7 @@ import time
 
 import faiss
 import numpy as np
+import torch
 from scipy.stats import rankdata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +56,7 @@ from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.model.features import principal_directions  # noqa: E402
 from hashae.sample import make_sample  # noqa: E402
 from hashae.search.index import HammingIndex  # noqa: E402
-from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, joint_evidence,  # noqa: E402
+from hashae.search.outliers import (DEFAULT, METHODS, NEIGHBOURS, NPROBE, VECTOR_DEFAULT, joint_evidence,  # noqa: E402
                                     neighbour_table, outlier_scores, standardised, statistics_norm,
                                     without_self)
 from hashae.storage.items import STATS_WIDTH  # noqa: E402
@@ -143,6 +150,84 @@ def variant_scores(error: np.ndarray, table: tuple, phash: np.ndarray, stats: np
                                                           residual),
             "joint + statistics kNN": joint_evidence(error, knn, near, statistics_norm(stats), sknn, residual),
             "joint, Mahalanobis": joint_evidence(error, knn, near, maha, residual)}
+
+
+def vector_cases(names: list, data: dict, seed: int, rare_classes: int) -> list:
+    """The scenarios of ``--vectors``: each image set as flat pixel vectors (its planted and
+    noise pictures too, made grey for a grey set, then flattened), and python_docstrings, whose
+    planted rows are the docstrings of the smaller packages that no label covers and whose noise
+    is word salad (document lengths and words drawn from the corpus' own frequencies)."""
+    from vectors import docstring_corpus
+    rng, junk_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    cases = []
+    for name in names:
+        classes = np.random.default_rng(seed).permutation(
+            (data[name][1] if name in data else docstring_corpus()[1]).max() + 1)[:rare_classes]
+        if name == "python_docstrings":
+            counts, labels, foreign = docstring_corpus()
+            n_plant = max(5, int(round(FRACTION * len(counts))))
+            extra = foreign[rng.choice(len(foreign), n_plant, replace=False)]
+            words = counts.sum(0) / counts.sum()
+            lengths = junk_rng.choice(counts.sum(1).astype(int), n_plant)
+            salad = np.stack([junk_rng.multinomial(m, words) for m in lengths]).astype(np.float32)
+            flag = np.r_[np.zeros(len(counts), bool), np.ones(n_plant, bool)]
+            cases += [dict(set=name, scenario="planted", vectors=np.concatenate([counts, extra]), positive=flag),
+                      dict(set=name, scenario="noise", vectors=np.concatenate([counts, salad]), positive=flag)]
+            for c in classes:
+                rest, mine = np.flatnonzero(labels != c), np.flatnonzero(labels == c)
+                keep = mine[: max(2, int(round(FRACTION * len(rest))))]
+                rows = np.sort(np.r_[rest, keep])
+                cases.append(dict(set=name, scenario=f"rare {c}", vectors=counts[rows], positive=labels[rows] == c))
+            continue
+        channels = 1 if is_grey(data[name][0]) else 3
+
+        def flat(rgb):
+            return model_input(rgb, channels).reshape(len(rgb), -1).astype(np.float32) / 255
+        made = [("planted", *planted(name, data, rng)), ("noise", *noise(data[name][0], junk_rng))]
+        made += [(f"rare {c}", *rare(name, data, int(c))) for c in classes]
+        cases += [dict(set=name, scenario=sc, vectors=flat(rgb), positive=pos) for sc, rgb, pos in made]
+    return cases
+
+
+def evaluate_vectors(case: dict, cfg: HasherConfig) -> dict:
+    """Train a vector model on the case's rows and score them: hashae's scores as a vector
+    collection stores them (codes, and errors over the whole scaled row), *joint* as it was
+    with the error over the principal components alone, and the baselines on the rows as
+    given and as the model scales them."""
+    from hashae.model.inputs import as_input, for_data
+    vectors, positive = case["vectors"], case["positive"]
+    cfg = for_data(cfg.replace(kind="vector"), vectors)
+    t0 = time.monotonic()
+    model = SemanticHasher(cfg).fit(vectors, progress=False)
+    fit_s = time.monotonic() - t0
+    enc = model.encode_for_index(vectors)
+    codes, error = enc.codes, enc.error
+    table = neighbour_table(codes)
+    result = {f"hashae: {m}": auc(outlier_scores(error, codes, m, table=table), positive) for m in METHODS}
+    net = model.net
+    with torch.inference_mode():
+        x = as_input(vectors, model.config.model).batch(np.arange(len(vectors)))
+        read = net.target(x)
+        inside = (net(x).recon - read).pow(2).mean(1).double().numpy()
+        z = (x - net.mean) / net.scale
+        outside = (z.pow(2).sum(1) - (read * net.spread).pow(2).sum(1)).clamp_min(0).double().numpy()
+    knn = table[0].mean(1).astype(np.float64)
+    result["hashae: joint, components' error"] = auc(joint_evidence(inside, knn), positive)
+    result["hashae: joint, components' error + outside"] = auc(joint_evidence(inside, knn, outside), positive)
+    f = np.log1p if cfg.scaling == "log" else (lambda a: a)
+    given = vectors.astype(np.float64)
+    std = f(given)
+    sd = std.std(0)
+    std = (std - std.mean(0)) / np.where(sd < 1e-6 * (1 + np.abs(std.mean(0))), 1, sd)
+    for label, rows in (("given", given), ("scaled", std)):
+        result.update({f"{label}: {b.replace('raw pixels, ', '')}": auc(s, positive)
+                       for b, s in baseline_scores(rows, cfg.bits).items()})
+    best = max(v for k, v in result.items() if not k.startswith("hashae: "))
+    line = "  ".join(f"{m.replace('hashae: ', '')} {v:.3f}" for m, v in result.items())
+    print(f"  {case['set']:17s} {case['scenario']:10s} n={len(vectors):5d} outliers={positive.sum():3d}  {line}  "
+          f"(best baseline {best:.3f}; fit {fit_s:.0f} s)", flush=True)
+    return dict(set=case["set"], scenario=case["scenario"], n=len(vectors), outliers=int(positive.sum()), auc=result,
+                best_baseline=best, fit_s=fit_s)
 
 
 def method_names(rows: list) -> list:
@@ -272,6 +357,8 @@ def main(argv=None):
     ap.add_argument("--effort", default="default", choices=["fast", "default", "best"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "outliers.json"))
+    ap.add_argument("--vectors", action="store_true",
+                    help="the sets as vector collections (flat pixels, and python_docstrings), and stop")
     ap.add_argument("--summarise", metavar="JSON", help="print the summary of an earlier run's results and stop")
     ap.add_argument("--timing", nargs="+", type=int, metavar="N", help="time the scores on N random items and stop")
     ap.add_argument("--fidelity", nargs="+", choices=SETS, metavar="SET",
@@ -286,6 +373,12 @@ def main(argv=None):
             print("\n".join(summarise(json.load(f)["rows"])))
         return
     cfg = HasherConfig.for_effort(args.effort).replace(bits=args.bits, seed=args.seed)
+    if args.vectors:
+        t0 = time.monotonic()
+        names = [s for s in args.sets if s != SAMPLE] + ["python_docstrings"]
+        data = {s: load_rgb(s, cfg.image_size) for s in SETS}
+        rows = [evaluate_vectors(c, cfg) for c in vector_cases(names, data, args.seed, args.rare_classes)]
+        return report(rows, cfg, args.out.replace("outliers.json", "outliers-vectors.json"), t0, VECTOR_DEFAULT)
     rng = np.random.default_rng(args.seed)  # the planted draws, continued across sets
     junk_rng = np.random.default_rng([args.seed, 1])
     t0 = time.monotonic()
@@ -298,16 +391,20 @@ def main(argv=None):
         cases += [(f"rare {c}", *rare(name, data, int(c))) for c in classes]
         for scenario, rgb, positive in cases:
             rows.append(evaluate(dict(set=name, scenario=scenario, rgb=rgb, positive=positive, channels=channels), cfg))
-    print("AUC of hashae's default score against the best baseline (hashae / best):")
+    report(rows, cfg, args.out, t0)
+
+
+def report(rows: list, cfg: HasherConfig, out: str, t0: float, default: str = DEFAULT) -> None:
+    print(f"AUC of hashae's default score ({default}) against the best baseline (hashae / best):")
     for r in rows:
-        print(f"  {r['set']:17s} {r['scenario']:10s} {r['auc'][f'hashae: {DEFAULT}']:.3f} / {r['best_baseline']:.3f}")
+        print(f"  {r['set']:17s} {r['scenario']:10s} {r['auc'][f'hashae: {default}']:.3f} / {r['best_baseline']:.3f}")
     lines = summarise(rows)
     print("\n".join(lines))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump({"config": json.loads(cfg.to_json()), "rows": rows, "summary": lines,
                    "seconds": time.monotonic() - t0}, f, indent=1)
-    print(f"wrote {args.out} ({time.monotonic() - t0:.0f} s)")
+    print(f"wrote {out} ({time.monotonic() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

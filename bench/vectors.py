@@ -49,6 +49,12 @@ DOC_MIN_WORDS, DOC_MIN_PER_CLASS, VOCABULARY = 15, 40, 2000
 def python_docstrings():
     """(word counts (n, VOCABULARY) float32, labels): docstrings of the standard library's
     packages with at least DOC_MIN_PER_CLASS documents, labelled by package."""
+    return docstring_corpus()[:2]
+
+
+def docstring_corpus():
+    """python_docstrings' counts and labels, and the counts (over the same vocabulary) of the
+    docstrings of the smaller packages, which no label covers (bench/outliers.py plants them)."""
     root = sysconfig.get_paths()["stdlib"]
     docs = collections.defaultdict(list)
     for pkg in sorted(os.listdir(root)):
@@ -82,7 +88,13 @@ def python_docstrings():
         for w in words:
             if w in column:
                 counts[r, column[w]] += 1
-    return counts, np.array([classes.index(c) for c, _ in texts])
+    others = [words for k in sorted(docs) if k not in classes for words in docs[k]]
+    foreign = np.zeros((len(others), len(common)), np.float32)
+    for r, words in enumerate(others):
+        for w in words:
+            if w in column:
+                foreign[r, column[w]] += 1
+    return counts, np.array([classes.index(c) for c, _ in texts]), foreign
 
 
 def load_vectors(name: str):

@@ -528,12 +528,12 @@ class Collection:
         as Outlier(path, score, id). Scores come from each item's reconstruction error through
         its code, its distances to its nearest codes and perceptual hashes in the collection and
         how unusual its channel statistics are (hashes and statistics: images only;
-        search.outliers; ``method`` picks one of its scores, default
-        search.outliers.DEFAULT). A collection without stored errors (codes alone, or an earlier
-        hashae: re-index to add them) is scored by code distances, with a warning; one without
-        channel statistics (an earlier hashae) without them, with a warning."""
-        from .search.outliers import DEFAULT, outlier_scores
-        method = method or DEFAULT
+        search.outliers; ``method`` picks one of its scores, default search.outliers.DEFAULT,
+        VECTOR_DEFAULT for vectors). A collection without stored errors (codes alone, or an
+        earlier hashae: re-index to add them) is scored by code distances, with a warning; one
+        without channel statistics (an earlier hashae) without them, with a warning."""
+        from .search.outliers import DEFAULT, VECTOR_DEFAULT, outlier_scores
+        method = method or (DEFAULT if self.kind == "images" else VECTOR_DEFAULT)
         if n < 0:
             raise ValueError("n must be >= 0 (0: every item)")
         error = _typical_where_unknown(self.reader.errors())

@@ -134,6 +134,53 @@ def test_vector_views_change_what_the_model_reads_and_nothing_else():
         assert torch.allclose(net.target(rows + net.row_change(change)) - read, change, atol=1e-3)
 
 
+def test_a_row_unlike_the_training_rows_has_the_largest_error_and_tops_the_outliers(tmp_path):
+    # a vector model rebuilds the principal components it reads; its stored error also counts
+    # the part of a row outside them, so a row of noise appended to a collection stands out
+    import torch
+    from hashae.search.outliers import VECTOR_DEFAULT, outlier_scores
+    x, _ = clustered(n=400, dim=300, groups=8, seed=3)
+    model = SemanticHasher(HasherConfig(**VSMALL, seed=1)).fit(x, progress=False)
+    assert model.config.row_error is True and model.config.pca_dims == 128
+    net = model.net
+    # a row whose scaled values lie wholly outside the components, three spreads a value
+    v = np.random.default_rng(9).normal(size=300)
+    c = net.components.double().numpy()
+    v -= c.T @ (c @ v)
+    odd = net.mean.numpy() + net.scale.numpy() * (3 * np.sqrt(300) * v / np.linalg.norm(v))
+    rows = np.concatenate([x, odd[None].astype(np.float32)])
+    enc = model.encode_for_index(rows)
+    with torch.inference_mode():  # the error is that of the scaled row against its rebuilt one
+        t = torch.from_numpy(rows)
+        rebuilt = (net(t).recon * net.spread) @ net.components
+        direct = ((t - net.mean) / net.scale - rebuilt).pow(2).mean(1).numpy()
+    np.testing.assert_allclose(enc.error, direct, rtol=1e-4, atol=1e-5)
+    assert int(np.argmax(enc.error)) == 400 and enc.error[400] > 3 * np.median(enc.error)
+    assert int(np.argmax(outlier_scores(enc.error, enc.codes, VECTOR_DEFAULT))) == 400
+    np.save(tmp_path / "rows.npy", rows)  # and a collection of them says so, by its default score
+    Collection(str(tmp_path / "v.h5")).index_vectors(str(tmp_path / "rows.npy"), model=model, progress=False)
+    with Collection.open(str(tmp_path / "v.h5")) as c:
+        assert c.outliers(1)[0].path == "400"
+    # the setting is stored; a model saved before it reads as false and keeps its components' error
+    model.save(str(tmp_path / "m.h5"))
+    assert json.loads(SemanticHasher.load(str(tmp_path / "m.h5")).config.to_json())["row_error"] is True
+    stored = json.loads(model.config.to_json())
+    stored.pop("row_error")
+    before = SemanticHasher(HasherConfig.from_dict(stored))
+    assert before.config.row_error is False
+    from hashae.model.config import describe_settings
+    assert "error=components" in describe_settings(stored)
+    assert "error=" not in describe_settings({**stored, "row_error": True})
+    before.net = type(net)(before.config.model)
+    before.net.load_state_dict(net.state_dict())
+    with torch.inference_mode():
+        inside = (net(t).recon - net.target(t)).pow(2).mean(1).numpy()
+    np.testing.assert_allclose(before.encode_for_index(rows).error, inside, rtol=1e-5, atol=1e-6)
+    assert int(np.argmax(inside)) != 400  # what the components alone could not see
+    with pytest.raises(ValueError, match="row_error is a vector model's"):
+        HasherConfig(row_error=True).validate()
+
+
 def test_vector_models_saved_before_pca_read_their_scaled_rows():
     stored = {**json.loads(HasherConfig(**VSMALL, dim=300).to_json())}
     stored.pop("pca")

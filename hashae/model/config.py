@@ -23,7 +23,7 @@ SCALINGS = ("standard", "log")
 # fields that only vector models write (an image model leaves them out while they hold these
 # values): an image model's JSON stays what hashae 0.1 reads
 VECTOR_FIELDS = {"kind": "image", "dim": 0, "scaling": "standard", "pca": None, "vector_drop": 0.2, "vector_noise": 0.1,
-                 "temperature": None}
+                 "temperature": None, "row_error": None}
 # fields that any model leaves out of its stored JSON while they hold these values, so that a
 # file stays readable by the hashae before them
 LATER_FIELDS = {"precision": "auto", "neighbour_gate": 0.0, "neighbour_shared": 0, "feature_bits": 0,
@@ -88,6 +88,18 @@ class ModelConfig:
     # twin of the autoencoder, whose reconstruction error each indexed item stores for the
     # outlier score (network.HashNet.residual). 0: none; None: by input (residual_count)
     residual_dims: int | None = None
+    # vectors: whether the reconstruction error an index run stores is over the whole scaled row
+    # (the principal components the network rebuilds, and what lies outside them) rather than
+    # over those components alone, which cannot see a row unlike the training rows' main
+    # directions (bench/README.md, "Outliers": "Vector collections"). None: True, made a value
+    # when the model is fitted; vector models saved before it: False
+    row_error: bool | None = None
+
+    @property
+    def error_outside_components(self) -> bool:
+        """Whether a vector model's reconstruction error counts what lies outside the principal
+        components it reads (``row_error``; None: yes). Without components it is the whole row."""
+        return bool(self.pca_dims) and self.row_error is not False
 
     @property
     def residual_count(self) -> int:
@@ -170,6 +182,11 @@ class ModelConfig:
             _int("residual_dims", self.residual_dims, 0, 1024)
         if self.residual_dims and self.is_vector:
             raise ValueError("residual_dims is the pixels' linear twin of an image model; set it to 0 for vectors")
+        if self.row_error not in (None, True, False):
+            raise ValueError(f"row_error must be true, false or null, got {self.row_error!r}")
+        if self.row_error and not self.is_vector:
+            raise ValueError("row_error is a vector model's (an image's error is over all its pixels); "
+                             "set it to null")
         _int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         _int("channels", self.channels, 1, 3)
         if self.channels == 2:
@@ -459,7 +476,8 @@ class HasherConfig(TrainConfig, ModelConfig):
         existed have no side branch among their weights, so a missing stats_input is False;
         those saved before neighbour_space found neighbours by pixels, those saved before
         feature_bits learnt every bit, those saved before residual_dims have no linear twin;
-        vector models saved before pca read their scaled rows (pca 0)."""
+        vector models saved before pca read their scaled rows (pca 0), and those saved before
+        row_error store the error over their principal components alone."""
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")
         unknown = sorted(set(data) - set(MODEL_FIELDS) - set(TRAIN_FIELDS))
@@ -467,7 +485,7 @@ class HasherConfig(TrainConfig, ModelConfig):
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
         before = {"stats_input": False, "neighbour_space": "pixels", "feature_bits": 0, "residual_dims": 0}
         if data.get("kind") == "vector":
-            before["pca"] = 0
+            before.update(pca=0, row_error=False)
         return cls(**{**before, **data}).validate()
 
 
@@ -507,7 +525,7 @@ def describe_settings(settings: dict | None) -> str:
     widths = "-".join(str(w) for w in cfg.dense_widths)
     shape = f"vectors d={cfg.dim} {cfg.scaling}" if cfg.is_vector else f"{cfg.image_size}px x{cfg.channels}"
     if cfg.pca_dims:
-        shape += f" pca={cfg.pca_dims}"
+        shape += f" pca={cfg.pca_dims}" + ("" if cfg.error_outside_components else " error=components")
     if cfg.feature_count:
         shape += f" bits={cfg.learnt_bits} learnt+{cfg.feature_count} statistics"
     if cfg.residual_count:

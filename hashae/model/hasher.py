@@ -100,8 +100,9 @@ class Hasher:
         other five shared sets it never triggers (bench/README.md, "k-NN labels")."""
         self.config = for_data(self.config, images)
         # stored as numbers
+        row_error = (self.config.row_error is not False) if self.config.is_vector else None
         self.config = self.config.replace(feature_bits=self.config.feature_count,
-                                          residual_dims=twin_dims(self.config, len(images)))
+                                          residual_dims=twin_dims(self.config, len(images)), row_error=row_error)
         self._batch_cap = max(1, BATCH_ACTIVATIONS // check_budget(self.config.model).activations)
         data = as_input(images, self.config.model)
         if len(data) < 2:
@@ -219,7 +220,7 @@ class Hasher:
 
     def encode_with_error(self, images, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Packed codes and each image's reconstruction error through its code (mean squared
-        error in [0, 1] pixels), from one pass."""
+        error in [0, 1] pixels; for vectors, per value of the scaled row), from one pass."""
         out = self.encode_for_index(images, batch_size, stats=False)
         return out.codes, out.error
 
@@ -240,7 +241,7 @@ class Hasher:
                 x = data.batch(i)
                 out = net(x)
                 bits[i] = (net.code_logits(x, out.logits) > 0).numpy()
-                error[i] = (out.recon - net.target(x)).pow(2).flatten(1).mean(1).numpy()
+                error[i] = net.reconstruction_error(x, out.recon).numpy()
                 if stats is not None:
                     stats[i] = stored_stats(x)
                 if residual is not None:

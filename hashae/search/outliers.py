@@ -21,6 +21,11 @@ NPROBE = 64
 BLOCK = 4096  # queries per FAISS call: bounds the (block, k) result arrays
 METHODS = ("error", "knn", "relative", "combined", "union", "joint")
 DEFAULT = "joint"  # chosen by bench/outliers.py: six shared sets and the sample (bench/README.md, "Outliers")
+# a vector collection's default: the larger of the error's and the code distance's ranks. It has
+# no hashes or statistics, and with only two signals Fisher's sum let a modest rank on both
+# outweigh a top rank on one (bench/outliers.py --vectors; bench/README.md, "Outliers": "Vector
+# collections")
+VECTOR_DEFAULT = "union"
 
 
 def neighbour_table(codes: np.ndarray, k: int = NEIGHBOURS, exact_max: int = EXACT_MAX, nprobe: int = NPROBE,
