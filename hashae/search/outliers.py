@@ -118,8 +118,9 @@ def outlier_scores(error: np.ndarray | None, codes: np.ndarray, method: str = DE
     that is harder to rebuild than its look-alikes, not merely a detailed image); ``combined``:
     the mean of the percentile ranks of ``error`` and ``knn``; ``union``: the larger of the
     percentile ranks of ``error`` and of ``near``, the mean distance to the k nearest
-    perceptual hashes (``phash``, (n, 8) uint8; without them ``near`` is ``knn``); ``joint``
-    (the default): ``joint_evidence`` of ``error``, ``knn``, ``near`` (where there are hashes),
+    perceptual hashes (``phash``, (n, 8) uint8; without them ``near`` is ``knn``: a vector
+    collection's default, VECTOR_DEFAULT); ``joint`` (the default for images):
+    ``joint_evidence`` of ``error``, ``knn``, ``near`` (where there are hashes),
     ``statistics_norm`` of ``stats`` (each item's channel statistics, (n, d), where given) and
     ``residual`` (each item's distance from the model's linear twin, the pixels' principal
     subspace, (n,), where given). The error misses plain alien images, code distances those the
