@@ -161,8 +161,6 @@ def vector_cases(names: list, data: dict, seed: int, rare_classes: int) -> list:
     rng, junk_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     cases = []
     for name in names:
-        classes = np.random.default_rng(seed).permutation(
-            (data[name][1] if name in data else docstring_corpus()[1]).max() + 1)[:rare_classes]
         if name == "python_docstrings":
             counts, labels, foreign = docstring_corpus()
             n_plant = max(5, int(round(FRACTION * len(counts))))
@@ -173,12 +171,12 @@ def vector_cases(names: list, data: dict, seed: int, rare_classes: int) -> list:
             flag = np.r_[np.zeros(len(counts), bool), np.ones(n_plant, bool)]
             cases += [dict(set=name, scenario="planted", vectors=np.concatenate([counts, extra]), positive=flag),
                       dict(set=name, scenario="noise", vectors=np.concatenate([counts, salad]), positive=flag)]
+            classes = np.random.default_rng(seed).permutation(labels.max() + 1)[:rare_classes]
             for c in classes:
-                rest, mine = np.flatnonzero(labels != c), np.flatnonzero(labels == c)
-                keep = mine[: max(2, int(round(FRACTION * len(rest))))]
-                rows = np.sort(np.r_[rest, keep])
-                cases.append(dict(set=name, scenario=f"rare {c}", vectors=counts[rows], positive=labels[rows] == c))
+                rows, positive = rare(name, {name: (counts, labels)}, int(c))
+                cases.append(dict(set=name, scenario=f"rare {c}", vectors=rows, positive=positive))
             continue
+        classes = np.random.default_rng(seed).permutation(data[name][1].max() + 1)[:rare_classes]
         channels = 1 if is_grey(data[name][0]) else 3
 
         def flat(rgb):
@@ -214,12 +212,9 @@ def evaluate_vectors(case: dict, cfg: HasherConfig) -> dict:
     knn = table[0].mean(1).astype(np.float64)
     result["hashae: joint, components' error"] = auc(joint_evidence(inside, knn), positive)
     result["hashae: joint, components' error + outside"] = auc(joint_evidence(inside, knn, outside), positive)
-    f = np.log1p if cfg.scaling == "log" else (lambda a: a)
+    from vectors import scaled
     given = vectors.astype(np.float64)
-    std = f(given)
-    sd = std.std(0)
-    std = (std - std.mean(0)) / np.where(sd < 1e-6 * (1 + np.abs(std.mean(0))), 1, sd)
-    for label, rows in (("given", given), ("scaled", std)):
+    for label, rows in (("given", given), ("scaled", scaled(cfg, given, given))):
         result.update({f"{label}: {b.replace('raw pixels, ', '')}": auc(s, positive)
                        for b, s in baseline_scores(rows, cfg.bits).items()})
     best = max(v for k, v in result.items() if not k.startswith("hashae: "))

@@ -83,18 +83,16 @@ def docstring_corpus():
     common = [w for w, n in sorted(df.items(), key=lambda wn: (-wn[1], wn[0]))
               if 3 <= n <= len(texts) // 2][:VOCABULARY]
     column = {w: i for i, w in enumerate(common)}
-    counts = np.zeros((len(texts), len(common)), np.float32)
-    for r, (_, words) in enumerate(texts):
-        for w in words:
-            if w in column:
-                counts[r, column[w]] += 1
+
+    def counted(documents):
+        out = np.zeros((len(documents), len(common)), np.float32)
+        for r, words in enumerate(documents):
+            for w in words:
+                if w in column:
+                    out[r, column[w]] += 1
+        return out
     others = [words for k in sorted(docs) if k not in classes for words in docs[k]]
-    foreign = np.zeros((len(others), len(common)), np.float32)
-    for r, words in enumerate(others):
-        for w in words:
-            if w in column:
-                foreign[r, column[w]] += 1
-    return counts, np.array([classes.index(c) for c, _ in texts]), foreign
+    return counted([words for _, words in texts]), np.array([classes.index(c) for c, _ in texts]), counted(others)
 
 
 def load_vectors(name: str):
