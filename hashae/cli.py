@@ -366,8 +366,17 @@ class GroupOutput(NamedTuple):
     sheets: str | None = None
 
 
+def _images_only(coll, flag: str) -> None:
+    """Refuse, before any output, a flag that draws or names the items' image files on a
+    collection of vectors, saying what to do."""
+    if coll.kind != "images":
+        raise click.UsageError(f"{flag} draws or names the items' image files; {shown(coll.path)} holds vectors, "
+                               f"whose items are rows: leave {flag} out")
+
+
 def _emit_groups(coll, groups: list, out: GroupOutput) -> None:
     if out.sheets or out.absolute:
+        _images_only(coll, "--sheets" if out.sheets else "--absolute")
         coll.images_root()  # refuse an untrusted folder before anything is printed or written
     listed = [[coll.item_path(p) for p in g] for g in groups] if out.absolute else groups
     if out.as_json:
@@ -498,6 +507,7 @@ def outliers(store, n, as_json, sheet, folder):
     from .collection import Collection
     with Collection.open(_resolve_store(store), folder) as coll:
         if sheet:
+            _images_only(coll, "--sheet")
             coll.images_root()  # refuse an untrusted folder before anything is printed or written
         found = coll.outliers(n)
         if as_json:

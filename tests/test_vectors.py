@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -381,6 +382,14 @@ def test_cli_index_query_and_the_other_commands(data, tmp_path):
     assert len(outliers) == 3 and all(set(o) == {"path", "score"} for o in outliers)
     out = runner.invoke(main, ["map", "--store", store, "--out", str(tmp_path / "m.png")])
     assert out.exit_code == 1 and "collection of vectors" in out.output
+    # flags that draw or name image files say so, before anything is listed
+    for args, flag in ((["outliers", "--sheet", str(tmp_path / "o.png")], "--sheet"),
+                       (["cluster", "--sheets", str(tmp_path / "sheets")], "--sheets"),
+                       (["duplicates", "--absolute"], "--absolute")):
+        out = runner.invoke(main, [*args, "--store", store])
+        assert out.exit_code == 2 and f"leave {flag} out" in out.output, out.output
+        assert not re.search(r"^\s*\d+\.\d{4}\s|^#0 ", out.output, re.M)  # no score or group was listed
+        assert not os.path.exists(tmp_path / "o.png") and not os.path.exists(tmp_path / "sheets")
 
 
 def test_a_killed_run_resumes_to_the_store_of_an_uninterrupted_one(data, vector_model, tmp_path):
