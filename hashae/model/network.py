@@ -163,12 +163,13 @@ class HashNet(nn.Module):
         pixel for images; for vectors per value of the scaled row, the principal components the
         network rebuilds and (``error_outside_components``) the part of the row outside them,
         which no code can rebuild and which sets a row unlike the training rows apart."""
-        inside = (recon - self.target(x)).pow(2).flatten(1)
         if not self.cfg.error_outside_components:
-            return inside.mean(1)
+            return (recon - self.target(x)).pow(2).flatten(1).mean(1)
         z = (x - self.mean) / self.scale  # components are orthonormal: |z|^2 = |z C^T|^2 + outside
-        outside = (z.pow(2).sum(1) - (z @ self.components.T).pow(2).sum(1)).clamp_min(0)
-        return (inside.sum(1) * self.spread.pow(2) + outside) / z.shape[1]
+        read = z @ self.components.T  # target(x), less its division by spread, computed once
+        inside = (recon - read / self.spread).pow(2).sum(1) * self.spread.pow(2)
+        outside = (z.pow(2).sum(1) - read.pow(2).sum(1)).clamp_min(0)
+        return (inside + outside) / z.shape[1]
 
     def row_change(self, change: torch.Tensor) -> torch.Tensor:
         """The change to a vector row that moves its ``target`` by ``change``: target's linear
