@@ -239,9 +239,9 @@ class Hasher:
             for s in range(0, len(data), batch_size):
                 i = np.arange(s, min(s + batch_size, len(data)))
                 x = data.batch(i)
-                out = net(x)
+                out, err = net.measured(x)
                 bits[i] = (net.code_logits(x, out.logits) > 0).numpy()
-                error[i] = net.reconstruction_error(x, out.recon).numpy()
+                error[i] = err.numpy()
                 if stats is not None:
                     stats[i] = stored_stats(x)
                 if residual is not None:

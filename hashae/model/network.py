@@ -155,18 +155,25 @@ class HashNet(nn.Module):
         ``pca`` their principal components."""
         if not self.cfg.is_vector:
             return x
-        z = (x - self.mean) / self.scale
-        return z @ self.components.T / self.spread if self.cfg.pca_dims else z
+        z, read = self._read(x)
+        return z if read is None else read / self.spread
 
-    def reconstruction_error(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A vector's standardised row and (with ``pca``) its principal components before their
+        shared spread is divided out; None without components."""
+        z = (x - self.mean) / self.scale
+        return z, (z @ self.components.T if self.cfg.pca_dims else None)
+
+    def reconstruction_error(self, x: torch.Tensor, recon: torch.Tensor, read=None) -> torch.Tensor:
         """Each row's mean squared error of ``recon`` (the decoder's output) against ``x``: per
         pixel for images; for vectors per value of the scaled row, the principal components the
         network rebuilds and (``error_outside_components``) the part of the row outside them,
-        which no code can rebuild and which sets a row unlike the training rows apart."""
+        which no code can rebuild and which sets a row unlike the training rows apart. ``read``:
+        ``_read(x)`` where the caller has it (``measured``)."""
         if not self.cfg.error_outside_components:
             return (recon - self.target(x)).pow(2).flatten(1).mean(1)
-        z = (x - self.mean) / self.scale  # components are orthonormal: |z|^2 = |z C^T|^2 + outside
-        read = z @ self.components.T  # target(x), less its division by spread, computed once
+        # components are orthonormal: |z|^2 = |z C^T|^2 + the part outside them
+        z, read = self._read(x) if read is None else read
         inside = (recon - read / self.spread).pow(2).sum(1) * self.spread.pow(2)
         outside = (z.pow(2).sum(1) - read.pow(2).sum(1)).clamp_min(0)
         return (inside + outside) / z.shape[1]
@@ -181,7 +188,11 @@ class HashNet(nn.Module):
 
     def logits(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         """Run the encoder on images in [0, 1] or vectors (through stage ``upto - 1`` if given)."""
-        h = self.target(x) if self.cfg.is_vector else x - self.mean
+        return self.encoded(self.target(x) if self.cfg.is_vector else x - self.mean, upto)
+
+    def encoded(self, h: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """The encoder's stages (through ``upto - 1`` if given) on an input already centred
+        (images) or read as ``target`` gives it (vectors)."""
         for stage in self.stages[:upto]:
             h = stage.enc(h)
         return h
@@ -228,6 +239,18 @@ class HashNet(nn.Module):
         z = self.logits(x)
         code = binarize(z) if binarize is not None else (z > 0).to(z.dtype)
         return Output(z, code, self.decode(code))
+
+    def measured(self, x: torch.Tensor) -> tuple[Output, torch.Tensor]:
+        """``forward(x)`` and ``reconstruction_error`` of it, reading a vector row through the
+        components once (the projection costs more than the network: what an index run needs)."""
+        if not self.cfg.error_outside_components:
+            out = self(x)
+            return out, self.reconstruction_error(x, out.recon)
+        read = self._read(x)
+        z = self.encoded(read[1] / self.spread)
+        code = (z > 0).to(z.dtype)
+        out = Output(z, code, self.decode(code))
+        return out, self.reconstruction_error(x, out.recon, read)
 
 
 def stage_macs(cfg: ModelConfig) -> list:
