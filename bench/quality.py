@@ -176,9 +176,10 @@ def long_reranked(index: HammingIndex, queries: Queries, plain: np.ndarray, qlon
 def resolved(cfg: HasherConfig) -> str:
     """``cfg`` with the choices it makes by channel count written out: two configs that train
     alike give the same string."""
-    unused = {"neighbour_space": HasherConfig.neighbour_space} if cfg.neighbour_weight == 0 else {}
+    neighbours = dict(neighbour_k=cfg.neighbour_count) if cfg.neighbour_weight else \
+        dict(neighbour_space=HasherConfig.neighbour_space, neighbour_k=None)  # unused
     return cfg.replace(stats=cfg.stats_weight, neighbours=cfg.neighbour_weight, temperature=cfg.contrast_temperature,
-                       stats_input=cfg.uses_stats_input, **unused).to_json()
+                       stats_input=cfg.uses_stats_input, **neighbours).to_json()
 
 
 def run_set(name: str, bits_list, base: HasherConfig, variants: dict, seed: int, rerank=(),

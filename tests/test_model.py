@@ -251,6 +251,25 @@ def test_neighbour_weight_defaults_by_channels():
         HasherConfig(neighbour_k=0).validate()
 
 
+def test_neighbour_count_defaults_by_input_and_saved_models_keep_theirs(monkeypatch):
+    assert HasherConfig(channels=1).neighbour_count == 3
+    assert HasherConfig(kind="vector").neighbour_count == 5
+    assert HasherConfig(channels=1, neighbour_k=8).neighbour_count == 8
+    saved = json.loads(HasherConfig(channels=1).to_json())
+    saved["neighbour_k"] = 5  # a model written before the default was 3
+    assert HasherConfig.from_dict(saved).neighbour_count == 5
+    # the fit asks the neighbour search for that many
+    import hashae.model.hasher as hasher_mod
+    asked = []
+    search = hasher_mod.nearest_neighbours
+    monkeypatch.setattr(hasher_mod, "nearest_neighbours", lambda batch, idx, k, *a: asked.append(k) or
+                        search(batch, idx, k, *a))
+    images, _ = cluster_images(per_cluster=10)
+    SemanticHasher(HasherConfig(bits=16, epochs=1, pretrain_epochs=0, min_steps=1, image_size=16, channels=1,
+                                hidden=(32,))).fit(images, progress=False)
+    assert asked == [3]
+
+
 def test_contrast_temperature_defaults_by_input_and_image_files_keep_their_fields():
     assert HasherConfig().contrast_temperature == 0.3
     assert HasherConfig(kind="vector").contrast_temperature == 0.7

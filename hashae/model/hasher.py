@@ -179,7 +179,7 @@ class Hasher:
             gate = None
             if cfg.neighbour_gate > 0 or cfg.neighbour_shared:  # a vector's gate ratio is 0 (validate)
                 gate = Gate(cfg.neighbour_gate, lambda x: random_views(x, cfg.crop_min), cfg.neighbour_shared)
-            found = nearest_neighbours(batch, train_sorted, cfg.neighbour_k, cfg.seed, parts, gate)
+            found = nearest_neighbours(batch, train_sorted, cfg.neighbour_count, cfg.seed, parts, gate)
             if found.table.shape[1]:
                 neighbours = found
         phase = Phase(name="fine-tune", params=net.parameters(), batch_loss=FineTune(net, data, cfg, neighbours),
