@@ -164,7 +164,7 @@ class HashNet(nn.Module):
         z = (x - self.mean) / self.scale
         return z, (z @ self.components.T if self.cfg.pca_dims else None)
 
-    def reconstruction_error(self, x: torch.Tensor, recon: torch.Tensor, read=None) -> torch.Tensor:
+    def reconstruction_error(self, x: torch.Tensor, recon: torch.Tensor, read: tuple | None = None) -> torch.Tensor:
         """Each row's mean squared error of ``recon`` (the decoder's output) against ``x``: per
         pixel for images; for vectors per value of the scaled row, the principal components the
         network rebuilds and (``error_outside_components``) the part of the row outside them,
