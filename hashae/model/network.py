@@ -236,21 +236,20 @@ class HashNet(nn.Module):
     def forward(self, x: torch.Tensor, binarize: Callable | None = None) -> Output:
         """Encode and decode ``x``; the decoder sees ``binarize(z)`` (a training binarizer) or,
         by default, the hard bits z > 0 that encoding stores."""
-        z = self.logits(x)
-        code = binarize(z) if binarize is not None else (z > 0).to(z.dtype)
-        return Output(z, code, self.decode(code))
+        return self._output(self.logits(x), binarize)
 
     def measured(self, x: torch.Tensor) -> tuple[Output, torch.Tensor]:
         """``forward(x)`` and ``reconstruction_error`` of it, reading a vector row through the
         components once (the projection costs more than the network: what an index run needs)."""
-        if not self.cfg.error_outside_components:
-            out = self(x)
-            return out, self.reconstruction_error(x, out.recon)
-        read = self._read(x)
-        z = self.encoded(read[1] / self.spread)
-        code = (z > 0).to(z.dtype)
-        out = Output(z, code, self.decode(code))
+        read = self._read(x) if self.cfg.error_outside_components else None
+        out = self._output(self.logits(x) if read is None else self.encoded(read[1] / self.spread))
         return out, self.reconstruction_error(x, out.recon, read)
+
+    def _output(self, z: torch.Tensor, binarize: Callable | None = None) -> Output:
+        """The code the decoder sees for logits ``z`` (``binarize(z)``, or the hard bits z > 0)
+        and its reconstruction."""
+        code = binarize(z) if binarize is not None else (z > 0).to(z.dtype)
+        return Output(z, code, self.decode(code))
 
 
 def stage_macs(cfg: ModelConfig) -> list:
