@@ -12,6 +12,7 @@ and over plain Hamming neighbours ("hashae").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.codes import pack  # noqa: E402
 from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.search import HammingIndex  # noqa: E402
-from hashae.search.rank import Queries, Ranker, Scoring  # noqa: E402
+from hashae.search.rank import Queries, Ranker, Scoring, stats_weight_for  # noqa: E402
 from hashae.search.vote import PERCEPTUAL_WEIGHT, POWER, TIE_WIDTH, knn_vote, ranked_rows  # noqa: E402
 
 SETS = ["coil20", "orl_faces", "binaryalphadigits", "eurosat_val", "cifar10_test", "tinyimagenet_val"]
@@ -48,11 +49,12 @@ def ranked_neighbours(model, q_images, db_images, db_codes, k, weights):
     query's first k * TIE_WIDTH + 1 hits of the two-stage ranking with the perceptual distance
     at that weight (0: search's order). The same for every vote power."""
     logits = model.logits(q_images)
-    queries = Queries(pack(logits > 0), logits, perceptual_hashes(q_images))
-    ranker = Ranker(HammingIndex.from_codes(db_codes), perceptual_hashes(db_images),
-                    Scoring(noise_std=model.config.noise_std))
+    queries = Queries(pack(logits > 0), logits, perceptual_hashes(q_images), model.statistics(q_images))
+    scoring = Scoring(noise_std=model.config.noise_std, stats_weight=stats_weight_for(q_images.shape[-1]))
+    ranker = Ranker(HammingIndex.from_codes(db_codes), perceptual_hashes(db_images), scoring,
+                    model.statistics(db_images))
     width = min(len(db_codes), k * TIE_WIDTH + 1)
-    return {w: ranked_rows(ranker.with_scoring(Scoring(model.config.noise_std, perceptual_weight=w))
+    return {w: ranked_rows(ranker.with_scoring(dataclasses.replace(scoring, perceptual_weight=w))
                            .knn(queries, width), width) for w in weights}
 
 

@@ -10,8 +10,9 @@ each way below and the copies (never indexed) are the queries:
     mirror, a text watermark, greyscale, and the first five combined
 
 Rankings: hashae's default (search.rank: the Hamming shortlist re-ranked by the expected
-distance and the copy bonus), its parts (expected distance alone; Hamming order with the copy
-bonus), plain Hamming order (`--hamming-only`, ties in file order) and a pHash ranking (the
+distance, the copy bonus and, for colour pictures, the channel statistics), the default without
+the statistics and with their term at other weights, its parts (expected distance alone; Hamming
+order with the copy bonus), plain Hamming order (`--hamming-only`, ties in file order) and a pHash ranking (the
 query's 64-bit pHash against every stored one, ties in file order). Then the copy bonus's bar
 (at most WITHIN bits, MARGIN below the PERCENTILE-th percentile of the query's distances to its
 shortlist; percentile 100 and margin -999 is a fixed bar at WITHIN) swept on every set, with
@@ -24,6 +25,7 @@ measured by bench/quality.py --rerank.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -38,10 +40,11 @@ import edits  # noqa: E402
 
 from hashae import Collection  # noqa: E402
 from hashae.codes import hamming  # noqa: E402
-from hashae.search.rank import Ranker, Scoring  # noqa: E402
+from hashae.search.rank import Scoring  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 SETS = ("hymenoptera", "eurosat_val", "tinyimagenet_val", "cifar10_test")
+STATS_WEIGHTS = (4.0, 16.0)  # the statistics term's weight (search.rank) beside the default's, colour only
 WITHIN = (40, 44, 48, 52)  # copy_within values swept
 BARS = ((10, 8), (5, 10), (25, 16), (100, -999))  # (copy_percentile, copy_margin); the last: a fixed bar
 
@@ -123,16 +126,19 @@ def run_set(name: str, args) -> dict:
             t0 = time.monotonic()
             q = c.queries(queries)
             encode_s = time.monotonic() - t0
-            noise = c.model.config.noise_std
+            noise, default = c.model.config.noise_std, c.ranker.scoring
 
             def ranked(scoring=None, hamming_only=False):
-                ranker = c.ranker if scoring is None else Ranker(c.hamming_index, c.perceptual, scoring)
+                ranker = c.ranker if scoring is None else c.ranker.with_scoring(scoring)
                 t = time.monotonic()
                 out = ranker.knn(q, 5, hamming_only)
                 return [[paths[i] for i in r.ids] for r in out], time.monotonic() - t
 
             methods = {
                 "hashae (default)": ranked(),
+                "default without the statistics": ranked(dataclasses.replace(default, stats_weight=0.0)),
+                **{f"statistics at {w:g} bits": ranked(dataclasses.replace(default, stats_weight=w))
+                   for w in STATS_WEIGHTS if default.stats_weight and w != default.stats_weight},
                 "expected distance alone": ranked(Scoring(noise, copy_weight=0.0)),
                 "Hamming + copy bonus": ranked(Scoring(1e-9)),
                 "Hamming order (--hamming-only)": ranked(hamming_only=True),
@@ -148,7 +154,7 @@ def run_set(name: str, args) -> dict:
             sweep = {}
             for within in WITHIN:
                 for percentile, margin in BARS:
-                    hits, _ = ranked(Scoring(noise, within, 1.0, percentile, margin))
+                    hits, _ = ranked(Scoring(noise, within, 1.0, percentile, margin, stats_weight=default.stats_weight))
                     sweep[f"{within}/{percentile}/{margin}"] = summary(positions(hits, truth), kinds)
         return {"set": name, "items": len(paths), "queries": len(queries), "encode_s": encode_s,
                 "methods": rows, "sweep": sweep}

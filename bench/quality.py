@@ -9,7 +9,7 @@ use the same pixels (resized to the model's input, scaled to [0, 1]): raw pixels
 (Euclidean), LSH, PCAH and ITQ, and the simple features a tool could compute with no training
 (a colour histogram, channel statistics of the whole image and of a grid), each also hashed to
 the same bits by ITQ. hashae's default two-stage ranking (search.rank) is scored beside the
-plain Hamming order, with the copy-bonus settings of --rerank.
+plain Hamming order, with the settings of --rerank.
 
 A default is judged by its worst ratio to ITQ across the sets: the summary prints each hashae
 setting's ratio on every set, its worst, and a leave-one-set-out check (for each set, the
@@ -42,7 +42,7 @@ from hashae.codes import hamming_matrix, pack  # noqa: E402
 from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
 from hashae.metrics import euclidean_distances, hamming_retrieval, retrieval_scores  # noqa: E402
 from hashae.search import HammingIndex  # noqa: E402
-from hashae.search.rank import SHORTLIST, Queries, Ranker, Scoring  # noqa: E402
+from hashae.search.rank import SHORTLIST, Queries, Ranker, Scoring, stats_weight_for  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 QUERIES_PER_CLASS = {"coil20": 10, "orl_faces": 2, "tinyimagenet_val": 10, "binaryalphadigits": 5}
@@ -135,14 +135,17 @@ def split(labels: np.ndarray, per_class: int, seed: int = 0):
     return q, db
 
 
-def scoring_of(spec: str, noise_std: float) -> Scoring:
+def scoring_of(spec: str, noise_std: float, stats_weight: float) -> Scoring:
     """A copy-bonus setting "WITHIN/WEIGHT/PERCENTILE/MARGIN" (search.rank.Scoring; "default":
     the library's; a weight of 0: the expected distance alone; percentile 100 with a margin
-    of -999: a fixed bar at WITHIN)."""
+    of -999: a fixed bar at WITHIN), with the statistics term a collection of these pictures
+    would weigh (``stats_weight``); "stats=W" is the default with the statistics term at W."""
     if spec == "default":
-        return Scoring(noise_std)
+        return Scoring(noise_std, stats_weight=stats_weight)
+    if spec.startswith("stats="):
+        return Scoring(noise_std, stats_weight=float(spec[len("stats="):]))
     within, weight, percentile, margin = (float(v) for v in spec.split("/"))
-    return Scoring(noise_std, int(within), weight, percentile, margin)
+    return Scoring(noise_std, int(within), weight, percentile, margin, stats_weight=stats_weight)
 
 
 def shortlist_first(plain: np.ndarray, orders: list) -> np.ndarray:
@@ -238,15 +241,18 @@ def run_set(name: str, bits_list, base: HasherConfig, variants: dict, seed: int,
             # what every re-ranking shares, computed once: the queries' code-layer inputs and
             # hashes, the database's codes, hashes and index, and the plain Hamming distances
             logits = model.logits(images[q])
-            queries = Queries(pack(logits > 0), logits, perceptual_hashes(images[q]))
+            queries = Queries(pack(logits > 0), logits, perceptual_hashes(images[q]), model.statistics(images[q]))
             dbcodes = model.encode(images[db])
             index, db_hashes = HammingIndex.from_codes(dbcodes), perceptual_hashes(images[db])
+            db_stats = model.statistics(images[db])
             plain = hamming_matrix(queries.codes, dbcodes)
+            stats_weight = stats_weight_for(images.shape[-1])
             for spec in rerank:
-                scoring = scoring_of(spec, model.config.noise_std)
-                label = "hashae, re-ranked" + (" (default)" if scoring == Scoring(model.config.noise_std) else
-                                               f" (copy bonus {spec})")
-                add(label, bits, reranked(Ranker(index, db_hashes, scoring), queries, plain, ql, dl))
+                scoring = scoring_of(spec, model.config.noise_std, stats_weight)
+                default = Scoring(model.config.noise_std, stats_weight=stats_weight)
+                label = "hashae, re-ranked" + (" (default)" if scoring == default else
+                                               f" ({spec})" if spec.startswith("stats=") else f" (copy bonus {spec})")
+                add(label, bits, reranked(Ranker(index, db_hashes, scoring, db_stats), queries, plain, ql, dl))
             if long_bits:
                 t0 = time.monotonic()
                 long_model = SemanticHasher(cfg_base.replace(bits=long_bits)).fit(images[db])
@@ -274,8 +280,9 @@ def main(argv=None):
                                                   "cifar10_test", "tinyimagenet_val"],
                     help="shared sets by name, or labelled folders by path (each image's class: its folder)")
     ap.add_argument("--rerank", nargs="*", default=["default"], metavar="W/w/P/M",
-                    help="copy-bonus settings of the two-stage ranking to score: WITHIN/WEIGHT/PERCENTILE/MARGIN "
-                         "(search.rank.Scoring) or default; 48/0/10/8 is the expected distance alone")
+                    help="settings of the two-stage ranking to score: default, copy bonus WITHIN/WEIGHT/PERCENTILE/MARGIN "
+                         "(search.rank.Scoring; 48/0/10/8 is the expected distance alone), or stats=W, the "
+                         "default with the channel statistics' term at W bits (0: none)")
     ap.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation", action="append", default=[], metavar="TEXT",

@@ -270,12 +270,19 @@ class Collection:
 
     @property
     def ranker(self):
-        """The two-stage ranker over the stored codes and perceptual hashes (search.rank),
-        built on first use."""
+        """The two-stage ranker over the stored codes, perceptual hashes and channel statistics
+        (search.rank), built on first use."""
         if self._ranker is None:
-            from .search.rank import Ranker, Scoring
-            scoring = Scoring(noise_std=self.model.config.noise_std) if self.reader.has_model() else Scoring()
-            self._ranker = Ranker(self.hamming_index, self.perceptual if self.kind == "images" else None, scoring)
+            from .search.rank import Ranker, Scoring, stats_weight_for
+            scoring, pictures = Scoring(), self.kind == "images"
+            if self.reader.has_model():
+                cfg = self.model.config
+                scoring = Scoring(noise_std=cfg.noise_std,
+                                  stats_weight=stats_weight_for(cfg.channels) if pictures else 0.0)
+            stats = self.reader.stats() if pictures and scoring.stats_weight else None
+            if stats is not None and not np.isfinite(stats).all(1).any():  # none known: an earlier hashae's items
+                stats = None
+            self._ranker = Ranker(self.hamming_index, self.perceptual if pictures else None, scoring, stats)
         return self._ranker
 
     def queries(self, images):
@@ -310,7 +317,8 @@ class Collection:
     def _encoded(self, inputs: np.ndarray, hashes):
         from .search.rank import Queries
         logits = self.model.logits(inputs)
-        return Queries(pack(logits > 0), logits, hashes)
+        stats = None if self.model.config.is_vector else self.model.statistics(inputs)
+        return Queries(pack(logits > 0), logits, hashes, stats)
 
     def _decode_queries(self, files) -> list:
         """Image files decoded as indexing decodes them (ingest.decode.Decoded)."""
@@ -370,7 +378,8 @@ class Collection:
         from .search.rank import Queries
         every = None if hamming_only else self.ranker.hashes  # read once, with the ranker
         hashes = None if every is None else Perceptual(*(getattr(every, f)[[item_id]] for f in HASH_FIELDS))
-        queries = Queries(self.codes_of([item_id]), None, hashes)
+        stats = None if hamming_only or self.ranker.stats is None else self.ranker.stats[[item_id]]
+        queries = Queries(self.codes_of([item_id]), None, hashes, stats)
         [ranked] = self.ranker.knn(queries, k + exclude_self, hamming_only)
         return [h for h in self._ranked_hits(ranked) if not (exclude_self and h.id == item_id)][:k]
 

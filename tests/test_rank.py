@@ -15,7 +15,7 @@ from hashae.cli import main
 from hashae.codes import hamming, pack, unpack
 from hashae.ingest.perceptual import Perceptual, perceptual_hashes
 from hashae.search import HammingIndex
-from hashae.search.rank import SHORTLIST, Queries, Ranker, Scoring, expected_distance
+from hashae.search.rank import SHORTLIST, STATS_WEIGHT, Queries, Ranker, Scoring, expected_distance, stats_weight_for
 
 BITS = 32
 
@@ -151,6 +151,47 @@ def test_radius_search_ranks_within_the_radius_only():
     for q, (r, plain) in enumerate(zip(ranker.within(queries, 12), ranker.within(queries, 12, hamming_only=True))):
         assert set(r.ids) == set(plain.ids) and np.all(r.distance <= 12) and r.ids[0] == q
         assert np.all(np.diff(r.score) >= 0) and np.all(np.diff(plain.distance) >= 0)
+
+
+def test_the_statistics_term_orders_codes_by_their_pictures_statistics():
+    # three items share the query's code; the one whose channel statistics are the query's
+    # comes first, an item without statistics scores the shortlist's median, and weight 0
+    # (grey pictures) leaves the order to the code
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (400, BITS // 8), dtype=np.uint8)
+    codes[[10, 11, 12]] = codes[0] ^ np.array([1, 0, 0, 0], np.uint8)
+    stats = rng.normal(size=(400, 13)).astype(np.float32)
+    stats[10] = np.nan  # indexed before statistics were stored
+    query = Queries(codes[[10]], _logits_of(codes[[10]], rng) * 1000, None, stats[[12]] + 1e-4)
+    index = HammingIndex.from_codes(codes)
+    [by_code] = Ranker(index, None, Scoring(), stats).knn(query, 5)
+    [by_stats] = Ranker(index, None, Scoring(stats_weight=STATS_WEIGHT), stats).knn(query, 5)
+    assert list(by_code.ids[:3]) == [10, 11, 12]  # tied codes, in id order
+    assert by_stats.ids[0] == 12 and by_stats.score[0] < 0.01
+    np.testing.assert_allclose(by_stats.score[list(by_stats.ids).index(10)], STATS_WEIGHT, atol=1e-3)
+    # the twin with other statistics pays for them, and the hits stay in score order
+    assert by_stats.score[list(by_stats.ids).index(11)] > 0.5 and np.all(np.diff(by_stats.score) >= 0)
+    assert stats_weight_for(3) == STATS_WEIGHT and stats_weight_for(1) == 0
+    # a copy by its perceptual hashes (item 11's are the query's) pays none of it: an edit
+    # moves a copy's statistics
+    hashes = _hashes(400, rng)
+    copy = Queries(query.codes, query.logits, Perceptual(*(getattr(hashes, f)[[11]] for f in ("phash", "phash_mirror",
+                                                                                                "dhash"))), query.stats)
+    [without] = Ranker(index, hashes, Scoring(), stats).knn(copy, 5)
+    [weighed] = Ranker(index, hashes, Scoring(stats_weight=STATS_WEIGHT), stats).knn(copy, 5)
+    assert without.ids[0] == weighed.ids[0] == 11 and weighed.score[0] == pytest.approx(without.score[0])
+
+
+def test_a_query_reads_the_statistics_its_collection_stored(pictures):
+    # a stored picture queried again brings statistics equal to its stored ones, so the term is
+    # 0 for itself; the colour collection's ranker weighs them
+    folder, store = pictures
+    with Collection.open(store) as c:
+        files = [str(folder / p) for p in c.paths()[:6]]
+        queries = c.queries(files)
+        assert c.ranker.scoring.stats_weight == STATS_WEIGHT and c.ranker.stats is not None
+        np.testing.assert_allclose(queries.stats, c.ranker.stats[:6], atol=1e-5)
+        assert [r["hits"][0]["path"] for r in c.query(files, k=3)] == c.paths()[:6]
 
 
 def _edited(src, dest):

@@ -214,6 +214,19 @@ class Hasher:
                 out[i] = net.code_logits(data.batch(i)).numpy()
         return out
 
+    def statistics(self, images, batch_size: int = 1024) -> np.ndarray:
+        """Channel statistics of images as a collection stores them per item (statistics.
+        stored_stats of the model's input), (n, STORED_WIDTH) float32: what the two-stage
+        ranking compares a query's with."""
+        if self.config.is_vector:
+            raise ValueError("a vector model has no channel statistics")
+        data = as_input(images, self.config.model)
+        out = np.empty((len(data), STORED_WIDTH), np.float32)
+        for s in range(0, len(data), batch_size):
+            i = np.arange(s, min(s + batch_size, len(data)))
+            out[i] = stored_stats(data.batch(i))
+        return out
+
     def encode(self, images, batch_size: int = 1024) -> np.ndarray:
         """Packed codes (n, bits // 8) uint8 in FAISS bit order."""
         return codes_mod.pack(self.logits(images, batch_size) > 0)

@@ -26,6 +26,19 @@ broken by file order. Two things a query has and the stored bits lack order the 
   look-alike to pass); an item takes the larger of its two bonuses, and the items with the
   nearest centre hashes join the shortlist as well.
 
+For colour pictures a third thing the query has orders the shortlist: its channel statistics
+(per channel mean, spread and gradient energy, and the edges' colour disagreement: model/
+statistics.stored_stats), which a collection stores per item. Among the shortlist, the item
+whose colours and textures are nearer the query's comes first: each item's statistics distance
+(each statistic over its spread in the collection), over its median across the query's Hamming
+shortlist, adds ``stats_weight`` bits to the score. The code's feature bits hash the same
+statistics, but 8 bits of them cannot order a shortlist whose codes differ by a few bits. An
+edit moves a copy's statistics (a watermark adds edges, a brighter exposure raises the means),
+so an item with a copy bonus pays less of the term, none once the bonus is as large. On a
+grey picture the statistics are 4 numbers (ink, contrast, two gradient energies) that say
+little of a glyph's or an object's shape, and they cost the grey sets, so grey collections
+leave them out (``stats_weight_for``; bench/README.md, "The channel statistics in the ranking").
+
 A k-NN vote (``classify``) can also weigh the perceptual distance itself into the score
 (``perceptual_weight``): among a query's nearest few dozen items the hashes are a second,
 untrained opinion of shape that steadies the vote; over a whole ranking they cost the semantic
@@ -54,16 +67,25 @@ COPY_PERCENTILE = 10  # the query's bar: this percentile of its distances to its
 COPY_MARGIN = 8  # ...less this many bits
 COPY_WEIGHT = 1.0  # score taken off per bit below the bar
 COPY_CENTRE_MARGIN = 8  # a stored centre's reading of the query: its own bar, this many bits lower still
+STATS_WEIGHT = 8.0  # colour pictures: bits added per shortlist median of channel-statistics distance
+
+
+def stats_weight_for(channels: int) -> float:
+    """The statistics term's weight for a model of pictures with ``channels`` channels:
+    STATS_WEIGHT for colour, 0 for grey (module docstring)."""
+    return STATS_WEIGHT if channels == 3 else 0.0
 
 
 @dataclass(frozen=True)
 class Queries:
     """What queries bring to ranking: packed ``codes`` (n, bits/8), the code layer's inputs
-    ``logits`` (n, bits) float32 or None, and their perceptual ``hashes`` or None."""
+    ``logits`` (n, bits) float32 or None, their perceptual ``hashes`` or None, and their
+    channel ``stats`` (n, 13) as collections store them, or None."""
 
     codes: np.ndarray
     logits: np.ndarray | None = None
     hashes: Perceptual | None = None
+    stats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -93,7 +115,8 @@ class Scoring:
     Hamming shortlist and at most ``copy_within``; the reading of the stored pictures' centres
     has a bar of its own, ``copy_centre_margin`` bits lower (see the module docstring).
     ``perceptual_weight`` w: the score becomes (score + w * p) / (1 + w), p the perceptual
-    distance scaled to the code length (0 in search; classify's vote uses search.vote's)."""
+    distance scaled to the code length (0 in search; classify's vote uses search.vote's).
+    ``stats_weight``: bits added per shortlist median of channel-statistics distance (0: none)."""
 
     noise_std: float = 4.0
     copy_within: int = COPY_WITHIN
@@ -102,6 +125,7 @@ class Scoring:
     copy_margin: float = COPY_MARGIN
     copy_centre_margin: float = COPY_CENTRE_MARGIN
     perceptual_weight: float = 0.0
+    stats_weight: float = 0.0
 
 
 def expected_distance(logits: np.ndarray, codes: np.ndarray, noise_std: float) -> np.ndarray:
@@ -116,12 +140,16 @@ def expected_distance(logits: np.ndarray, codes: np.ndarray, noise_std: float) -
 
 class Ranker:
     """Ranks the items of a HammingIndex for queries: ``knn(queries, k)`` and ``within(queries,
-    radius)``; ``stored_hashes`` (the items' Perceptual, or None) enable the copy bonus."""
+    radius)``; ``stored_hashes`` (the items' Perceptual, or None) enable the copy bonus, and
+    ``stored_stats`` (their channel statistics (n, 13), NaN rows where unknown, or None) the
+    statistics term."""
 
-    def __init__(self, index, stored_hashes: Perceptual | None = None, scoring: Scoring | None = None):
+    def __init__(self, index, stored_hashes: Perceptual | None = None, scoring: Scoring | None = None,
+                 stored_stats: np.ndarray | None = None):
         self.index = index
         self.codes = index.reconstruct_all()  # the stored codes that candidates are scored against
         self.hashes = stored_hashes
+        self.stats = stored_stats
         self.scoring = scoring or Scoring()
         self._built = {}  # indexes built on first use; with_scoring's copies share this dict
 
@@ -158,19 +186,24 @@ class Ranker:
         if hamming_only or not self._can_score(queries):
             return [Ranked(ids[:limit], dist[:limit], None) for ids, dist in found]
         references = [None] * len(found)
-        if self._copies_scored(queries):  # the bar comes from the k-NN shortlist, whatever the radius holds
+        # the copy bar and the statistics' scale come from the k-NN shortlist, whatever the radius holds
+        if self._copies_scored(queries) or self._stats_read(queries):
             _, near = self.index.search(queries.codes, min(SHORTLIST, max(self.index.ntotal, 1)))
             references = [r[r >= 0] for r in near]
         return [self._order(queries, q, ids, limit, references[q]) for q, (ids, _) in enumerate(found)]
 
     # ---------------------------------------------------------------- parts
     def _can_score(self, queries: Queries) -> bool:
-        return queries.logits is not None or self._hashes_read(queries)
+        return queries.logits is not None or self._hashes_read(queries) or self._stats_read(queries)
 
     def _hashes_read(self, queries: Queries) -> bool:
         """Whether the score reads perceptual hashes: both sides have them and a weight asks."""
         s = self.scoring
         return queries.hashes is not None and self.hashes is not None and bool(s.copy_weight or s.perceptual_weight)
+
+    def _stats_read(self, queries: Queries) -> bool:
+        """Whether the score reads channel statistics: both sides have them and a weight asks."""
+        return queries.stats is not None and self.stats is not None and bool(self.scoring.stats_weight)
 
     def _copies_scored(self, queries: Queries) -> bool:
         return self._hashes_read(queries) and bool(self.scoring.copy_weight)
@@ -188,28 +221,52 @@ class Ranker:
         """Query ``q``'s score for items ``ids`` (their packed codes ``stored``, Hamming
         ``distance``): the expected distance (the plain one without logits) less the copy bonus,
         whose bar comes from the perceptual distances to the ``reference`` items (the query's
-        Hamming shortlist; default ``ids``), averaged with the perceptual distance where the
-        scoring's ``perceptual_weight`` asks."""
+        Hamming shortlist; default ``ids``), plus the statistics term (its scale from the same
+        ``reference``; an item the bonus calls a copy pays less of it), averaged with the
+        perceptual distance where the scoring's ``perceptual_weight`` asks."""
         s = self.scoring
         if queries.logits is not None:
             score = expected_distance(queries.logits[q], stored, s.noise_std)
         else:
             score = distance.astype(np.float64)
-        if not (self._hashes_read(queries) and len(ids)):
-            return score
-        seen = self._perceptual(queries, q, ids)
-        if s.copy_weight:
-            bonus = np.zeros(len(ids))
+        bonus = np.zeros(len(ids))
+        seen = self._perceptual(queries, q, ids) if self._hashes_read(queries) and len(ids) else None
+        if seen is not None and s.copy_weight:
             refs = seen if reference is None else self._perceptual(queries, q, np.asarray(reference, np.int64))
             # each reading (whole picture, centre) against a bar from its own distances
             for near, ref, margin in zip(seen, refs, (s.copy_margin, s.copy_margin + s.copy_centre_margin)):
                 bar = min(s.copy_within, np.percentile(ref, s.copy_percentile) - margin) if len(ref) else 0
                 bonus = np.maximum(bonus, bar - near)
             score = score - s.copy_weight * bonus
-        if s.perceptual_weight:
+        if self._stats_read(queries) and len(ids):
+            # an edit (a watermark, a brighter exposure) moves a copy's statistics as far as a
+            # different picture's: a bonus of as many bits as the term weighs lifts it
+            relief = np.clip(s.copy_weight * bonus / s.stats_weight, 0.0, 1.0)
+            score = score + s.stats_weight * (1 - relief) * self._stats_term(queries.stats[q], ids, reference)
+        if seen is not None and s.perceptual_weight:
             scaled = seen[0] * (8 * self.codes.shape[1]) / (2 * HASH_BITS)
             score = (score + s.perceptual_weight * scaled) / (1 + s.perceptual_weight)
         return score
+
+    def _stats_term(self, query: np.ndarray, ids: np.ndarray, reference) -> np.ndarray:
+        """The query's channel-statistics distance to ``ids`` over its median across the
+        ``reference`` items (default ``ids``), each statistic scaled by its spread over the
+        stored items; an item without statistics (NaN) scores the median, 1."""
+        if "spread" not in self._built:  # the mean cancels in a difference
+            known = self.stats[np.isfinite(self.stats).all(1)]
+            spread = known.std(0) if len(known) else np.ones(self.stats.shape[1])
+            self._built.setdefault("spread", np.where(spread > 1e-12, spread, 1.0))
+        spread = self._built["spread"]
+        def distance(rows):
+            return np.linalg.norm((self.stats[rows] - query) / spread, axis=1)
+
+        near = distance(ids) if reference is None else distance(np.asarray(reference, np.int64))
+        near = near[np.isfinite(near)]
+        scale = float(np.median(near)) if len(near) else 0.0
+        if scale <= 1e-12:  # nothing to compare against, or every item alike
+            return np.zeros(len(ids))
+        out = distance(ids) / scale
+        return np.where(np.isfinite(out), out, 1.0)
 
     def _perceptual(self, queries: Queries, q: int, ids: np.ndarray) -> list:
         """The query's perceptual distances to ``ids``: the whole pictures' and, where stored,
