@@ -257,6 +257,7 @@ class Ranker:
             spread = known.std(0) if len(known) else np.ones(self.stats.shape[1])
             self._built.setdefault("spread", np.where(spread > 1e-12, spread, 1.0))
         spread = self._built["spread"]
+
         def distance(rows):
             return np.linalg.norm((self.stats[rows] - query) / spread, axis=1)
 
