@@ -273,12 +273,10 @@ class Collection:
         """The two-stage ranker over the stored codes, perceptual hashes and channel statistics
         (search.rank), built on first use."""
         if self._ranker is None:
-            from .search.rank import Ranker, Scoring, stats_weight_for
+            from .search.rank import Ranker, Scoring
             scoring, pictures = Scoring(), self.kind == "images"
             if self.reader.has_model():
-                cfg = self.model.config
-                scoring = Scoring(noise_std=cfg.noise_std,
-                                  stats_weight=stats_weight_for(cfg.channels) if pictures else 0.0)
+                scoring = Scoring(noise_std=self.model.config.noise_std, stats_weight=self._stats_weight())
             stats = self.reader.stats() if pictures and scoring.stats_weight else None
             if stats is not None and not np.isfinite(stats).all(1).any():  # none known: an earlier hashae's items
                 stats = None
@@ -314,10 +312,19 @@ class Collection:
         thumbs = np.stack([p.rgb if p.thumb is None else p.thumb for p in pictures])
         return self._encoded(model_input(rgb, cfg.channels), perceptual_hashes(thumbs))
 
+    def _stats_weight(self) -> float:
+        """The ranking's statistics term for this collection's model (search.rank.
+        stats_weight_for): colour pictures weigh their channel statistics; grey ones and vectors
+        do not."""
+        from .search.rank import stats_weight_for
+        cfg = self.model.config
+        return 0.0 if cfg.is_vector else stats_weight_for(cfg.channels)
+
     def _encoded(self, inputs: np.ndarray, hashes):
         from .search.rank import Queries
         logits = self.model.logits(inputs)
-        stats = None if self.model.config.is_vector else self.model.statistics(inputs)
+        # only a ranking that weighs them reads a query's statistics
+        stats = self.model.statistics(inputs) if self._stats_weight() else None
         return Queries(pack(logits > 0), logits, hashes, stats)
 
     def _decode_queries(self, files) -> list:

@@ -261,13 +261,13 @@ class Ranker:
         def distance(rows):
             return np.linalg.norm((self.stats[rows] - query) / spread, axis=1)
 
-        near = distance(ids) if reference is None else distance(np.asarray(reference, np.int64))
+        d = distance(ids)
+        near = d if reference is None else distance(np.asarray(reference, np.int64))
         near = near[np.isfinite(near)]
         scale = float(np.median(near)) if len(near) else 0.0
         if scale <= 1e-12:  # nothing to compare against, or every item alike
             return np.zeros(len(ids))
-        out = distance(ids) / scale
-        return np.where(np.isfinite(out), out, 1.0)
+        return np.where(np.isfinite(d), d / scale, 1.0)
 
     def _perceptual(self, queries: Queries, q: int, ids: np.ndarray) -> list:
         """The query's perceptual distances to ``ids``: the whole pictures' and, where stored,
