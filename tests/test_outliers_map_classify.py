@@ -192,13 +192,28 @@ def test_knn_vote_counts_ties_and_skips_unlabelled():
     dist = np.array([[0, 1, 2, 2, 5, 0]])
     # k=2: item 3 is unlabelled; 0 (d=1) and 1 (d=2) vote, and 2 ties with the 2nd at d=2
     v = knn_vote(dist, ids, labels, 2, k=2, bits=8, power=1)
-    assert v.counts.tolist() == [[1, 2]] and v.label[0] == 1  # two votes of 0.75 beat one of 0.875
+    assert v.counts.tolist() == [[1, 2]] and v.label[0] == 1  # two votes of 0.875 beat the nearest's 1
     v = knn_vote(dist, ids, labels, 2, k=2, bits=8, power=8)
-    assert v.counts.tolist() == [[1, 2]] and v.label[0] == 0  # the nearest weighs most: 0.34 > 2 x 0.10
+    assert v.counts.tolist() == [[1, 2]] and v.label[0] == 0  # the nearest weighs most: 1 > 2 x 0.34
     v = knn_vote(dist, ids, labels, 2, k=1, bits=8)
     assert v.counts.tolist() == [[1, 0]] and v.label[0] == 0
     none = knn_vote(np.array([[0]]), np.array([[-1]]), labels, 2, k=3, bits=8)
     assert none.label[0] == -1 and none.counts.sum() == 0
+
+
+def test_knn_vote_ignores_an_offset_common_to_every_score():
+    """A ranking's scores carry offsets that say nothing of the label (a colour collection's
+    statistics term, a copy bonus): the vote weighs each neighbour by how much farther it is
+    than the nearest, so the same offset on every score changes no weight and no label."""
+    labels = np.array([0, 1, 1])
+    ids = np.array([[0, 1, 2]])
+    dist = np.array([[1.0, 2.0, 2.0]])
+    plain = knn_vote(dist, ids, labels, 2, k=3, bits=8, power=1)
+    shifted = knn_vote(dist + 5.5, ids, labels, 2, k=3, bits=8, power=1)
+    assert plain.label[0] == shifted.label[0] == 1  # 2 x 0.875 beat 1; from 0: 2 x 0.0625 lose to 0.1875
+    np.testing.assert_allclose(shifted.weights, plain.weights)
+    below = knn_vote(dist - 4, ids, labels, 2, k=3, bits=8, power=1)  # a copy bonus takes scores below 0
+    np.testing.assert_allclose(below.weights, plain.weights)
 
 
 def test_map_cells_are_distinct_and_seeded():

@@ -21,9 +21,16 @@ class Votes(NamedTuple):
 
 
 def vote_weights(dist: np.ndarray, bits: int, power: float = POWER) -> np.ndarray:
-    """A neighbour's vote: 1 at distance 0, falling with the distance relative to the code
-    length (so that 64- and 256-bit codes weigh alike): (1 - d / bits) ** power."""
-    return np.clip(1.0 - np.asarray(dist, np.float64) / bits, 0.0, 1.0) ** power
+    """A neighbour's vote: 1 for the nearest, falling with how much farther it is than the
+    nearest, relative to the code length (so that 64- and 256-bit codes weigh alike):
+    (1 - (d - d_min) / bits) ** power. Relative, because a ranking's scores carry offsets that
+    say nothing of the label (a colour collection's statistics term adds about 8 bits to a typical
+    score, a copy bonus subtracts): measured from 0, an offset made the vote sharper
+    (bench/README.md, "k-NN labels": "The vote from the nearest")."""
+    d = np.asarray(dist, np.float64)
+    if not d.size:
+        return d
+    return np.clip(1.0 - (d - d.min()) / bits, 0.0, 1.0) ** power
 
 
 def ranked_rows(ranked: list, width: int) -> tuple[np.ndarray, np.ndarray]:
