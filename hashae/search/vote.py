@@ -21,8 +21,9 @@ class Votes(NamedTuple):
 
 
 def vote_weights(dist: np.ndarray, bits: int, power: float = POWER) -> np.ndarray:
-    """A neighbour's vote: 1 for the nearest, falling with how much farther it is than the
-    nearest, relative to the code length (so that 64- and 256-bit codes weigh alike):
+    """The votes of one query's neighbours, from their distances or scores ``dist`` (one row:
+    d_min is taken over all of it): 1 for the nearest, falling with how much farther each is,
+    relative to the code length (so that 64- and 256-bit codes weigh alike):
     (1 - (d - d_min) / bits) ** power. Relative, because a ranking's scores carry offsets that
     say nothing of the label (a colour collection's statistics term adds about 8 bits to a typical
     score, a copy bonus subtracts): measured from 0, an offset made the vote sharper
