@@ -561,14 +561,15 @@ def classify(images, store, k, level, as_json):
             # a dataset split into train/ and val/ with a folder per class below: say where the classes are
             click.echo(f"Warning: the labels are the first folders ({', '.join(shown(n) for n in names)}), which "
                        "look like a dataset's splits; --level 2 takes the folders below them", err=True)
-        results, failed = _each_file(_expand_folders(images), lambda files: coll.classify(files, k=k, level=level))
+        results, failed = _each_file(_expand_folders(images), lambda files: coll.label_votes(files, k=k, level=level))
         if as_json:
-            click.echo(json.dumps(results))
+            click.echo(json.dumps([{"query": v.query, "label": v.label, "votes": v.votes} for v in results]))
         else:
-            for r in results:
-                votes = ", ".join(f"{shown(name)} {c}" for name, c in sorted(r["votes"].items(), key=lambda x: -x[1]))
-                label = "(no labelled neighbours)" if r["label"] is None else shown(r["label"])
-                click.echo(f"{shown(r['query'])}: {label}  [{votes}]")
+            for v in results:  # the vote weight decides, so it comes first: nearer neighbours weigh more
+                votes = ", ".join(f"{shown(name)} {v.share[name]:.0%} ({c} {'vote' if c == 1 else 'votes'})"
+                                  for name, c in sorted(v.votes.items(), key=lambda x: -v.share[x[0]]))
+                label = "(no labelled neighbours)" if v.label is None else shown(v.label)
+                click.echo(f"{shown(v.query)}: {label}  [{votes}]")
         if failed:
             sys.exit(1)
 

@@ -26,8 +26,8 @@ from .storage.items import ALL_HASH_FIELDS, HASH_FIELDS
 if TYPE_CHECKING:
     from .search.rank import Queries
 
-__all__ = ["Collection", "Hit", "IndexReport", "MapLayout", "Outlier", "StoreBusy", "StoreError", "default_store",
-           "groups_from_labels"]
+__all__ = ["Collection", "Hit", "IndexReport", "LabelVote", "MapLayout", "Outlier", "StoreBusy", "StoreError",
+           "default_store", "groups_from_labels"]
 MAP_ITEMS = 1000  # items on a map by default: a 1,632-pixel square of 48-pixel pictures
 
 
@@ -42,6 +42,17 @@ class Outlier(NamedTuple):
     path: str
     score: float  # higher: fits the collection less
     id: int
+
+
+class LabelVote(NamedTuple):
+    """One query's k-NN label (Collection.label_votes): the winning ``label`` (None: no labelled
+    neighbour), each label's number of ``votes`` and its ``share`` of the vote weight (the label
+    is the largest share, which need not be the most votes: nearer neighbours weigh more)."""
+
+    query: object  # the query's path, or its row number when the queries were an array
+    label: str | None
+    votes: dict  # {label: neighbours that voted for it}
+    share: dict  # {label: its fraction of the summed vote weight}
 
 
 class MapLayout(NamedTuple):
@@ -590,7 +601,11 @@ class Collection:
 
     def classify(self, images, k: int = 10, level: int = 1) -> list:
         """k-NN labels in code space: what ``hashae classify --json`` prints, [{"query", "label",
-        "votes": {label: count}}]. ``images``: image files (or an array; queries are then row
+        "votes": {label: count}}] (label_votes, without the shares)."""
+        return [{"query": v.query, "label": v.label, "votes": v.votes} for v in self.label_votes(images, k, level)]
+
+    def label_votes(self, images, k: int = 10, level: int = 1) -> list:
+        """Each query's LabelVote. ``images``: image files (or an array; queries are then row
         numbers). Labels are the items' first folders (``labels``; ``level`` 2 the folders below
         them); each query takes the label with the most vote weight among its k nearest labelled
         items as ``search`` ranks them, with the perceptual distance weighed in for images
@@ -619,9 +634,11 @@ class Collection:
                     ranked[r] = ranked[r].without(row)
         dist, ids = ranked_rows(ranked, width)
         votes = knn_vote(dist, ids, labels, len(names), k, self.bits)
-        return [{"query": q, "label": names[w] if w >= 0 else None,
-                 "votes": {names[j]: int(c) for j, c in enumerate(counts) if c}}
-                for q, w, counts in zip(names_q, votes.label, votes.counts)]
+        total = votes.weights.sum(1, keepdims=True)
+        shares = np.divide(votes.weights, total, out=np.zeros_like(votes.weights), where=total > 0)
+        return [LabelVote(q, names[w] if w >= 0 else None, {names[j]: int(c) for j, c in enumerate(counts) if c},
+                          {names[j]: float(f) for j, (c, f) in enumerate(zip(counts, share)) if c})
+                for q, w, counts, share in zip(names_q, votes.label, votes.counts, shares)]
 
     def map_layout(self, max_items: int = MAP_ITEMS, seed: int = 0) -> MapLayout:
         """Grid places for a map of the collection (search.projection: t-SNE of the codes, snapped

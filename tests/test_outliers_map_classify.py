@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import h5py
@@ -434,6 +435,13 @@ def test_classify_labels_new_images_by_their_folders(trained_store, tmp_path):
     for r in results:
         assert set(r) == {"query", "label", "votes"} and set(r["votes"]) <= set(names)
         assert 5 <= sum(r["votes"].values()) <= 20 and r["label"] in r["votes"]
+    with Collection.open(trained_store) as c:
+        votes = c.label_votes(files, k=5)
+    # the records behind classify: the same labels and counts, and each label's share of the vote weight
+    assert [{"query": v.query, "label": v.label, "votes": v.votes} for v in votes] == results
+    for v in votes:
+        assert set(v.share) == set(v.votes) and sum(v.share.values()) == pytest.approx(1.0)
+        assert v.label == max(v.share, key=v.share.get)
 
 
 def test_classify_never_counts_the_query_itself(trained_store, sample_dir, tmp_path):
@@ -462,7 +470,8 @@ def test_classify_cli_json_and_errors(trained_store, sample_dir, tmp_path):
     [row] = json.loads(r.stdout)
     assert row["query"] == query and row["label"] == "circle"
     r = runner.invoke(main, ["classify", query, "--store", str(trained_store)])
-    assert r.exit_code == 0 and r.stdout.startswith(f"{query}: circle")
+    assert r.exit_code == 0 and r.stdout.startswith(f"{query}: circle  [circle ")  # the largest share first
+    assert re.search(r"circle \d+% \(\d+ votes?\)", r.stdout), r.stdout
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     r = runner.invoke(main, ["classify", str(bad), query, "--store", str(trained_store), "--json"])
