@@ -563,7 +563,7 @@ def classify(images, store, k, level, as_json):
                        "look like a dataset's splits; --level 2 takes the folders below them", err=True)
         results, failed = _each_file(_expand_folders(images), lambda files: coll.label_votes(files, k=k, level=level))
         if as_json:
-            click.echo(json.dumps([{"query": v.query, "label": v.label, "votes": v.votes} for v in results]))
+            click.echo(json.dumps([v.as_json() for v in results]))
         else:
             for v in results:  # the vote weight decides, so it comes first: nearer neighbours weigh more
                 votes = ", ".join(f"{shown(name)} {v.share[name]:.0%} ({c} {'vote' if c == 1 else 'votes'})"

@@ -54,6 +54,10 @@ class LabelVote(NamedTuple):
     votes: dict  # {label: neighbours that voted for it}
     share: dict  # {label: its fraction of the summed vote weight}
 
+    def as_json(self) -> dict:
+        """What ``hashae classify --json`` prints for it: {"query", "label", "votes"}."""
+        return {"query": self.query, "label": self.label, "votes": self.votes}
+
 
 class MapLayout(NamedTuple):
     """Where items go on a map: item ``ids[i]`` in grid cell ``cells[i]`` (column, row) of a
@@ -602,7 +606,7 @@ class Collection:
     def classify(self, images, k: int = 10, level: int = 1) -> list:
         """k-NN labels in code space: what ``hashae classify --json`` prints, [{"query", "label",
         "votes": {label: count}}] (label_votes, without the shares)."""
-        return [{"query": v.query, "label": v.label, "votes": v.votes} for v in self.label_votes(images, k, level)]
+        return [v.as_json() for v in self.label_votes(images, k, level)]
 
     def label_votes(self, images, k: int = 10, level: int = 1) -> list:
         """Each query's LabelVote. ``images``: image files (or an array; queries are then row

@@ -438,7 +438,7 @@ def test_classify_labels_new_images_by_their_folders(trained_store, tmp_path):
     with Collection.open(trained_store) as c:
         votes = c.label_votes(files, k=5)
     # the records behind classify: the same labels and counts, and each label's share of the vote weight
-    assert [{"query": v.query, "label": v.label, "votes": v.votes} for v in votes] == results
+    assert [(v.query, v.label, v.votes) for v in votes] == [(r["query"], r["label"], r["votes"]) for r in results]
     for v in votes:
         assert set(v.share) == set(v.votes) and sum(v.share.values()) == pytest.approx(1.0)
         assert v.label == max(v.share, key=v.share.get)
