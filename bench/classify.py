@@ -8,6 +8,12 @@ and over plain Hamming neighbours ("hashae").
 
     python bench/classify.py                     # six sets, k = 10
     python bench/classify.py --sets coil20 --k 5 --effort fast --weights 0.5 2
+    python bench/classify.py --vectors           # vector collections: bench/vectors.py's seven sets
+
+With ``--vectors`` each set is given as bench/vectors.py gives it (flat pixel vectors, and
+python_docstrings' word counts) to the vector model (``kind="vector"``, scaled as
+``for_data`` chooses), whose collections ``classify`` ranks without perceptual hashes or
+statistics; the baselines are k-NN on the vectors as given and on ITQ codes of them.
 """
 from __future__ import annotations
 
@@ -25,10 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from baselines import itq  # noqa: E402
 from quality import QUERIES_PER_CLASS, load_labelled, split  # noqa: E402
 from selection import leave_one_set_out  # noqa: E402
+from vectors import QUERIES as VECTOR_QUERIES  # noqa: E402
+from vectors import SETS as VECTOR_SETS  # noqa: E402
+from vectors import load_vectors  # noqa: E402
 
 from hashae import HasherConfig, SemanticHasher  # noqa: E402
 from hashae.codes import pack  # noqa: E402
 from hashae.ingest.perceptual import perceptual_hashes  # noqa: E402
+from hashae.model.inputs import for_data  # noqa: E402
 from hashae.search import HammingIndex  # noqa: E402
 from hashae.search.rank import Queries, Ranker, Scoring, stats_weight_for  # noqa: E402
 from hashae.search.vote import PERCEPTUAL_WEIGHT, POWER, TIE_WIDTH, knn_vote, ranked_rows  # noqa: E402
@@ -106,6 +116,35 @@ def run_set(name: str, cfg: HasherConfig, k: int, weights=()) -> dict:
     return dict(set=name, queries=len(q), accuracy=acc, best_raw=base, fit_s=fit_s)
 
 
+def run_vector_set(name: str, cfg: HasherConfig, k: int) -> dict:
+    """One set of bench/vectors.py as a vector collection's classify votes on it (search's
+    ranking: expected distance, no hashes or statistics), against k-NN on the vectors and on ITQ."""
+    vectors, labels = load_vectors(name)
+    q, db = split(labels, VECTOR_QUERIES.get(name, 100), cfg.seed)
+    n_labels = int(labels.max()) + 1
+    acc = {}
+    for weighted in (False, True):
+        pred = pixel_knn(vectors[q], vectors[db], labels[db], n_labels, k, weighted)
+        acc[f"raw vectors, k-NN{' (1/d weights)' if weighted else ''}"] = float((pred == labels[q]).mean())
+    h = itq(vectors[db].astype(np.float64), cfg.bits, cfg.seed)
+    pred = hamming_votes(h(vectors[q].astype(np.float64)), h(vectors[db].astype(np.float64)), labels[db],
+                         n_labels, k, cfg.bits, POWER)
+    acc[f"ITQ codes, vote power {POWER}"] = float((pred == labels[q]).mean())
+    t0 = time.monotonic()
+    model = SemanticHasher(for_data(cfg.replace(kind="vector"), vectors[db])).fit(vectors[db])
+    fit_s = time.monotonic() - t0
+    dc, logits = model.encode(vectors[db]), model.logits(vectors[q])
+    ranker = Ranker(HammingIndex.from_codes(dc), None, Scoring(noise_std=model.config.noise_std))
+    width = min(len(db), k * TIE_WIDTH + 1)
+    dist, ids = ranked_rows(ranker.knn(Queries(pack(logits > 0), logits), width), width)
+    for power in POWERS:
+        pred = knn_vote(dist, ids, labels[db], n_labels, k, cfg.bits, power).label
+        acc[f"hashae classify, vote power {power}"] = float((pred == labels[q]).mean())
+    base = max(v for m, v in acc.items() if m.startswith("raw"))
+    print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)
+    return dict(set=name, queries=len(q), accuracy=acc, best_raw=base, fit_s=fit_s)
+
+
 def leave_one_out(rows: list) -> list:
     """The vote (ranking and power) each held-out set gets from the others, among hashae's votes
     that every row has."""
@@ -124,6 +163,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=float, nargs="*", default=[],
                     help=f"perceptual weights to vote with besides 0 and classify's {PERCEPTUAL_WEIGHT:g}")
+    ap.add_argument("--vectors", action="store_true",
+                    help="vector collections on bench/vectors.py's sets (default: all seven) instead of images")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "classify.json"))
     ap.add_argument("--summarise", nargs="+", metavar="JSON",
                     help="print the leave-one-out check of earlier runs' results (later files replace a set's row)")
@@ -137,14 +178,23 @@ def main(argv=None):
         return
     cfg = HasherConfig.for_effort(args.effort).replace(bits=args.bits, seed=args.seed)
     t0 = time.monotonic()
-    rows = [run_set(name, cfg, args.k, args.weights) for name in args.sets]
-    print(f"accuracy (vote power {POWER}), hashae classify / search's ranking alone / Hamming neighbours / "
-          "best raw-pixel k-NN / ITQ:")
-    for r in rows:
-        a = r["accuracy"]
-        print(f"  {r['set']:17s} {a[f'hashae classify, vote power {POWER}']:.3f}"
-              f" / {a[f'hashae ranked, vote power {POWER}']:.3f} / {a[f'hashae, vote power {POWER}']:.3f}"
-              f" / {r['best_raw']:.3f} / {a[f'ITQ codes, vote power {POWER}']:.3f}")
+    if args.vectors:
+        sets = VECTOR_SETS if args.sets == SETS else args.sets
+        rows = [run_vector_set(name, cfg, args.k) for name in sets]
+        print(f"accuracy (vote power {POWER}), hashae classify / best raw-vector k-NN / ITQ:")
+        for r in rows:
+            a = r["accuracy"]
+            print(f"  {r['set']:17s} {a[f'hashae classify, vote power {POWER}']:.3f} / {r['best_raw']:.3f}"
+                  f" / {a[f'ITQ codes, vote power {POWER}']:.3f}")
+    else:
+        rows = [run_set(name, cfg, args.k, args.weights) for name in args.sets]
+        print(f"accuracy (vote power {POWER}), hashae classify / search's ranking alone / Hamming neighbours / "
+              "best raw-pixel k-NN / ITQ:")
+        for r in rows:
+            a = r["accuracy"]
+            print(f"  {r['set']:17s} {a[f'hashae classify, vote power {POWER}']:.3f}"
+                  f" / {a[f'hashae ranked, vote power {POWER}']:.3f} / {a[f'hashae, vote power {POWER}']:.3f}"
+                  f" / {r['best_raw']:.3f} / {a[f'ITQ codes, vote power {POWER}']:.3f}")
     lines = leave_one_out(rows)
     print("leave one set out (vote chosen by its worst ratios to raw-pixel k-NN):")
     print("\n".join(lines))
