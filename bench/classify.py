@@ -85,20 +85,36 @@ def pixel_knn(q, db, db_labels, n_labels, k, weighted):
     return votes.argmax(1)
 
 
+def baseline_accuracy(x, labels, q, db, cfg: HasherConfig, k: int, kind: str, itq_powers) -> dict:
+    """Accuracy of the baselines on the rows ``x`` (pixels or vectors, named by ``kind``): k-NN
+    on the rows themselves, uniform and 1/d weights, and the vote over ITQ codes of them at
+    ``itq_powers``, keyed as the bench prints them."""
+    n_labels = int(labels.max()) + 1
+    acc = {}
+    for weighted in (False, True):
+        pred = pixel_knn(x[q], x[db], labels[db], n_labels, k, weighted)
+        acc[f"raw {kind}, k-NN{' (1/d weights)' if weighted else ''}"] = float((pred == labels[q]).mean())
+    h = itq(x[db].astype(np.float64), cfg.bits, cfg.seed)
+    q_codes, db_codes = h(x[q].astype(np.float64)), h(x[db].astype(np.float64))
+    for power in itq_powers:
+        pred = hamming_votes(q_codes, db_codes, labels[db], n_labels, k, cfg.bits, power)
+        acc[f"ITQ codes, vote power {power}"] = float((pred == labels[q]).mean())
+    return acc
+
+
+def finished_row(name: str, queries: int, acc: dict, fit_s: float) -> dict:
+    """A set's row of results: printed on one line, with the best raw k-NN as the bar."""
+    base = max(v for m, v in acc.items() if m.startswith("raw"))
+    print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)
+    return dict(set=name, queries=queries, accuracy=acc, best_raw=base, fit_s=fit_s)
+
+
 def run_set(name: str, cfg: HasherConfig, k: int, weights=()) -> dict:
     images, labels = load_labelled(name, cfg.image_size)
     q, db = split(labels, PER_CLASS.get(name, 100), cfg.seed)
     n_labels = int(labels.max()) + 1
     pixels = images.reshape(len(images), -1).astype(np.float32) / 255
-    acc = {}
-    for weighted in (False, True):
-        pred = pixel_knn(pixels[q], pixels[db], labels[db], n_labels, k, weighted)
-        acc[f"raw pixels, k-NN{' (1/d weights)' if weighted else ''}"] = float((pred == labels[q]).mean())
-    h = itq(pixels[db].astype(np.float64), cfg.bits, cfg.seed)
-    for power in (0, POWER):
-        pred = hamming_votes(h(pixels[q].astype(np.float64)), h(pixels[db].astype(np.float64)), labels[db],
-                             n_labels, k, cfg.bits, power)
-        acc[f"ITQ codes, vote power {power}"] = float((pred == labels[q]).mean())
+    acc = baseline_accuracy(pixels, labels, q, db, cfg, k, "pixels", (0, POWER))
     t0 = time.monotonic()
     model = SemanticHasher(cfg.replace(channels=images.shape[-1])).fit(images[db])
     fit_s = time.monotonic() - t0
@@ -111,9 +127,7 @@ def run_set(name: str, cfg: HasherConfig, k: int, weights=()) -> dict:
         for power in POWERS:
             pred = knn_vote(dist, ids, labels[db], n_labels, k, cfg.bits, power).label
             acc[f"{weight_name(w)}, vote power {power}"] = float((pred == labels[q]).mean())
-    base = max(v for m, v in acc.items() if m.startswith("raw"))
-    print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)
-    return dict(set=name, queries=len(q), accuracy=acc, best_raw=base, fit_s=fit_s)
+    return finished_row(name, len(q), acc, fit_s)
 
 
 def run_vector_set(name: str, cfg: HasherConfig, k: int) -> dict:
@@ -122,14 +136,7 @@ def run_vector_set(name: str, cfg: HasherConfig, k: int) -> dict:
     vectors, labels = load_vectors(name)
     q, db = split(labels, VECTOR_QUERIES.get(name, 100), cfg.seed)
     n_labels = int(labels.max()) + 1
-    acc = {}
-    for weighted in (False, True):
-        pred = pixel_knn(vectors[q], vectors[db], labels[db], n_labels, k, weighted)
-        acc[f"raw vectors, k-NN{' (1/d weights)' if weighted else ''}"] = float((pred == labels[q]).mean())
-    h = itq(vectors[db].astype(np.float64), cfg.bits, cfg.seed)
-    pred = hamming_votes(h(vectors[q].astype(np.float64)), h(vectors[db].astype(np.float64)), labels[db],
-                         n_labels, k, cfg.bits, POWER)
-    acc[f"ITQ codes, vote power {POWER}"] = float((pred == labels[q]).mean())
+    acc = baseline_accuracy(vectors, labels, q, db, cfg, k, "vectors", (POWER,))
     t0 = time.monotonic()
     model = SemanticHasher(for_data(cfg.replace(kind="vector"), vectors[db])).fit(vectors[db])
     fit_s = time.monotonic() - t0
@@ -140,9 +147,7 @@ def run_vector_set(name: str, cfg: HasherConfig, k: int) -> dict:
     for power in POWERS:
         pred = knn_vote(dist, ids, labels[db], n_labels, k, cfg.bits, power).label
         acc[f"hashae classify, vote power {power}"] = float((pred == labels[q]).mean())
-    base = max(v for m, v in acc.items() if m.startswith("raw"))
-    print(f"  {name:17s} " + "  ".join(f"{m} {v:.3f}" for m, v in acc.items()) + f"  (fit {fit_s:.0f} s)", flush=True)
-    return dict(set=name, queries=len(q), accuracy=acc, best_raw=base, fit_s=fit_s)
+    return finished_row(name, len(q), acc, fit_s)
 
 
 def leave_one_out(rows: list) -> list:
